@@ -1,0 +1,36 @@
+# samjax developer commands. Every target installs what it needs into .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.samjax-installed
+# Tests see 8 fake CPU devices (sharding tests); set before jax is imported.
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	touch $(STAMP)
+
+# pytest exits 5 when it collects nothing: treat that as a failure, a suite
+# that silently ran no test must not pass CI.
+test: install
+	$(TEST_ENV) $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+demo: install
+	$(BIN)/python experiments/demo.py --out demo_out
+
+bench: install
+	$(BIN)/python experiments/bench_encoder.py
+
+lint: install
+	$(BIN)/ruff check samjax data_pipelines experiments tests
+
+clean:
+	rm -rf $(VENV) demo_out bench_out .pytest_cache

@@ -1,0 +1,1 @@
+"""SA-1B data: sample-data maker, validated TFRecord conversion, grain input pipeline."""

@@ -1,0 +1,8 @@
+"""samjax: Segment Anything in JAX/Flax, trainable at scale, weights interoperable
+with the official PyTorch release."""
+
+__version__ = "0.1.0"
+
+from samjax.model import SamConfig, SamModel, build, get_config  # noqa: E402
+
+__all__ = ["SamConfig", "SamModel", "build", "get_config", "__version__"]

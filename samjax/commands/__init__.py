@@ -1,0 +1,1 @@
+"""One module per ``samjax <verb>``; each exposes ``register(subparsers)``."""

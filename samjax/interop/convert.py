@@ -1,0 +1,128 @@
+"""Official state_dict <-> samjax params, both directions through ``param_table``."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Mapping, Optional, Tuple
+
+import jax
+import numpy as np
+
+from samjax.interop.errors import CheckpointMismatchError
+from samjax.interop.infer import describe, infer_config
+from samjax.interop.param_table import (flatten, from_torch_layout, param_table,
+                                        to_torch_layout, torch_shape, unflatten)
+from samjax.interop.official import constructor_kwargs
+from samjax.interop.torch_io import load_state_dict, save_state_dict
+from samjax.model.configs import SamConfig, get_config, variant_name
+from samjax.model.sam import SamModel
+
+
+def _model_shapes(config: SamConfig) -> Dict[tuple, tuple]:
+  shapes = jax.eval_shape(lambda: SamModel(config).init(jax.random.PRNGKey(0)))
+  return {p: tuple(s.shape) for p, s in flatten(shapes).items()}
+
+
+def params_from_state_dict(state_dict: Mapping[str, np.ndarray], config: SamConfig,
+                           source: str = "state_dict") -> dict:
+  """Official ``{key: array}`` -> samjax params (float32) for ``config``.
+
+  Raises ``CheckpointMismatchError`` listing missing keys, unexpected keys and
+  shape mismatches by name; nothing is reshaped or dropped silently.
+  """
+  rules = param_table(config)
+  jax_shapes = _model_shapes(config)
+  known = {r.torch_key for r in rules}
+  missing = [r.torch_key for r in rules if r.torch_key not in state_dict]
+  unexpected = [k for k in state_dict if k not in known]
+  mismatched = []
+  for r in rules:
+    if r.torch_key in state_dict:
+      want = torch_shape(r, jax_shapes[r.jax_path])
+      got = tuple(np.shape(state_dict[r.torch_key]))
+      if got != want:
+        mismatched.append((r.torch_key, got, want))
+  if missing or unexpected or mismatched:
+    hint = ""
+    try:
+      found = infer_config({k: np.shape(v) for k, v in state_dict.items()},
+                           config.decoder_num_heads)
+      if not found.same_architecture(config):
+        hint = f"the file holds {describe(found)}, the model is {describe(config)}"
+    except ValueError:
+      pass
+    raise CheckpointMismatchError(source, missing, unexpected, mismatched, hint)
+  flat = {r.jax_path: from_torch_layout(r, state_dict[r.torch_key]).astype(np.float32)
+          for r in rules}
+  return unflatten(flat)
+
+
+def state_dict_from_params(params, config: SamConfig) -> Dict[str, np.ndarray]:
+  """samjax params -> official ``{key: array}`` (in official key order)."""
+  rules = param_table(config)
+  flat = {p: np.asarray(jax.device_get(v)) for p, v in flatten(params).items()}
+  wanted = {r.jax_path for r in rules}
+  missing = ["/".join(r.jax_path) for r in rules if r.jax_path not in flat]
+  unexpected = ["/".join(p) for p in flat if p not in wanted]
+  mismatched = []
+  jax_shapes = _model_shapes(config)
+  for r in rules:
+    if r.jax_path in flat and flat[r.jax_path].shape != jax_shapes[r.jax_path]:
+      mismatched.append(("/".join(r.jax_path), flat[r.jax_path].shape,
+                         jax_shapes[r.jax_path]))
+  if missing or unexpected or mismatched:
+    raise CheckpointMismatchError("params", missing, unexpected, mismatched)
+  return {r.torch_key: to_torch_layout(r, flat[r.jax_path]) for r in rules}
+
+
+def sidecar_path(pth_path: str) -> str:
+  """Where export writes the constructor arguments next to a ``.pth``."""
+  return pth_path + ".json"
+
+
+def import_official(path: str, variant: Optional[str] = None
+                    ) -> Tuple[SamConfig, dict]:
+  """Loads an official ``.pth`` -> (config, params).
+
+  ``variant`` ('vit_b', ...) is checked against the shapes in the file; when
+  omitted the size is inferred (a sidecar JSON written by ``export_official``
+  supplies what shapes cannot tell, e.g. the decoder head count).
+  """
+  state_dict = load_state_dict(path)
+  shapes = {k: np.shape(v) for k, v in state_dict.items()}
+  sidecar = None
+  if os.path.isfile(sidecar_path(path)):
+    with open(sidecar_path(path)) as f:
+      sidecar = SamConfig.from_dict(json.load(f)["samjax_config"])
+  if variant is not None:
+    config = get_config(variant)
+    try:
+      found = infer_config(shapes, config.decoder_num_heads, source=path)
+    except ValueError:
+      found = None
+    if found is not None and not found.same_architecture(config):
+      raise CheckpointMismatchError(
+          path, hint=f"--variant {variant} was given but the file holds {describe(found)}")
+  elif sidecar is not None:
+    config = sidecar
+  else:
+    config = infer_config(shapes, source=path)
+    name = variant_name(config)
+    if name is not None:
+      config = get_config(name)
+  return config, params_from_state_dict(state_dict, config, source=path)
+
+
+def export_official(params, config: SamConfig, path: str) -> Dict[str, np.ndarray]:
+  """Writes params as an official ``.pth`` plus ``<path>.json`` with the
+  constructor arguments (needed to rebuild non-standard sizes). Returns the
+  state_dict written."""
+  state_dict = state_dict_from_params(params, config)
+  save_state_dict(state_dict, path)
+  meta = {"format": "samjax-official-export", "variant": variant_name(config),
+          "official_constructor_kwargs": constructor_kwargs(config),
+          "samjax_config": config.to_dict()}
+  with open(sidecar_path(path), "w") as f:
+    json.dump(meta, f, indent=2, sort_keys=True)
+  return state_dict

@@ -1,0 +1,187 @@
+"""ViTDet image encoder of SAM.
+
+Mirrors ``segment_anything/modeling/image_encoder.py`` (``ImageEncoderViT``,
+``Block``, ``Attention``, ``PatchEmbed``, ``window_partition``,
+``get_rel_pos``, ``add_decomposed_rel_pos``). Parameter names follow the
+official state_dict (``blocks_3/attn/qkv`` <-> ``blocks.3.attn.qkv``).
+
+Shapes (ViT-B at 1024): input [B, 1024, 1024, 3] normalised and padded,
+patch tokens [B, 64, 64, 768], windowed blocks attend within 14x14 windows
+(grid zero-padded 64 -> 70), global blocks over all 4096 tokens; the neck
+returns [B, 64, 64, 256]. Channels-last throughout.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from samjax.model.attention import rel_pos_attention
+from samjax.model.configs import SamConfig
+from samjax.model.layers import (Conv, Dense, DropPath, LayerNorm, MLPBlock,
+                                 to_dtype, zeros)
+from samjax.sharding import constrain, param_init
+
+
+def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:
+  """Index table of ``get_rel_pos``: [q_size, k_size] -> row of the rel-pos table.
+
+  The official code scales coordinates when q_size != k_size; inside SAM the
+  two are always equal, but the general formula is kept.
+  """
+  q = np.arange(q_size)[:, None] * max(k_size / q_size, 1.0)
+  k = np.arange(k_size)[None, :] * max(q_size / k_size, 1.0)
+  return ((q - k) + (k_size - 1) * max(q_size / k_size, 1.0)).astype(np.int32)
+
+
+def window_partition(x, window: int):
+  """[B, H, W, C] -> ([B * nW, window, window, C], (Hp, Wp)); zero-pads H, W."""
+  b, h, w, c = x.shape
+  pad_h, pad_w = (-h) % window, (-w) % window
+  if pad_h or pad_w:
+    x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+  hp, wp = h + pad_h, w + pad_w
+  x = x.reshape(b, hp // window, window, wp // window, window, c)
+  x = x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c)
+  return x, (hp, wp)
+
+
+def window_unpartition(x, window: int, padded_hw, hw):
+  """Inverse of ``window_partition``: drops the padding again."""
+  hp, wp = padded_hw
+  h, w = hw
+  b = x.shape[0] // ((hp // window) * (wp // window))
+  x = x.reshape(b, hp // window, wp // window, window, window, -1)
+  x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+  return x[:, :h, :w, :]
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with decomposed relative positions.
+
+  [B, H, W, C] -> [B, H, W, C]. ``rel_pos_h``/``rel_pos_w`` are
+  [2 * input_size - 1, head_dim] tables (official ``Attention``).
+  """
+  dim: int
+  num_heads: int
+  input_size: tuple
+  dtype: jnp.dtype = jnp.float32
+  impl: str = "auto"
+  query_chunk: int = 1024
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, _ = x.shape
+    n = self.num_heads
+    d = self.dim // n
+    qkv = Dense(3 * self.dim, ("embed", "qkv"), dtype=self.dtype, name="qkv")(x)
+    qkv = qkv.reshape(b, h * w, 3, n, d)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, N, D]
+
+    rel_pos_h = self.param("rel_pos_h", param_init(zeros, ("rel_pos", "head_dim")),
+                           (2 * self.input_size[0] - 1, d), jnp.float32)
+    rel_pos_w = self.param("rel_pos_w", param_init(zeros, ("rel_pos", "head_dim")),
+                           (2 * self.input_size[1] - 1, d), jnp.float32)
+    if rel_pos_h.shape[0] != 2 * h - 1 or rel_pos_w.shape[0] != 2 * w - 1:
+      raise ValueError(
+          f"relative-position table of length {rel_pos_h.shape[0]} does not fit a "
+          f"{h}x{w} input; interpolate the checkpoint to this image size first")
+    r_h = rel_pos_h[rel_pos_index(h, h)]  # [h, kh, D]
+    r_w = rel_pos_w[rel_pos_index(w, w)]  # [w, kw, D]
+    # Rel-pos math in float32 with the *unscaled* q, as the official code.
+    q32 = q.astype(jnp.float32).reshape(b, h, w, n, d)
+    rel_h = jnp.einsum("bhwnc,hkc->bnhwk", q32, r_h).reshape(b, n, h * w, h)
+    rel_w = jnp.einsum("bhwnc,wkc->bnhwk", q32, r_w).reshape(b, n, h * w, w)
+
+    out = rel_pos_attention(q, k, v, rel_h, rel_w, scale=d ** -0.5,
+                            impl=self.impl, query_chunk=self.query_chunk)
+    out = out.reshape(b, h, w, self.dim)
+    return Dense(self.dim, ("heads", "embed"), dtype=self.dtype, name="proj")(out)
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block with windowed or global attention."""
+  dim: int
+  num_heads: int
+  mlp_ratio: float
+  window_size: int  # 0 = global attention
+  input_size: tuple
+  drop_path: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+  impl: str = "auto"
+  query_chunk: int = 1024
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    shortcut = x
+    x = LayerNorm(eps=1e-6, dtype=self.dtype, name="norm1")(x)
+    h, w = x.shape[1], x.shape[2]
+    if self.window_size > 0:
+      x, padded = window_partition(x, self.window_size)
+      attn_size = (self.window_size, self.window_size)
+    else:
+      attn_size = self.input_size
+    x = Attention(self.dim, self.num_heads, attn_size, dtype=self.dtype,
+                  impl=self.impl, query_chunk=self.query_chunk, name="attn")(x)
+    if self.window_size > 0:
+      x = window_unpartition(x, self.window_size, padded, (h, w))
+    drop = DropPath(self.drop_path)
+    x = shortcut + drop(x, deterministic)
+    y = LayerNorm(eps=1e-6, dtype=self.dtype, name="norm2")(x)
+    y = MLPBlock(int(self.dim * self.mlp_ratio), dtype=self.dtype, name="mlp")(y)
+    x = x + drop(y, deterministic)
+    return constrain(x, ("batch", None, None, "embed"))
+
+
+class ImageEncoderViT(nn.Module):
+  """[B, S, S, 3] normalised image -> [B, S/16, S/16, prompt_embed_dim]."""
+  config: SamConfig
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    cfg = self.config
+    dtype = to_dtype(cfg.dtype)
+    grid = cfg.embedding_size
+    if x.shape[1:] != (cfg.image_size, cfg.image_size, 3):
+      raise ValueError(f"image encoder expects [B, {cfg.image_size}, "
+                       f"{cfg.image_size}, 3], got {x.shape}")
+    x = constrain(x, ("batch", None, None, None))
+    x = _PatchEmbed(cfg.encoder_embed_dim, cfg.patch_size, dtype, name="patch_embed")(x)
+    pos_embed = self.param("pos_embed", param_init(zeros, (None, None, None, "embed")),
+                           (1, grid, grid, cfg.encoder_embed_dim), jnp.float32)
+    x = x + pos_embed.astype(dtype)
+
+    block_cls = Block
+    if cfg.remat:
+      block_cls = nn.remat(Block, static_argnums=(2,))
+    rates = np.linspace(0.0, cfg.drop_path_rate, cfg.encoder_depth)
+    for i in range(cfg.encoder_depth):
+      is_global = i in cfg.encoder_global_attn_indexes
+      x = block_cls(
+          dim=cfg.encoder_embed_dim, num_heads=cfg.encoder_num_heads,
+          mlp_ratio=cfg.mlp_ratio,
+          window_size=0 if is_global else cfg.window_size,
+          input_size=(grid, grid), drop_path=float(rates[i]), dtype=dtype,
+          impl=cfg.attention_impl, query_chunk=cfg.attention_query_chunk,
+          name=f"blocks_{i}")(x, deterministic)
+
+    out = cfg.prompt_embed_dim
+    x = Conv(out, 1, use_bias=False, dtype=dtype, name="neck_0")(x)
+    x = LayerNorm(eps=1e-6, dtype=dtype, name="neck_1")(x)
+    x = Conv(out, 3, padding=1, use_bias=False, dtype=dtype,
+             kernel_axes=(None, None, "embed", None), name="neck_2")(x)
+    x = LayerNorm(eps=1e-6, dtype=jnp.float32, name="neck_3")(x)
+    return x
+
+
+class _PatchEmbed(nn.Module):
+  """16x16 stride-16 conv: [B, S, S, 3] -> [B, S/16, S/16, C] (``patch_embed.proj``)."""
+  dim: int
+  patch: int
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    return Conv(self.dim, self.patch, stride=self.patch, dtype=self.dtype,
+                name="proj")(x)

@@ -1,0 +1,217 @@
+"""The SAM model: image encoder + prompt encoder + mask decoder, and its batched API.
+
+Mirrors ``segment_anything/modeling/sam.py``. ``SamModel`` is the public,
+pure-functional face: every method takes ``params`` (a plain nested dict,
+the same tree orbax saves and ``samjax.interop`` maps to the official
+state_dict) and is jit-compatible with fixed shapes.
+
+Prompt batching: B images, M prompts per image, N point slots per prompt.
+  point_coords [B, M, N, 2] (x, y in the padded input frame, e.g. 0..1024),
+  point_labels [B, M, N] (1 fg, 0 bg, -1 official "not a point"),
+  point_valid  [B, M, N] bool (False = padding slot, ignored exactly),
+  boxes [B, M, 4] (x0, y0, x1, y1) with box_valid [B, M],
+  mask_inputs [B, M, 4h, 4w] low-res logits with mask_valid [B, M].
+The official rule "append one not-a-point token when there are points but no
+box" is applied per prompt through the validity masks, so a padded batch
+gives each prompt exactly the official result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samjax.model.configs import PIXEL_MEAN, PIXEL_STD, SamConfig
+from samjax.model.image_encoder import ImageEncoderViT
+from samjax.model.mask_decoder import MaskDecoder
+from samjax.model.prompt_encoder import PromptEncoder
+from samjax.sharding import constrain
+
+
+class Sam(nn.Module):
+  """Linen module holding the three parts; see ``SamModel`` for the API."""
+  config: SamConfig
+
+  def setup(self):
+    self.image_encoder = ImageEncoderViT(self.config)
+    self.prompt_encoder = PromptEncoder(self.config)
+    self.mask_decoder = MaskDecoder(self.config)
+
+  def embed_images(self, images, deterministic: bool = True):
+    """[B, 3, S, S] normalised, padded -> [B, C, S/16, S/16] float32."""
+    x = jnp.transpose(images, (0, 2, 3, 1))
+    x = self.image_encoder(x, deterministic)
+    return jnp.transpose(x, (0, 3, 1, 2)).astype(jnp.float32)
+
+  def decode(self, embeddings, point_coords, point_labels, point_valid,
+             boxes, box_valid, mask_inputs, mask_valid):
+    """All four mask tokens: ([B, M, 4, 4h, 4w] logits, [B, M, 4] IoU)."""
+    cfg = self.config
+    pe = self.prompt_encoder
+    c, g = cfg.prompt_embed_dim, cfg.embedding_size
+    b = embeddings.shape[0]
+    m = _num_prompts(point_coords, boxes, mask_inputs)
+
+    sparse, valid = [], []
+    if point_coords is not None:
+      sparse.append(pe.embed_points(point_coords.astype(jnp.float32), point_labels))
+      valid.append(point_valid)
+      # Official: one extra not-a-point token when points come without a box.
+      has_points = jnp.any(point_valid, axis=-1)
+      has_box = box_valid if boxes is not None else jnp.zeros_like(has_points)
+      pad = pe.embed_points(jnp.zeros((b, m, 1, 2), jnp.float32),
+                            -jnp.ones((b, m, 1), jnp.int32))
+      sparse.append(pad)
+      valid.append((has_points & ~has_box)[..., None])
+    if boxes is not None:
+      sparse.append(pe.embed_boxes(boxes.astype(jnp.float32)))
+      valid.append(jnp.broadcast_to(box_valid[..., None], (b, m, 2)))
+    if sparse:
+      sparse = jnp.concatenate(sparse, axis=2).reshape(b * m, -1, c)
+      valid = jnp.concatenate(valid, axis=2).reshape(b * m, -1)
+    else:
+      sparse = jnp.zeros((b * m, 0, c), jnp.float32)
+      valid = jnp.zeros((b * m, 0), bool)
+
+    no_mask = pe.no_mask_dense()
+    if mask_inputs is not None:
+      s = cfg.mask_input_size
+      dense = pe.embed_masks(mask_inputs.reshape(b * m, s, s, 1).astype(jnp.float32))
+      dense = jnp.where(mask_valid.reshape(b * m, 1, 1, 1), dense.astype(jnp.float32),
+                        no_mask)
+    else:
+      dense = jnp.broadcast_to(no_mask, (b * m, g, g, c))
+
+    emb = jnp.transpose(embeddings, (0, 2, 3, 1))  # [B, h, w, C]
+    emb = jnp.broadcast_to(emb[:, None], (b, m, g, g, c)).reshape(b * m, g, g, c)
+    emb = constrain(emb, ("batch", None, None, "embed"))
+    masks, iou = self.mask_decoder(emb, pe.dense_pe(), sparse, valid, dense)
+    k = masks.shape[1]
+    return masks.reshape(b, m, k, *masks.shape[2:]), iou.reshape(b, m, k)
+
+  def __call__(self, images, point_coords, point_labels, boxes, mask_inputs):
+    """Runs every part once (used by ``init``)."""
+    b, m = point_coords.shape[:2]
+    emb = self.embed_images(images)
+    pv = jnp.ones(point_labels.shape, bool)
+    bv = jnp.ones((b, m), bool)
+    return self.decode(emb, point_coords, point_labels, pv, boxes, bv, mask_inputs, bv)
+
+
+def _num_prompts(point_coords, boxes, mask_inputs) -> int:
+  for x in (point_coords, boxes, mask_inputs):
+    if x is not None:
+      return x.shape[1]
+  raise ValueError("decode needs at least one of point_coords, boxes, mask_inputs "
+                   "(their second axis is the number of prompts per image)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamModel:
+  """Pure-functional SAM: ``SamModel(config).embed_images(params, images)``."""
+  config: SamConfig
+
+  @property
+  def module(self) -> Sam:
+    return Sam(self.config)
+
+  # ---- parameters -------------------------------------------------------
+  def _init_inputs(self):
+    cfg = self.config
+    s, ms = cfg.image_size, cfg.mask_input_size
+    return (jnp.zeros((1, 3, s, s), jnp.float32), jnp.zeros((1, 1, 1, 2), jnp.float32),
+            jnp.ones((1, 1, 1), jnp.int32), jnp.zeros((1, 1, 4), jnp.float32),
+            jnp.zeros((1, 1, ms, ms), jnp.float32))
+
+  def init_boxed(self, rng):
+    """Params with logical-axis metadata (``nn.LogicallyPartitioned`` leaves)."""
+    return self.module.init(rng, *self._init_inputs())["params"]
+
+  def init(self, rng) -> dict:
+    """Random float32 params as a plain nested dict.
+
+    Jitted so XLA drops the forward pass ``init`` traces (only params are
+    returned); a ViT-H initialises without running the encoder.
+    """
+    return jax.jit(lambda r: nn.unbox(self.init_boxed(r)))(rng)
+
+  def logical_axes(self):
+    """Pytree (same structure as params) of logical-axis PartitionSpecs."""
+    boxed = jax.eval_shape(self.init_boxed, jax.random.PRNGKey(0))
+    return nn.get_partition_spec(boxed)
+
+  def param_shapes(self):
+    """Pytree of ``jax.ShapeDtypeStruct`` of the params."""
+    return jax.eval_shape(self.init, jax.random.PRNGKey(0))
+
+  # ---- forward ----------------------------------------------------------
+  def embed_images(self, params, images, *, deterministic: bool = True, rngs=None):
+    """images [B, 3, S, S] normalised + padded (official ``preprocess``) -> [B, C, S/16, S/16]."""
+    return self.module.apply({"params": params}, images, deterministic,
+                             method=Sam.embed_images, rngs=rngs)
+
+  def decode(self, params, embeddings, point_coords=None, point_labels=None,
+             boxes=None, mask_inputs=None, *, point_valid=None, box_valid=None,
+             mask_valid=None, multimask_output: bool = True, all_tokens: bool = False):
+    """Prompted mask prediction for a batch of images and prompts.
+
+    Args: see the module docstring for shapes; ``*_valid`` default to all True.
+      multimask_output: official slicing: tokens 1..3 if True, else token 0.
+      all_tokens: return all four mask tokens (training uses this).
+    Returns:
+      (low-res mask logits [B, M, K, 4h, 4w] float32, IoU predictions [B, M, K]).
+    """
+    if point_coords is not None:
+      if point_labels is None:
+        raise ValueError("point_coords given without point_labels")
+      if point_valid is None:
+        point_valid = jnp.ones(point_labels.shape, bool)
+    if boxes is not None and box_valid is None:
+      box_valid = jnp.ones(boxes.shape[:2], bool)
+    if mask_inputs is not None and mask_valid is None:
+      mask_valid = jnp.ones(mask_inputs.shape[:2], bool)
+    masks, iou = self.module.apply(
+        {"params": params}, embeddings, point_coords, point_labels, point_valid,
+        boxes, box_valid, mask_inputs, mask_valid, method=Sam.decode)
+    if all_tokens:
+      return masks, iou
+    sl = slice(1, None) if multimask_output else slice(0, 1)
+    return masks[:, :, sl], iou[:, :, sl]
+
+  def dense_pe(self, params):
+    """Image positional encoding [C, h, w] (official ``get_dense_pe()[0]``)."""
+    pe = self.module.apply({"params": params},
+                           method=lambda mod: mod.prompt_encoder.dense_pe())
+    return jnp.transpose(pe, (2, 0, 1))
+
+  # ---- pre-processing ---------------------------------------------------
+  def preprocess(self, images):
+    """[B, 3, H, W] RGB 0-255 (H, W <= S) -> normalised, zero-padded [B, 3, S, S].
+
+    Same as the official ``Sam.preprocess``: normalise, then pad bottom/right.
+    """
+    s = self.config.image_size
+    h, w = images.shape[-2:]
+    if h > s or w > s:
+      raise ValueError(f"image {h}x{w} larger than the model input {s}; resize "
+                       "the longest side to it first")
+    mean = jnp.asarray(PIXEL_MEAN, jnp.float32).reshape(3, 1, 1)
+    std = jnp.asarray(PIXEL_STD, jnp.float32).reshape(3, 1, 1)
+    x = (jnp.asarray(images, jnp.float32) - mean) / std
+    pad = [(0, 0)] * (x.ndim - 2) + [(0, s - h), (0, s - w)]
+    return jnp.pad(x, pad)
+
+
+def build(variant_or_config, **overrides) -> SamModel:
+  """``build('vit_b')`` or ``build(SamConfig(...))`` -> ``SamModel``."""
+  from samjax.model.configs import get_config
+  if isinstance(variant_or_config, SamConfig):
+    cfg = variant_or_config.replace(**overrides) if overrides else variant_or_config
+  else:
+    cfg = get_config(variant_or_config, **overrides)
+  return SamModel(cfg)
