@@ -46,8 +46,7 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], config: SamConf
   if missing or unexpected or mismatched:
     hint = ""
     try:
-      found = infer_config({k: np.shape(v) for k, v in state_dict.items()},
-                           config.decoder_num_heads)
+      found = infer_config({k: np.shape(v) for k, v in state_dict.items()})
       if not found.same_architecture(config):
         hint = f"the file holds {describe(found)}, the model is {describe(config)}"
     except ValueError:
@@ -98,7 +97,7 @@ def import_official(path: str, variant: Optional[str] = None
   if variant is not None:
     config = get_config(variant)
     try:
-      found = infer_config(shapes, config.decoder_num_heads, source=path)
+      found = infer_config(shapes, source=path)
     except ValueError:
       found = None
     if found is not None and not found.same_architecture(config):

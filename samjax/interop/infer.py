@@ -45,7 +45,7 @@ def infer_config(shapes: Mapping[str, tuple], decoder_num_heads: Optional[int] =
       window = (n + 1) // 2
   mlp_dim = need("image_encoder.blocks.0.mlp.lin1.weight")[0]
   prompt_dim = need("prompt_encoder.no_mask_embed.weight")[1]
-  heads = decoder_num_heads or 8
+  heads = decoder_num_heads or 8  # the official value
   cfg = SamConfig(
       encoder_embed_dim=embed, encoder_depth=depth,
       encoder_num_heads=embed // head_dim,
@@ -61,6 +61,12 @@ def infer_config(shapes: Mapping[str, tuple], decoder_num_heads: Optional[int] =
       num_multimask_outputs=need("mask_decoder.mask_tokens.weight")[0] - 1,
       iou_head_depth=_count(_IOU_LAYER, shapes),
       iou_head_hidden_dim=need("mask_decoder.iou_prediction_head.layers.0.weight")[0])
+  if decoder_num_heads is None:
+    # Head count is invisible in the shapes: take it from a known variant
+    # that matches everything else.
+    for known in VARIANTS.values():
+      if known.same_architecture(cfg.replace(decoder_num_heads=known.decoder_num_heads)):
+        return cfg.replace(decoder_num_heads=known.decoder_num_heads)
   return cfg
 
 

@@ -84,15 +84,16 @@ class _Builder:
 
 def _image_encoder(b: _Builder, cfg: SamConfig):
   j, t = "image_encoder", "image_encoder"
-  b.conv(f"{j}/patch_embed/proj", f"{t}.patch_embed.proj")
+  # Official order: a module's own tensors first, then its submodules'.
   b.add(f"{j}/pos_embed", f"{t}.pos_embed")
+  b.conv(f"{j}/patch_embed/proj", f"{t}.patch_embed.proj")
   for i in range(cfg.encoder_depth):
     jb, tb = f"{j}/blocks_{i}", f"{t}.blocks.{i}"
     b.norm(f"{jb}/norm1", f"{tb}.norm1")
-    b.linear(f"{jb}/attn/qkv", f"{tb}.attn.qkv")
-    b.linear(f"{jb}/attn/proj", f"{tb}.attn.proj")
     b.add(f"{jb}/attn/rel_pos_h", f"{tb}.attn.rel_pos_h")
     b.add(f"{jb}/attn/rel_pos_w", f"{tb}.attn.rel_pos_w")
+    b.linear(f"{jb}/attn/qkv", f"{tb}.attn.qkv")
+    b.linear(f"{jb}/attn/proj", f"{tb}.attn.proj")
     b.norm(f"{jb}/norm2", f"{tb}.norm2")
     b.linear(f"{jb}/mlp/lin1", f"{tb}.mlp.lin1")
     b.linear(f"{jb}/mlp/lin2", f"{tb}.mlp.lin2")

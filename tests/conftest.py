@@ -1,0 +1,66 @@
+"""Shared test setup: 8 fake CPU devices, full-precision matmuls, official-model fixtures."""
+
+import os
+
+# Must happen before jax is imported anywhere (sharding tests use 8 devices).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import functools  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def randomize_official(sam, seed: int = 0):
+  """Gives every official parameter a non-trivial random value.
+
+  The official init leaves rel-pos tables, pos_embed, norms and biases at
+  0/1, which would hide layout mistakes in exactly those tensors.
+  """
+  import torch
+  torch.manual_seed(seed)
+  with torch.no_grad():
+    for name, p in sam.named_parameters():
+      if "rel_pos" in name or "pos_embed" in name:
+        p.normal_(0.0, 0.5)
+      elif p.ndim == 1 and name.endswith("weight"):
+        p.add_(torch.randn_like(p) * 0.2)
+      elif p.ndim == 1:
+        p.normal_(0.0, 0.2)
+  return sam
+
+
+@functools.lru_cache(maxsize=2)
+def official_pair(variant: str, seed: int = 0):
+  """(official torch Sam, samjax SamModel, samjax params) with identical weights."""
+  import torch
+  from samjax import build
+  from samjax.interop import build_official_sam, params_from_state_dict
+  model = build(variant)
+  torch.manual_seed(seed)
+  if variant in ("vit_b", "vit_l", "vit_h"):
+    from segment_anything import sam_model_registry
+    sam = sam_model_registry[variant](checkpoint=None).eval()
+  else:
+    sam = build_official_sam(model.config)
+  randomize_official(sam, seed)
+  sd = {k: v.numpy() for k, v in sam.state_dict().items()}
+  return sam, model, params_from_state_dict(sd, model.config)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair():
+  return official_pair("vit_tiny")
+
+
+@pytest.fixture(scope="session")
+def vit_b_pair():
+  return official_pair("vit_b")
+
+
+@pytest.fixture
+def rng():
+  return np.random.default_rng(1234)
