@@ -1,0 +1,254 @@
+"""SA-1B tar/json -> TFRecord shards of ``tf.train.Example`` + index + manifest.
+
+Output directory layout (N shards)::
+
+  plan.json                          which inputs go to which shard (resume check)
+  sa1b-00000-of-0000N.tfrecord       framed Examples (see tfrecord.py, example_codec.py)
+  sa1b-00000-of-0000N.tfrecord.idx   "offset size" per record
+  sa1b-00000-of-0000N.done.json      per-shard stats; its presence marks the shard finished
+  manifest.json                      totals, per-shard sha256, feature spec, skipped inputs
+
+Images are split into N contiguous, balanced runs of the scanned input order
+(tar locality: a worker reads one or two tars). Each shard is written to a
+temp file, fsynced, and renamed (index first, then data, then ``done.json``),
+so an interrupted run leaves only whole shards; rerunning skips them and
+rewrites the rest. Output is deterministic: rerunning or resuming gives
+byte-identical shards and manifest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import multiprocessing
+import os
+
+from data_pipelines import example_codec, sa1b, tfrecord
+
+FORMAT = "samjax-sa1b-tfrecord"
+VERSION = 1
+
+
+def shard_name(i: int, n: int) -> str:
+  return f"sa1b-{i:05d}-of-{n:05d}.tfrecord"
+
+
+def _atomic_write_json(path: str, obj) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+    f.write("\n")
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def split(items: list, num_shards: int) -> list[list]:
+  """Contiguous balanced split: shard sizes differ by at most one."""
+  q, r = divmod(len(items), num_shards)
+  out, start = [], 0
+  for i in range(num_shards):
+    end = start + q + (i < r)
+    out.append(items[start:end])
+    start = end
+  return out
+
+
+def _plan(items: list[sa1b.Item], num_shards: int) -> dict:
+  return {"format": FORMAT, "version": VERSION, "num_shards": num_shards,
+          "shards": [[[it.source, it.key] for it in part]
+                     for part in split(items, num_shards)]}
+
+
+def write_shard(out_dir: str, index: int, num_shards: int,
+                items: list[sa1b.Item]) -> dict:
+  """Converts ``items`` into shard ``index``; returns its stats (also in done.json)."""
+  name = shard_name(index, num_shards)
+  path = os.path.join(out_dir, name)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  skips: list[sa1b.Skip] = []
+  num_masks = 0
+  handles: dict[str, object] = {}
+  try:
+    with tfrecord.TFRecordWriter(tmp) as w:
+      for it in items:
+        fh = None
+        if it.is_tar:
+          if it.source not in handles:
+            handles[it.source] = open(it.source, "rb")  # noqa: SIM115
+          fh = handles[it.source]
+        ex, s = sa1b.load(it, fh)
+        skips.extend(s)
+        if ex is None:
+          continue
+        data = example_codec.encode(ex["image"], ex["jpeg"], ex["annotations"])
+        w.write(data)
+        num_masks += len(ex["annotations"])
+      w.close()
+      index_rows = w.index
+      digest = w.sha256.hexdigest()
+  finally:
+    for fh in handles.values():
+      fh.close()
+  tfrecord.write_index(f"{tmp}.idx", index_rows)
+  os.replace(f"{tmp}.idx", tfrecord.index_path(path))
+  os.replace(tmp, path)
+  stats = {"file": name, "index": name + ".idx", "num_records": len(index_rows),
+           "num_masks": num_masks, "bytes": os.path.getsize(path),
+           "sha256": digest,
+           "skipped": [dataclasses.asdict(s) for s in skips]}
+  _atomic_write_json(os.path.join(out_dir, name.replace(".tfrecord", ".done.json")), stats)
+  return stats
+
+
+def _finished(out_dir: str, index: int, num_shards: int) -> dict | None:
+  """Stats of a finished shard, or None when it has to be (re)written."""
+  name = shard_name(index, num_shards)
+  done = os.path.join(out_dir, name.replace(".tfrecord", ".done.json"))
+  path = os.path.join(out_dir, name)
+  try:
+    with open(done) as f:
+      stats = json.load(f)
+    if (os.path.getsize(path) == stats["bytes"]
+        and os.path.exists(tfrecord.index_path(path))):
+      return stats
+  except (OSError, ValueError, KeyError):
+    pass
+  return None
+
+
+def _clean_temps(out_dir: str) -> None:
+  for n in os.listdir(out_dir):
+    if ".tmp-" in n:
+      os.remove(os.path.join(out_dir, n))
+
+
+def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
+            only_shards: list[int] | None = None, overwrite: bool = False,
+            progress: bool = True, log=print) -> dict | None:
+  """Converts SA-1B inputs; returns the manifest (None if shards remain).
+
+  Args:
+    src: tar files and/or directories (see ``sa1b.scan``).
+    out_dir: output directory (created).
+    num_shards: number of TFRecord shards.
+    workers: worker processes (spawned); <= 1 converts in this process.
+    only_shards: write just these shard indices (e.g. to spread one
+      conversion over machines); the manifest is written once all exist.
+    overwrite: discard an existing conversion of different inputs.
+    progress: show a tqdm bar (images).
+    log: where one-line messages go.
+
+  Raises:
+    ValueError: ``out_dir`` holds a conversion of other inputs/shard count
+      and ``overwrite`` is False, or ``num_shards`` < 1.
+  """
+  if num_shards < 1:
+    raise ValueError(f"--shards must be >= 1, got {num_shards}")
+  items, scan_skips = sa1b.scan(src)
+  plan = _plan(items, num_shards)
+  os.makedirs(out_dir, exist_ok=True)
+  plan_path = os.path.join(out_dir, "plan.json")
+  if os.path.exists(plan_path):
+    with open(plan_path) as f:
+      old = json.load(f)
+    if old != plan:
+      if not overwrite:
+        raise ValueError(
+            f"{out_dir} holds a conversion of other inputs or shard count "
+            f"({old.get('num_shards')} shards); pass --overwrite or another --out")
+      for n in os.listdir(out_dir):
+        if n.startswith("sa1b-") or n in ("manifest.json", "plan.json"):
+          os.remove(os.path.join(out_dir, n))
+  _atomic_write_json(plan_path, plan)
+  _clean_temps(out_dir)
+  parts = split(items, num_shards)
+  wanted = range(num_shards) if only_shards is None else sorted(set(only_shards))
+  for i in wanted:
+    if not 0 <= i < num_shards:
+      raise ValueError(f"shard index {i} outside [0, {num_shards})")
+  stats: dict[int, dict] = {}
+  todo = []
+  for i in wanted:
+    s = _finished(out_dir, i, num_shards)
+    if s is None:
+      todo.append(i)
+    else:
+      stats[i] = s
+  log(f"{len(items)} images in {len(src)} input(s) -> {num_shards} shards in "
+      f"{out_dir}: {len(stats)} already finished, {len(todo)} to write")
+  bar = None
+  if progress:
+    from tqdm import tqdm
+    bar = tqdm(total=sum(len(parts[i]) for i in todo), unit="img", desc="convert")
+  if workers <= 1 or len(todo) <= 1:
+    for i in todo:
+      stats[i] = write_shard(out_dir, i, num_shards, parts[i])
+      if bar is not None:
+        bar.update(len(parts[i]))
+  else:
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+      futs = {pool.submit(write_shard, out_dir, i, num_shards, parts[i]): i
+              for i in todo}
+      for fut in cf.as_completed(futs):
+        i = futs[fut]
+        stats[i] = fut.result()
+        if bar is not None:
+          bar.update(len(parts[i]))
+  if bar is not None:
+    bar.close()
+  missing = [i for i in range(num_shards)
+             if i not in stats and _finished(out_dir, i, num_shards) is None]
+  if missing:
+    log(f"{num_shards - len(missing)} of {num_shards} shards finished; "
+        "rerun to write the rest")
+    return None
+  for i in range(num_shards):
+    if i not in stats:
+      stats[i] = _finished(out_dir, i, num_shards)
+  manifest = _manifest(src, items, scan_skips, [stats[i] for i in range(num_shards)])
+  _atomic_write_json(os.path.join(out_dir, "manifest.json"), manifest)
+  n_skip = len(manifest["skipped"])
+  log(f"wrote {manifest['num_records']} images, {manifest['num_masks']} masks; "
+      f"skipped {n_skip} input(s)/annotation(s)"
+      + (": " + ", ".join(f"{k}={v}" for k, v in manifest["skipped_counts"].items())
+         if n_skip else ""))
+  return manifest
+
+
+def _manifest(src, items, scan_skips, shard_stats) -> dict:
+  skipped = [dataclasses.asdict(s) for s in scan_skips]
+  for s in shard_stats:
+    skipped.extend(s["skipped"])
+  counts: dict[str, int] = {}
+  for s in skipped:
+    counts[s["kind"]] = counts.get(s["kind"], 0) + 1
+  return {
+      "format": FORMAT,
+      "version": VERSION,
+      "inputs": sorted(set(src)),
+      "num_images_scanned": len(items),
+      "num_records": sum(s["num_records"] for s in shard_stats),
+      "num_masks": sum(s["num_masks"] for s in shard_stats),
+      "num_shards": len(shard_stats),
+      "shards": [{k: s[k] for k in ("file", "index", "num_records", "num_masks",
+                                    "bytes", "sha256")} for s in shard_stats],
+      "feature_spec": example_codec.feature_spec(),
+      "skipped_counts": dict(sorted(counts.items())),
+      "skipped": skipped,
+  }
+
+
+def load_manifest(out_dir: str) -> dict:
+  """Reads ``out_dir/manifest.json``; names the directory if it is missing."""
+  path = os.path.join(out_dir, "manifest.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"{out_dir} has no manifest.json: not a finished `samjax data convert` output")
+  with open(path) as f:
+    m = json.load(f)
+  if m.get("format") != FORMAT:
+    raise ValueError(f"{path}: format {m.get('format')!r}, expected {FORMAT!r}")
+  return m

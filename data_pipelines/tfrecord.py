@@ -1,0 +1,146 @@
+"""TFRecord files without TensorFlow: framing, masked CRC32C, offset index.
+
+A TFRecord file is a sequence of frames::
+
+  uint64 length | uint32 masked_crc32c(length bytes) | data | uint32 masked_crc32c(data)
+
+(all little-endian), the format ``tf.io.TFRecordWriter`` writes and
+``tf.data.TFRecordDataset`` reads. The CRC is Castagnoli CRC32C, masked as
+``((crc >> 15) | (crc << 17)) + 0xa282ead8`` (mod 2**32).
+
+Random access needs an index. Each shard ``X.tfrecord`` gets ``X.tfrecord.idx``:
+one text line ``"<offset> <frame_size>"`` per record (the layout of NVIDIA
+DALI's ``tfrecord2idx``), so record ``i`` is one ``pread`` away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+
+import google_crc32c
+import numpy as np
+
+_MASK_DELTA = 0xA282EAD8
+HEADER_SIZE = 12  # uint64 length + uint32 crc
+FOOTER_SIZE = 4
+
+
+class CorruptRecordError(ValueError):
+  """A frame whose length or CRC does not check out (names file and offset)."""
+
+
+def masked_crc32c(data: bytes) -> int:
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(data: bytes) -> bytes:
+  """One record's bytes as stored in the file: header + data + footer."""
+  length = struct.pack("<Q", len(data))
+  return b"".join((length, struct.pack("<I", masked_crc32c(length)), data,
+                   struct.pack("<I", masked_crc32c(data))))
+
+
+def unframe(buf: bytes, where: str = "record", check_crc: bool = True) -> bytes:
+  """Inverse of ``frame`` for exactly one frame; raises ``CorruptRecordError``."""
+  if len(buf) < HEADER_SIZE + FOOTER_SIZE:
+    raise CorruptRecordError(f"{where}: {len(buf)} bytes is shorter than a frame")
+  (length,) = struct.unpack_from("<Q", buf, 0)
+  if length != len(buf) - HEADER_SIZE - FOOTER_SIZE:
+    raise CorruptRecordError(
+        f"{where}: header says {length} data bytes, frame holds "
+        f"{len(buf) - HEADER_SIZE - FOOTER_SIZE}")
+  data = buf[HEADER_SIZE:HEADER_SIZE + length]
+  if check_crc:
+    (len_crc,) = struct.unpack_from("<I", buf, 8)
+    if len_crc != masked_crc32c(buf[:8]):
+      raise CorruptRecordError(f"{where}: length CRC mismatch")
+    (data_crc,) = struct.unpack_from("<I", buf, HEADER_SIZE + length)
+    if data_crc != masked_crc32c(data):
+      raise CorruptRecordError(f"{where}: data CRC mismatch")
+  return data
+
+
+def index_path(path: str) -> str:
+  return path + ".idx"
+
+
+class TFRecordWriter:
+  """Appends framed records to ``path`` and remembers (offset, size) of each.
+
+  ``close()`` flushes and fsyncs; the caller writes the index (see
+  ``write_index``) and renames both into place, so readers never see a
+  half-written shard.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self._f = open(path, "wb")  # noqa: SIM115 - closed in close()
+    self._offset = 0
+    self.index: list[tuple[int, int]] = []
+    self.sha256 = hashlib.sha256()  # of the file's bytes, for the manifest
+
+  def write(self, data: bytes) -> None:
+    buf = frame(data)
+    self._f.write(buf)
+    self.sha256.update(buf)
+    self.index.append((self._offset, len(buf)))
+    self._offset += len(buf)
+
+  def close(self) -> None:
+    self._f.flush()
+    os.fsync(self._f.fileno())
+    self._f.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if not self._f.closed:
+      self._f.close()
+
+
+def write_index(path: str, index: list[tuple[int, int]]) -> None:
+  with open(path, "w") as f:
+    f.writelines(f"{o} {n}\n" for o, n in index)
+
+
+def read_index(path: str) -> np.ndarray:
+  """Index file -> int64 array (N, 2) of (offset, frame_size)."""
+  try:
+    arr = np.loadtxt(path, dtype=np.int64, ndmin=2)
+  except ValueError as e:
+    raise CorruptRecordError(f"{path}: unreadable index: {e}") from e
+  if arr.size == 0:
+    return np.zeros((0, 2), np.int64)
+  if arr.shape[1] != 2:
+    raise CorruptRecordError(f"{path}: index rows must be 'offset size'")
+  return arr
+
+
+def iter_frames(path: str, check_crc: bool = True):
+  """Yields (offset, data) sequentially; raises on a torn or corrupt frame."""
+  with open(path, "rb") as f:
+    offset = 0
+    while True:
+      head = f.read(HEADER_SIZE)
+      if not head:
+        return
+      if len(head) < HEADER_SIZE:
+        raise CorruptRecordError(f"{path}@{offset}: truncated header")
+      (length,) = struct.unpack_from("<Q", head, 0)
+      rest = f.read(length + FOOTER_SIZE)
+      if len(rest) < length + FOOTER_SIZE:
+        raise CorruptRecordError(f"{path}@{offset}: truncated record")
+      yield offset, unframe(head + rest, f"{path}@{offset}", check_crc)
+      offset += HEADER_SIZE + length + FOOTER_SIZE
+
+
+def build_index(path: str) -> list[tuple[int, int]]:
+  """Recomputes the index of an existing file (checks every CRC)."""
+  out = []
+  for offset, data in iter_frames(path):
+    out.append((offset, HEADER_SIZE + len(data) + FOOTER_SIZE))
+  return out
