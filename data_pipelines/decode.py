@@ -1,0 +1,154 @@
+"""One serialized SA-1B Example -> fixed-shape training arrays.
+
+Per image (S = ``image_size``, G = ``gt_size``, K = ``max_masks``)::
+
+  image          (S, S, 3) uint8   resized so the longest side is S, zero-padded
+                                   bottom/right (normalisation happens on device)
+  masks          (K, G, G) uint8   {0,1} ground truth on the padded square at
+                                   resolution G (G = S / 4 gives SAM's 256 for 1024)
+  boxes          (K, 4)    float32 x0, y0, x1, y1 in resized-image (S) pixels
+  points         (K, 2)    float32 x, y of the SA-1B point, resized-image pixels
+  valid          (K,)      bool    which of the K slots hold a mask (valid ones
+                                   first; a mask that vanishes at G is not valid)
+  image_size     (2,)      int32   resized (h, w) before padding
+  original_size  (2,)      int32   (h, w) of the JPEG
+  image_id       ()        int64
+
+The JPEG is decoded at reduced size when it is at least 2x the target
+(``Image.draft`` lets libjpeg scale the DCT by 1/2, 1/4 or 1/8: SA-1B's
+1500x2250 become 750x1125 before the resize to 1024), masks covering more
+than ``max_mask_area`` of the image are dropped (as in SAM's training), up to
+K of the rest are sampled at random, and only those are rasterised from
+their RLE, directly at G x G (``rle.decode_resized``): no full-resolution mask
+is ever built. The geometry matches SAM's ``ResizeLongestSide``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+from PIL import Image
+
+from data_pipelines import example_codec, rle
+from data_pipelines.grain_source import ReadError, locate
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+  image_size: int = 1024      # S: model input side
+  gt_size: int = 256          # G: ground-truth mask side (the loss resolution)
+  max_masks: int = 64         # K: masks per image, padded with valid=False
+  max_mask_area: float = 0.9  # drop masks covering more than this fraction
+  reduced_decode: bool = True  # JPEG DCT-domain downscaling when >= 2x too big
+
+
+def resized_shape(h: int, w: int, side: int) -> tuple[int, int]:
+  """SAM's ``ResizeLongestSide.get_preprocess_shape``: longest side -> ``side``."""
+  scale = side / max(h, w)
+  return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def decode_image(jpeg: bytes, size: tuple[int, int], reduced: bool = True) -> np.ndarray:
+  """JPEG bytes -> uint8 (h, w, 3) RGB at exactly ``size`` = (h, w)."""
+  h, w = size
+  with Image.open(io.BytesIO(jpeg)) as im:
+    if reduced:
+      im.draft("RGB", (w, h))  # picks the largest DCT scale keeping >= (w, h)
+    im = im.convert("RGB")
+    if im.size != (w, h):
+      im = im.resize((w, h), Image.BILINEAR)
+    return np.asarray(im)
+
+
+def empty_example(cfg: DecodeConfig) -> dict[str, np.ndarray]:
+  """Zero arrays with the output shapes/dtypes (for specs and tests)."""
+  s, g, k = cfg.image_size, cfg.gt_size, cfg.max_masks
+  return {
+      "image": np.zeros((s, s, 3), np.uint8),
+      "masks": np.zeros((k, g, g), np.uint8),
+      "boxes": np.zeros((k, 4), np.float32),
+      "points": np.zeros((k, 2), np.float32),
+      "valid": np.zeros((k,), bool),
+      "image_size": np.zeros((2,), np.int32),
+      "original_size": np.zeros((2,), np.int32),
+      "image_id": np.zeros((), np.int64),
+  }
+
+
+def decode_example(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
+                   where: str = "record") -> dict[str, np.ndarray]:
+  """Serialized Example -> the arrays listed in the module docstring.
+
+  Raises ``example_codec.ExampleError``, ``rle.RLEError`` or PIL's errors on
+  bad data (``SA1BDecode`` turns them into ``ReadError``s).
+  """
+  ex = example_codec.decode(data, where)
+  h, w = ex["image/height"], ex["image/width"]
+  s, g, k = cfg.image_size, cfg.gt_size, cfg.max_masks
+  out = empty_example(cfg)
+  rh, rw = resized_shape(h, w, s)
+  img = decode_image(ex["image/encoded"], (rh, rw), cfg.reduced_decode)
+  if img.shape[:2] != (rh, rw):
+    raise ValueError(f"{where}: decoded image {img.shape} != {(rh, rw)}")
+  out["image"][:rh, :rw] = img
+  out["image_size"][:] = (rh, rw)
+  out["original_size"][:] = (h, w)
+  out["image_id"][()] = ex["image/id"]
+
+  eligible = np.flatnonzero(ex["mask/area"] <= cfg.max_mask_area * h * w)
+  chosen = rng.permutation(eligible)[:k] if len(eligible) > k else rng.permutation(eligible)
+  n = len(chosen)
+  if n == 0:
+    return out
+  runs = [rle.parse_counts(ex["mask/counts"][i]) for i in chosen]
+  for i, r in zip(chosen, runs):
+    try:
+      rle.check_counts(r, h, w)
+    except rle.RLEError as e:
+      raise rle.RLEError(f"{where}: mask {ex['mask/id'][i]}: {e}") from None
+  gh, gw = resized_shape(h, w, g)
+  small = rle.decode_resized(runs, h, w, gh, gw)
+  # A mask thinner than a G-pixel can vanish at G: no usable target, so it
+  # does not count as valid (the sample is compacted to the front).
+  keep = small.reshape(n, -1).any(-1)
+  chosen = chosen[keep]
+  n = len(chosen)
+  out["masks"][:n, :gh, :gw] = small[keep]
+  sx, sy = rw / w, rh / h
+  x, y, bw, bh = ex["mask/bbox"][chosen].T
+  out["boxes"][:n] = np.stack([x * sx, y * sy, (x + bw) * sx, (y + bh) * sy], -1)
+  first = np.concatenate([[0], np.cumsum(ex["mask/num_points"])[:-1]])
+  has_pt = ex["mask/num_points"][chosen] > 0
+  pts = ex["mask/point_coords"][np.where(has_pt, first[chosen], 0)] if len(
+      ex["mask/point_coords"]) else np.zeros((n, 2), np.float32)
+  out["points"][:n] = np.where(has_pt[:, None], pts * (sx, sy), -1.0)
+  out["valid"][:n] = True
+  return out
+
+
+class SA1BDecode:
+  """grain random map: (source index, bytes | ReadError) -> arrays | ReadError.
+
+  Bad records (unparseable Example, corrupt JPEG, malformed RLE) come back as
+  ``ReadError`` naming the shard and record, for ``SkipErrors`` to drop and
+  count. ``paths``/``starts`` are the source's (to name records).
+  """
+
+  def __init__(self, cfg: DecodeConfig, paths: list[str], starts: np.ndarray):
+    self.cfg = cfg
+    self.paths = list(paths)
+    self.starts = np.asarray(starts)
+
+  def __call__(self, element, rng: np.random.Generator):
+    index, data = element
+    if isinstance(data, ReadError):
+      return data
+    path, n = locate(self.paths, self.starts, index)
+    where = f"{path}#{n}"
+    try:
+      return decode_example(data, rng, self.cfg, where)
+    except Exception as e:  # noqa: BLE001 - any decode failure is a bad record
+      msg = str(e) if where in str(e) else f"{where}: {e}"
+      return ReadError(where, f"{type(e).__name__}: {msg}")

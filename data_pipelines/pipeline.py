@@ -1,0 +1,149 @@
+"""The SA-1B grain input pipeline: converted TFRecords -> fixed-shape numpy batches.
+
+::
+
+  TFRecordSource (random access via the offset index)
+    -> tag with source index       (names bad records in errors)
+    -> global shuffle by seed      (a new permutation every epoch)
+    -> this process's slice        [process_index::process_count], equal lengths
+    -> repeat                      (num_epochs, None = forever)
+    -> decode + resize + pad + sample K masks at G x G   (decode.py, per-index RNG)
+    -> to_iter_dataset             (read threads)
+    -> SkipErrors                  (drop bad records, count them into the batch)
+    -> batch                       (batch_size per process, drop remainder)
+    -> mp_prefetch                 (worker processes; 0 = in process)
+
+Batches are dicts of numpy arrays with a leading per-process batch dimension
+(shapes in decode.py) plus ``num_skipped`` (B,) int32: how many bad records
+were dropped just before each example. The iterator supports
+``get_state()/set_state()``: restoring gives exactly the next batch.
+``global_batch.py`` turns batches into globally sharded ``jax.Array``s.
+
+Per-host slicing happens on the *shuffled* order, so within an epoch the
+processes read disjoint records whose union is the epoch (minus at most
+``process_count - 1`` records, dropped so every process has the same count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import grain
+import numpy as np
+
+from data_pipelines import decode as decode_lib
+from data_pipelines.grain_source import ReadError, TFRecordSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Everything that defines the stream of batches (same config -> same batches)."""
+  data_dir: str
+  batch_size: int                   # per process
+  image_size: int = 1024            # S
+  gt_size: int = 256                # G
+  max_masks: int = 64               # K
+  max_mask_area: float = 0.9
+  reduced_decode: bool = True
+  seed: int = 0
+  shuffle: bool = True
+  num_epochs: int | None = None     # None: repeat forever
+  process_index: int = 0
+  process_count: int = 1
+  worker_count: int = 0             # mp_prefetch processes (0: decode in this process)
+  worker_buffer_size: int = 2       # batches buffered per worker
+  read_threads: int = 2             # decode threads per process/worker
+  check_crc: bool = True
+
+  def decode_config(self) -> decode_lib.DecodeConfig:
+    return decode_lib.DecodeConfig(self.image_size, self.gt_size, self.max_masks,
+                                   self.max_mask_area, self.reduced_decode)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tag:
+  """Pairs each record with its source index (grain may pass index >= len)."""
+  num_records: int
+
+  def __call__(self, index, data):
+    return index % self.num_records, data
+
+
+class _SkipErrorsIterator(grain.DatasetIterator):
+  """Drops ``ReadError`` elements, logging each and counting them into the next."""
+
+  def __init__(self, parent: grain.DatasetIterator):
+    super().__init__(parent)
+
+  def __next__(self):
+    skipped = 0
+    while True:
+      x = next(self._parent)
+      if not isinstance(x, ReadError):
+        x["num_skipped"] = np.int32(skipped)
+        return x
+      skipped += 1
+      log.warning("skipping bad record %s: %s", x.where, x.reason)
+
+  def get_state(self):
+    return self._parent.get_state()
+
+  def set_state(self, state):
+    self._parent.set_state(state)
+
+
+class SkipErrors(grain.IterDataset):
+  """Bad records are skipped and counted (``num_skipped``), never fatal."""
+
+  def __iter__(self):
+    return _SkipErrorsIterator(self._parent.__iter__())
+
+
+def _ensure_flags_parsed() -> None:
+  """grain's mp_prefetch reads absl flags; outside an absl app they are unparsed."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def make_map_dataset(cfg: PipelineConfig, source: TFRecordSource | None = None
+                     ) -> grain.MapDataset:
+  """Everything up to and including decode, as a random-access MapDataset."""
+  if not 0 <= cfg.process_index < cfg.process_count:
+    raise ValueError(f"process_index {cfg.process_index} outside [0, {cfg.process_count})")
+  source = source or TFRecordSource(cfg.data_dir, check_crc=cfg.check_crc)
+  n = len(source)
+  per_process = n // cfg.process_count
+  if per_process == 0:
+    raise ValueError(f"{cfg.data_dir}: {n} records cannot feed {cfg.process_count} processes")
+  ds = grain.MapDataset.source(source).map_with_index(_Tag(n))
+  if cfg.shuffle:
+    ds = ds.shuffle(seed=cfg.seed)
+  ds = ds[cfg.process_index:per_process * cfg.process_count:cfg.process_count]
+  if cfg.num_epochs != 1:
+    ds = ds.repeat(cfg.num_epochs)
+  decode = decode_lib.SA1BDecode(cfg.decode_config(), source.paths, source.starts)
+  return ds.random_map(decode, seed=cfg.seed)
+
+
+def make_dataset(cfg: PipelineConfig, source: TFRecordSource | None = None
+                 ) -> grain.IterDataset:
+  """The full pipeline (see module docstring) as a grain IterDataset."""
+  ds = make_map_dataset(cfg, source)
+  read = grain.ReadOptions(num_threads=cfg.read_threads,
+                           prefetch_buffer_size=max(1, 2 * cfg.batch_size))
+  ds = SkipErrors(ds.to_iter_dataset(read))
+  ds = ds.batch(cfg.batch_size, drop_remainder=True)
+  if cfg.worker_count > 0:
+    _ensure_flags_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=cfg.worker_count, per_worker_buffer_size=cfg.worker_buffer_size))
+  return ds
+
+
+def make_iterator(cfg: PipelineConfig) -> grain.DatasetIterator:
+  """Iterator of per-process numpy batches with ``get_state()/set_state()``."""
+  return iter(make_dataset(cfg))
