@@ -17,11 +17,15 @@ import jax
 import jax.numpy as jnp
 
 
-def resolve_impl(impl: str, num_queries: int, chunk: int) -> str:
+# Below this many queries (e.g. 14x14 windows) the fused kernel is faster.
+CHUNKED_MIN_QUERIES = 1024
+
+
+def resolve_impl(impl: str, num_queries: int) -> str:
   """Chooses the kernel for ``impl='auto'``: chunked on CPU for long inputs."""
   if impl != "auto":
     return impl
-  if jax.default_backend() == "cpu" and num_queries > chunk:
+  if jax.default_backend() == "cpu" and num_queries >= CHUNKED_MIN_QUERIES:
     return "chunked"
   return "xla"
 
@@ -34,7 +38,7 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 
 
 def rel_pos_attention(q, k, v, rel_h, rel_w, *, scale: float, impl: str = "auto",
-                      query_chunk: int = 1024):
+                      query_chunk: int = 256):
   """Softmax attention with decomposed relative-position bias (ViTDet / SAM).
 
   Args:
@@ -43,14 +47,14 @@ def rel_pos_attention(q, k, v, rel_h, rel_w, *, scale: float, impl: str = "auto"
     rel_w: [B, N, T, kw] float32, bias indexed by the key's column.
     scale: multiplies q before the dot product (official ``q * self.scale``).
     impl: 'auto' | 'xla' | 'cudnn' | 'chunked'.
-    query_chunk: queries per chunk for the chunked kernel.
+    query_chunk: queries per (head, chunk) step of the chunked kernel.
 
   Returns:
     [B, T, N, D] in q's dtype.
   """
   b, t, n, d = q.shape
   kh, kw = rel_h.shape[-1], rel_w.shape[-1]
-  impl = resolve_impl(impl, t, query_chunk)
+  impl = resolve_impl(impl, t)
   if impl in ("xla", "cudnn"):
     bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, n, t, kh * kw)
     return jax.nn.dot_product_attention(
@@ -59,21 +63,31 @@ def rel_pos_attention(q, k, v, rel_h, rel_w, *, scale: float, impl: str = "auto"
   if impl != "chunked":
     raise ValueError(f"unknown attention impl {impl!r}")
 
+  # One head and one chunk of queries at a time: each step's [c, T] score
+  # block stays in cache (DESIGN.md: the whole [N, T, T] tensor is memory
+  # bound on CPU). Outer loop over heads keeps that head's K/V hot.
   c = _largest_divisor_at_most(t, query_chunk)
   nc = t // c
-  qs = (q * jnp.asarray(scale, q.dtype)).reshape(b, nc, c, n, d).transpose(1, 0, 2, 3, 4)
-  rh = rel_h.reshape(b, n, nc, c, kh).transpose(2, 0, 1, 3, 4)
-  rw = rel_w.reshape(b, n, nc, c, kw).transpose(2, 0, 1, 3, 4)
+  qh = (q * jnp.asarray(scale, q.dtype)).transpose(0, 2, 1, 3).reshape(b * n, nc, c, d)
+  k_heads = k.transpose(0, 2, 1, 3).reshape(b * n, t, d)
+  v_heads = v.transpose(0, 2, 1, 3).reshape(b * n, t, d)
+  rh = rel_h.reshape(b * n, nc, c, kh)
+  rw = rel_w.reshape(b * n, nc, c, kw)
 
-  def one_chunk(args):
-    qc, rhc, rwc = args  # [B, c, N, D], [B, N, c, kh], [B, N, c, kw]
-    s = jnp.einsum("bqnd,bknd->bnqk", qc, k, preferred_element_type=jnp.float32)
-    s = s.reshape(b, n, c, kh, kw) + rhc[..., :, None] + rwc[..., None, :]
-    p = jax.nn.softmax(s.reshape(b, n, c, kh * kw), axis=-1)
-    return jnp.einsum("bnqk,bknd->bqnd", p.astype(v.dtype), v)
+  def one_head(args):
+    q_head, k_head, v_head, rh_head, rw_head = args  # [nc, c, D], [T, D], ..
 
-  out = jax.lax.map(one_chunk, (qs, rh, rw))  # [nc, B, c, N, D]
-  return out.transpose(1, 0, 2, 3, 4).reshape(b, t, n, d)
+    def one_chunk(chunk):
+      qc, rhc, rwc = chunk  # [c, D], [c, kh], [c, kw]
+      s = jnp.dot(qc, k_head.T, preferred_element_type=jnp.float32)
+      s = s.reshape(c, kh, kw) + rhc[:, :, None] + rwc[:, None, :]
+      p = jax.nn.softmax(s.reshape(c, t), axis=-1)
+      return jnp.dot(p.astype(v_head.dtype), v_head)
+
+    return jax.lax.map(one_chunk, (q_head, rh_head, rw_head))
+
+  out = jax.lax.map(one_head, (qh, k_heads, v_heads, rh, rw))  # [B*N, nc, c, D]
+  return out.reshape(b, n, t, d).transpose(0, 2, 1, 3)
 
 
 def masked_attention(q, k, v, key_valid=None):

@@ -49,7 +49,7 @@ class SamConfig:
   # Compute (not part of the checkpoint).
   dtype: str = "float32"
   attention_impl: str = "auto"  # auto | xla | chunked | cudnn
-  attention_query_chunk: int = 1024
+  attention_query_chunk: int = 256
   remat: bool = False
   drop_path_rate: float = 0.0
 

@@ -68,7 +68,7 @@ class Attention(nn.Module):
   input_size: tuple
   dtype: jnp.dtype = jnp.float32
   impl: str = "auto"
-  query_chunk: int = 1024
+  query_chunk: int = 256
 
   @nn.compact
   def __call__(self, x):
@@ -110,7 +110,7 @@ class Block(nn.Module):
   drop_path: float = 0.0
   dtype: jnp.dtype = jnp.float32
   impl: str = "auto"
-  query_chunk: int = 1024
+  query_chunk: int = 256
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):

@@ -1,0 +1,109 @@
+"""Image-encoder throughput: samjax (XLA) vs the official PyTorch encoder.
+
+Same machine, same process, same weights (the official model is built with
+random weights and converted), both using all cores. Prints images/s of
+each, the ratio, and samjax's achieved FLOP/s against the machine's measured
+XLA matmul rate.
+
+  python experiments/bench_encoder.py                       # ViT-B, 1024x1024, fp32
+  python experiments/bench_encoder.py --variant vit_tiny --runs 5
+  python experiments/bench_encoder.py --write experiments/results  # commit the .md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import (machine_description, matmul_rate_gflops, median,  # noqa: E402
+                          time_calls, today, xla_flops)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--variant", default="vit_b")
+  ap.add_argument("--batch", type=int, default=1)
+  ap.add_argument("--runs", type=int, default=3, help="timed calls per implementation")
+  ap.add_argument("--attention-impl", default="auto", help="auto | xla | chunked | cudnn")
+  ap.add_argument("--query-chunk", type=int, default=None)
+  ap.add_argument("--dtype", default="float32")
+  ap.add_argument("--skip-official", action="store_true")
+  ap.add_argument("--write", metavar="DIR", help="also write a markdown result file here")
+  args = ap.parse_args(argv)
+
+  import torch
+  from samjax import build
+  from samjax.interop import build_official_sam, params_from_state_dict
+
+  overrides = {"attention_impl": args.attention_impl, "dtype": args.dtype}
+  if args.query_chunk:
+    overrides["attention_query_chunk"] = args.query_chunk
+  model = build(args.variant, **overrides)
+  cfg = model.config
+  torch.manual_seed(0)
+  official = build_official_sam(cfg)
+  params = params_from_state_dict({k: v.numpy() for k, v in official.state_dict().items()}, cfg)
+  params = jax.device_put(params)
+  s = cfg.image_size
+  images = np.random.default_rng(0).normal(size=(args.batch, 3, s, s)).astype(np.float32)
+
+  lines = [f"# bench_encoder {args.variant} {s}x{s} batch {args.batch} {args.dtype}",
+           f"date: {today()}", f"machine: {machine_description()}",
+           f"torch threads: {torch.get_num_threads()}; samjax attention_impl: "
+           f"{cfg.attention_impl} (query chunk {cfg.attention_query_chunk})", ""]
+
+  def say(line):
+    print(line, flush=True)
+    lines.append(line)
+  for line in lines:
+    print(line)
+
+  embed = jax.jit(model.embed_images)
+  import time
+  t0 = time.perf_counter()
+  embed(params, images).block_until_ready()
+  compile_s = time.perf_counter() - t0
+  flops = xla_flops(embed, params, images)
+  rate = matmul_rate_gflops()
+
+  jax_times, torch_times = [], []
+  official_fn = None
+  if not args.skip_official:
+    x = torch.from_numpy(images)
+    def official_fn():
+      with torch.no_grad():
+        official.image_encoder(x)
+    official_fn()  # warm-up
+  for _ in range(args.runs):  # interleave so drift hits both sides alike
+    jax_times += time_calls(lambda: embed(params, images).block_until_ready(), 1)
+    if official_fn is not None:
+      torch_times += time_calls(official_fn, 1)
+
+  tj = median(jax_times)
+  say(f"samjax:   {tj:.3f} s/batch  ({args.batch / tj:.3f} images/s)  "
+      f"first call incl. compile {compile_s:.1f} s")
+  say(f"samjax:   {flops / 1e12:.3f} TFLOP/batch (XLA cost analysis) -> "
+      f"{flops / tj / 1e9:.1f} GFLOP/s = {flops / tj / 1e9 / rate:.2f} x the machine's "
+      f"XLA fp32 matmul rate ({rate:.1f} GFLOP/s)")
+  if torch_times:
+    tt = median(torch_times)
+    say(f"official: {tt:.3f} s/batch  ({args.batch / tt:.3f} images/s)")
+    say(f"ratio (samjax images/s / official images/s): {tt / tj:.2f}x")
+  say(f"all runs (s): samjax {[round(t, 3) for t in jax_times]} official "
+      f"{[round(t, 3) for t in torch_times]}")
+  if args.write:
+    os.makedirs(args.write, exist_ok=True)
+    path = os.path.join(args.write, f"bench_encoder_{args.variant}_{today()}_cpu.md")
+    with open(path, "w") as f:
+      f.write("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()
