@@ -1,0 +1,1 @@
+"""Inference helpers: official-equivalent transforms (predictor and AMG build on these)."""
