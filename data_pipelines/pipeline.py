@@ -48,6 +48,7 @@ class PipelineConfig:
   max_masks: int = 64               # K
   max_mask_area: float = 0.9
   reduced_decode: bool = True
+  resize_filter: str = "bilinear"   # see decode.DecodeConfig
   seed: int = 0
   shuffle: bool = True
   num_epochs: int | None = None     # None: repeat forever
@@ -60,7 +61,8 @@ class PipelineConfig:
 
   def decode_config(self) -> decode_lib.DecodeConfig:
     return decode_lib.DecodeConfig(self.image_size, self.gt_size, self.max_masks,
-                                   self.max_mask_area, self.reduced_decode)
+                                   self.max_mask_area, self.reduced_decode,
+                                   self.resize_filter)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,22 +23,32 @@ class RLEError(ValueError):
   """A malformed or inconsistent RLE (the message names what is wrong)."""
 
 
-def parse_counts(counts: str | bytes) -> np.ndarray:
-  """Compressed COCO RLE string -> run lengths, int64 array of shape (R,).
+def _segmented_cumsum(vals: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
+  """Cumulative sums restarting at each index in ``seg_starts`` (sorted, has 0)."""
+  cs = np.cumsum(vals)
+  seg_len = np.diff(np.append(seg_starts, len(vals)))
+  base = np.repeat(cs[seg_starts] - vals[seg_starts], seg_len)
+  return cs - base
 
-  Vectorised port of pycocotools' ``rleFrString``. Raises ``RLEError`` on a
-  string that is empty-but-unterminated or contains characters outside the
-  alphabet.
+
+def parse_counts_batch(strings: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+  """Several compressed COCO RLE strings -> concatenated runs + offsets.
+
+  Vectorised over all strings at once (port of pycocotools' ``rleFrString``).
+  Returns ``(runs (R,) int64, offsets (N + 1,) int64)``: string i's run
+  lengths are ``runs[offsets[i]:offsets[i + 1]]``. Raises ``RLEError`` for a
+  string with characters outside the alphabet or ending inside a value.
   """
-  if isinstance(counts, str):
-    counts = counts.encode("ascii", errors="strict")
-  if not counts:
-    return np.zeros((0,), np.int64)
-  b = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+  strings = [c.encode("ascii") if isinstance(c, str) else c for c in strings]
+  lens = np.fromiter((len(c) for c in strings), np.int64, len(strings))
+  if lens.sum() == 0:
+    return np.zeros((0,), np.int64), np.zeros((len(strings) + 1,), np.int64)
+  b = np.frombuffer(b"".join(strings), np.uint8).astype(np.int64) - 48
   if b.min() < 0 or b.max() > 63:
     raise RLEError("RLE counts string has characters outside the COCO alphabet")
   more = (b & 0x20) != 0
-  if more[-1]:
+  str_last = np.cumsum(lens)[lens > 0] - 1
+  if more[str_last].any():
     raise RLEError("RLE counts string ends inside a value (truncated)")
   ends = np.flatnonzero(~more)
   starts = np.concatenate([[0], ends[:-1] + 1])
@@ -49,13 +59,26 @@ def parse_counts(counts: str | bytes) -> np.ndarray:
   vals = np.add.reduceat((b & 0x1f) << (5 * pos), starts)
   neg = (b[ends] & 0x10) != 0
   vals[neg] |= -1 << (5 * lengths[neg])
-  # counts[m] += counts[m - 2] for m > 2: running sums over odd positions from
-  # index 1 and over even positions from index 2.
+  # Values per string, and each value's index k inside its string.
+  offsets = np.concatenate([[0], np.searchsorted(ends, np.cumsum(lens) - 1, "right")])
+  nvals = np.diff(offsets)
+  k = np.arange(len(vals)) - np.repeat(offsets[:-1], nvals)
+  # counts[k] += counts[k - 2] for k > 2: running sums over the odd k (from
+  # k = 1) and over the even k >= 2 of each string; k = 0 stays as is.
   out = vals.copy()
-  out[1::2] = np.cumsum(vals[1::2])
-  if len(vals) > 2:
-    out[2::2] = np.cumsum(vals[2::2])
-  return out
+  for parity, first in ((1, 1), (0, 2)):
+    sel = np.flatnonzero((k % 2 == parity) & (k >= first))
+    if len(sel):
+      sub = vals[sel]
+      seg = np.flatnonzero(np.concatenate([[True], np.diff(k[sel]) <= 0]))
+      out[sel] = _segmented_cumsum(sub, seg)
+  return out, offsets
+
+
+def parse_counts(counts: str | bytes) -> np.ndarray:
+  """Compressed COCO RLE string -> run lengths, int64 array of shape (R,)."""
+  runs, _ = parse_counts_batch([counts])
+  return runs
 
 
 def check_counts(runs: np.ndarray, h: int, w: int) -> None:
@@ -65,6 +88,17 @@ def check_counts(runs: np.ndarray, h: int, w: int) -> None:
   total = int(runs.sum())
   if total != h * w:
     raise RLEError(f"RLE runs cover {total} pixels, size says {h}x{w}={h * w}")
+
+
+def check_counts_batch(runs: np.ndarray, offsets: np.ndarray, h: int, w: int) -> int:
+  """Index of the first string whose runs are negative or do not sum to h*w, or -1."""
+  n = len(offsets) - 1
+  nruns = np.diff(offsets)
+  owner = np.repeat(np.arange(n), nruns)
+  totals = np.bincount(owner, weights=runs, minlength=n)
+  neg = np.bincount(owner, weights=runs < 0, minlength=n)
+  bad = np.flatnonzero((totals != h * w) | (neg > 0))
+  return int(bad[0]) if len(bad) else -1
 
 
 def area(runs: np.ndarray) -> int:
@@ -92,28 +126,39 @@ def decode_resized(runs_list: list[np.ndarray], h: int, w: int, out_h: int,
     out_h, out_w: output size (smaller or larger than the source).
 
   Returns:
-    uint8 array (N, out_h, out_w) of {0, 1}, equal to the full-resolution
+    uint8 array (N, out_h, out_w) of {0, 1} (a view, rows contiguous), equal to the full-resolution
     masks sampled at ``sample_grid(h, out_h)`` rows and ``sample_grid(w,
     out_w)`` columns.
   """
-  n = len(runs_list)
-  out = np.zeros((n, out_w, out_h + 1), np.int8)
-  if n == 0 or out_h == 0 or out_w == 0:
-    return out[:, :, :out_h].transpose(0, 2, 1)
+  lens = [len(r) for r in runs_list]
+  runs = np.concatenate(runs_list) if runs_list else np.zeros((0,), np.int64)
+  return decode_resized_batch(runs, np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                              h, w, out_h, out_w)
+
+
+def decode_resized_batch(runs: np.ndarray, offsets: np.ndarray, h: int, w: int,
+                         out_h: int, out_w: int) -> np.ndarray:
+  """``decode_resized`` on the ``parse_counts_batch`` layout (runs + offsets)."""
+  n = len(offsets) - 1
+  # Difference image, row-major with one spare row: +1 where a run enters an
+  # output column, -1 where it leaves; a cumsum down the rows fills it in.
+  out = np.zeros((n, out_h + 1, out_w), np.int8)
+  if n == 0 or out_h == 0 or out_w == 0 or len(runs) == 0:
+    return out[:, :out_h].view(np.uint8)
   rows = sample_grid(h, out_h)
   cols = sample_grid(w, out_w)
-  starts, stops, owner = [], [], []
-  for k, runs in enumerate(runs_list):
-    bounds = np.cumsum(runs)
-    s = bounds[0::2][: len(runs) // 2]
-    e = bounds[1::2]
-    keep = e > s
-    starts.append(s[keep])
-    stops.append(e[keep])
-    owner.append(np.full(int(keep.sum()), k, np.int64))
-  s = np.concatenate(starts)
-  e = np.concatenate(stops)
-  m = np.concatenate(owner)
+  nruns = np.diff(offsets)
+  owner = np.repeat(np.arange(n), nruns)
+  k = np.arange(len(runs)) - np.repeat(offsets[:-1], nruns)
+  # Run ends in flat (column-major) pixel index, restarting for every mask.
+  first = np.minimum(offsets[:-1], len(runs) - 1)  # (masks without runs: unused)
+  bounds = np.cumsum(runs)
+  bounds -= np.repeat(bounds[first] - runs[first], nruns)
+  # Foreground run j of a mask is [bounds[2j], bounds[2j + 1]).
+  fg = np.flatnonzero(k % 2 == 1)
+  s, e, m = bounds[fg - 1], bounds[fg], owner[fg]
+  keep = e > s
+  s, e, m = s[keep], e[keep], m[keep]
   # Split every foreground run at column boundaries (column-major order).
   c0 = s // h
   ncol = (e - 1) // h - c0 + 1
@@ -135,11 +180,10 @@ def decode_resized(runs_list: list[np.ndarray], h: int, w: int, out_h: int,
     i_lo, i_hi, m = i_lo[rep], i_hi[rep], m[rep]
   else:
     j = j_lo
-  base = (m * out_w + j) * (out_h + 1)
   flat = out.reshape(-1)
   # Within one output column the pieces are disjoint and ordered, so starts
   # are unique and stops are unique: plain fancy-index updates suffice.
-  flat[base + i_lo] += 1
-  flat[base + i_hi] -= 1
-  np.cumsum(out, axis=2, dtype=np.int8, out=out)
-  return out[:, :, :out_h].view(np.uint8).transpose(0, 2, 1)
+  flat[(m * (out_h + 1) + i_lo) * out_w + j] += 1
+  flat[(m * (out_h + 1) + i_hi) * out_w + j] -= 1
+  np.cumsum(out, axis=1, dtype=np.int8, out=out)
+  return out[:, :out_h].view(np.uint8)

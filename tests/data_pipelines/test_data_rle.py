@@ -71,3 +71,21 @@ def test_check_counts_rejects_wrong_total():
       np.ones((4, 5), np.uint8)))["counts"])
   with pytest.raises(rle.RLEError, match="4x6"):
     rle.check_counts(runs, 4, 6)
+
+
+def test_batch_parse_and_raster_equal_one_by_one():
+  rng = np.random.default_rng(2)
+  h, w = 23, 31
+  masks = [(rng.random((h, w)) < p).astype(np.uint8) for p in (0.0, 1.0, 0.3, 0.7, 0.5)]
+  masks.append(np.zeros((h, w), np.uint8))
+  masks[-1][5:9, 3:20] = 1  # a handful of runs only
+  strings = [mask_utils.encode(np.asfortranarray(m))["counts"] for m in masks]
+  runs, offsets = rle.parse_counts_batch(strings)
+  assert len(offsets) == len(masks) + 1
+  for i, s in enumerate(strings):
+    np.testing.assert_array_equal(runs[offsets[i]:offsets[i + 1]], rle.parse_counts(s))
+  assert rle.check_counts_batch(runs, offsets, h, w) == -1
+  assert rle.check_counts_batch(runs, offsets, h, w + 1) == 0
+  got = rle.decode_resized_batch(runs, offsets, h, w, 11, 13)
+  want = np.stack(masks)[:, rle.sample_grid(h, 11)][:, :, rle.sample_grid(w, 13)]
+  np.testing.assert_array_equal(got, want)
