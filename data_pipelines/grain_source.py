@@ -87,10 +87,11 @@ class TFRecordSource:
     return state
 
   def __del__(self):
+    close = getattr(os, "close", None)  # None during interpreter shutdown
     for fd in getattr(self, "_fds", {}).values():
       try:
-        os.close(fd)
-      except OSError:
+        close(fd)
+      except (OSError, TypeError):
         pass
 
   def __repr__(self) -> str:
