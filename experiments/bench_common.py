@@ -7,13 +7,13 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, List
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 
-def time_calls(fn: Callable[[], object], runs: int) -> List[float]:
+def time_calls(fn: Callable[[], object], runs: int) -> list[float]:
   """Wall seconds of ``runs`` calls of ``fn`` (which must block until done)."""
   out = []
   for _ in range(runs):

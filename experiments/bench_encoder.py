@@ -20,8 +20,14 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import (machine_description, matmul_rate_gflops, median,  # noqa: E402
-                          time_calls, today, xla_flops)
+from bench_common import (
+  machine_description,
+  matmul_rate_gflops,
+  median,
+  time_calls,
+  today,
+  xla_flops,
+)
 
 
 def main(argv=None):
@@ -38,6 +44,7 @@ def main(argv=None):
   args = ap.parse_args(argv)
 
   import torch
+
   from samjax import build
   from samjax.interop import build_official_sam, params_from_state_dict
 
@@ -55,8 +62,8 @@ def main(argv=None):
 
   lines = [f"# bench_encoder {args.variant} {s}x{s} batch {args.batch} {args.dtype}",
            f"date: {today()}", f"machine: {machine_description()}",
-           f"torch threads: {torch.get_num_threads()}; samjax attention_impl: "
-           f"{cfg.attention_impl} (query chunk {cfg.attention_query_chunk})", ""]
+           (f"torch threads: {torch.get_num_threads()}; samjax attention_impl: "
+            f"{cfg.attention_impl} (query chunk {cfg.attention_query_chunk})"), ""]
 
   def say(line):
     print(line, flush=True)

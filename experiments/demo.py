@@ -59,8 +59,12 @@ def main(argv=None):
   import torch
 
   from samjax.cli import main as samjax_cli
-  from samjax.inference.transforms import (apply_boxes, apply_coords, postprocess_masks,
-                                           resize_longest_side)
+  from samjax.inference.transforms import (
+    apply_boxes,
+    apply_coords,
+    postprocess_masks,
+    resize_longest_side,
+  )
   from samjax.interop import build_official_sam
   from samjax.interop.torch_io import save_state_dict
   from samjax.loading import load_config_and_params
@@ -119,7 +123,7 @@ def main(argv=None):
     sparse, dense = official.prompt_encoder(
         points=(torch.from_numpy(coords), torch.ones(1, 1, dtype=torch.int)),
         boxes=torch.from_numpy(box_in), masks=None)
-    ref_logits, ref_iou = official.mask_decoder(
+    ref_logits, _ = official.mask_decoder(
         torch.from_numpy(emb_ref), official.prompt_encoder.get_dense_pe(), sparse, dense, True)
   log(f"decoded a click + box: 3 masks, predicted IoU {np.round(np.asarray(iou)[0, 0], 3)}; "
       f"max |logit diff| vs official = {np.abs(np.asarray(logits)[0] - ref_logits.numpy()).max():.2e}")

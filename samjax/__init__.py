@@ -3,6 +3,6 @@ with the official PyTorch release."""
 
 __version__ = "0.1.0"
 
-from samjax.model import SamConfig, SamModel, build, get_config  # noqa: E402
+from samjax.model import SamConfig, SamModel, build, get_config
 
-__all__ = ["SamConfig", "SamModel", "build", "get_config", "__version__"]
+__all__ = ["SamConfig", "SamModel", "__version__", "build", "get_config"]

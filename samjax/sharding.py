@@ -19,14 +19,14 @@ Logical names:
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 
 # Default mapping from logical names to mesh axes: FSDP over the `fsdp` axis,
 # tensor parallelism over `model`, data parallelism over `data` (+ `fsdp`).
-DEFAULT_LOGICAL_RULES: Tuple[Tuple[str, object], ...] = (
+DEFAULT_LOGICAL_RULES: tuple[tuple[str, object], ...] = (
     ("batch", ("data", "fsdp")),
     ("length", None),
     ("embed", "fsdp"),

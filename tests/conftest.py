@@ -5,11 +5,11 @@ import os
 # Must happen before jax is imported anywhere (sharding tests use 8 devices).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-import functools  # noqa: E402
+import functools
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import numpy as np
+import pytest
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -37,6 +37,7 @@ def randomize_official(sam, seed: int = 0):
 def official_pair(variant: str, seed: int = 0):
   """(official torch Sam, samjax SamModel, samjax params) with identical weights."""
   import torch
+
   from samjax import build
   from samjax.interop import build_official_sam, params_from_state_dict
   model = build(variant)

@@ -40,7 +40,7 @@ def register(subparsers):
 
 
 def run(args) -> int:
-  from samjax import interop  # noqa: PLC0415 - keep `samjax --help` fast
+  from samjax import interop
   t0 = time.time()
   if args.from_torch:
     config, params = interop.import_official(args.from_torch, args.variant)
@@ -52,7 +52,7 @@ def run(args) -> int:
     if args.variant:
       print("--variant is only used with --from-torch", file=sys.stderr)
       return 2
-    from samjax.loading import load_config_and_params  # noqa: PLC0415
+    from samjax.loading import load_config_and_params
     config, params = load_config_and_params(args.to_torch)
     sd = interop.export_official(params, config, args.out)
     print(f"exported {args.to_torch} -> {args.out} ({len(sd)} tensors; constructor "

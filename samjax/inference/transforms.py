@@ -9,15 +9,13 @@ no antialiasing, i.e. torch ``align_corners=False``) then cropped.
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 
-def get_preprocess_shape(old_h: int, old_w: int, long_side: int) -> Tuple[int, int]:
+def get_preprocess_shape(old_h: int, old_w: int, long_side: int) -> tuple[int, int]:
   """(new_h, new_w) with the longest side = ``long_side`` (official rounding)."""
   scale = long_side * 1.0 / max(old_h, old_w)
   new_h, new_w = old_h * scale, old_w * scale
@@ -30,7 +28,7 @@ def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:
   return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 
-def apply_coords(coords: np.ndarray, original_size: Tuple[int, int], long_side: int
+def apply_coords(coords: np.ndarray, original_size: tuple[int, int], long_side: int
                  ) -> np.ndarray:
   """[..., 2] (x, y) in the original image -> the resized frame (float)."""
   old_h, old_w = original_size
@@ -41,7 +39,7 @@ def apply_coords(coords: np.ndarray, original_size: Tuple[int, int], long_side: 
   return coords
 
 
-def apply_boxes(boxes: np.ndarray, original_size: Tuple[int, int], long_side: int
+def apply_boxes(boxes: np.ndarray, original_size: tuple[int, int], long_side: int
                 ) -> np.ndarray:
   """[..., 4] (x0, y0, x1, y1) -> the resized frame."""
   boxes = np.asarray(boxes)
@@ -55,8 +53,8 @@ def _bilinear(x, out_hw):
   return jax.image.resize(x, shape, method="linear", antialias=False)
 
 
-def postprocess_masks(low_res_logits, input_size: Tuple[int, int],
-                      original_size: Tuple[int, int], image_size: int):
+def postprocess_masks(low_res_logits, input_size: tuple[int, int],
+                      original_size: tuple[int, int], image_size: int):
   """[..., 4h, 4w] logits -> [..., H, W] logits at the original resolution.
 
   Upsample to the padded model input, drop the padding, resize to the

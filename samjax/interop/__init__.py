@@ -1,16 +1,31 @@
 """Weights between samjax and the official PyTorch ``segment_anything``."""
 
-from samjax.interop.convert import (export_official, import_official,
-                                    params_from_state_dict, sidecar_path,
-                                    state_dict_from_params)
+from samjax.interop import infer, model_dir  # noqa: F401 - submodules used as interop.infer etc.
+from samjax.interop.convert import (
+                                    export_official,
+                                    import_official,
+                                    params_from_state_dict,
+                                    sidecar_path,
+                                    state_dict_from_params,
+)
 from samjax.interop.errors import CheckpointMismatchError
-from samjax.interop import infer, model_dir
 from samjax.interop.infer import infer_config
 from samjax.interop.model_dir import load_model_dir, save_model_dir
 from samjax.interop.official import build_official_sam, constructor_kwargs
 from samjax.interop.param_table import ParamRule, param_table
 
-__all__ = ["export_official", "import_official", "params_from_state_dict",
-           "sidecar_path", "state_dict_from_params", "CheckpointMismatchError",
-           "infer_config", "load_model_dir", "save_model_dir", "build_official_sam",
-           "constructor_kwargs", "ParamRule", "param_table"]
+__all__ = [
+                                    "CheckpointMismatchError",
+                                    "ParamRule",
+                                    "build_official_sam",
+                                    "constructor_kwargs",
+                                    "export_official",
+                                    "import_official",
+                                    "infer_config",
+                                    "load_model_dir",
+                                    "param_table",
+                                    "params_from_state_dict",
+                                    "save_model_dir",
+                                    "sidecar_path",
+                                    "state_dict_from_params",
+]

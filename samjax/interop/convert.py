@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
 
 import jax
 import numpy as np
 
 from samjax.interop.errors import CheckpointMismatchError
 from samjax.interop.infer import describe, infer_config
-from samjax.interop.param_table import (flatten, from_torch_layout, param_table,
-                                        to_torch_layout, torch_shape, unflatten)
 from samjax.interop.official import constructor_kwargs
+from samjax.interop.param_table import (
+  flatten,
+  from_torch_layout,
+  param_table,
+  to_torch_layout,
+  torch_shape,
+  unflatten,
+)
 from samjax.interop.torch_io import load_state_dict, save_state_dict
 from samjax.model.configs import SamConfig, get_config, variant_name
 from samjax.model.sam import SamModel
 
 
-def _model_shapes(config: SamConfig) -> Dict[tuple, tuple]:
+def _model_shapes(config: SamConfig) -> dict[tuple, tuple]:
   shapes = jax.eval_shape(lambda: SamModel(config).init(jax.random.PRNGKey(0)))
   return {p: tuple(s.shape) for p, s in flatten(shapes).items()}
 
@@ -57,7 +63,7 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], config: SamConf
   return unflatten(flat)
 
 
-def state_dict_from_params(params, config: SamConfig) -> Dict[str, np.ndarray]:
+def state_dict_from_params(params, config: SamConfig) -> dict[str, np.ndarray]:
   """samjax params -> official ``{key: array}`` (in official key order)."""
   rules = param_table(config)
   flat = {p: np.asarray(jax.device_get(v)) for p, v in flatten(params).items()}
@@ -80,8 +86,8 @@ def sidecar_path(pth_path: str) -> str:
   return pth_path + ".json"
 
 
-def import_official(path: str, variant: Optional[str] = None
-                    ) -> Tuple[SamConfig, dict]:
+def import_official(path: str, variant: str | None = None
+                    ) -> tuple[SamConfig, dict]:
   """Loads an official ``.pth`` -> (config, params).
 
   ``variant`` ('vit_b', ...) is checked against the shapes in the file; when
@@ -113,7 +119,7 @@ def import_official(path: str, variant: Optional[str] = None
   return config, params_from_state_dict(state_dict, config, source=path)
 
 
-def export_official(params, config: SamConfig, path: str) -> Dict[str, np.ndarray]:
+def export_official(params, config: SamConfig, path: str) -> dict[str, np.ndarray]:
   """Writes params as an official ``.pth`` plus ``<path>.json`` with the
   constructor arguments (needed to rebuild non-standard sizes). Returns the
   state_dict written."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 
 class CheckpointMismatchError(ValueError):
@@ -14,7 +14,7 @@ class CheckpointMismatchError(ValueError):
 
   def __init__(self, source: str, missing: Sequence[str] = (),
                unexpected: Sequence[str] = (),
-               mismatched: Sequence[Tuple[str, tuple, tuple]] = (),
+               mismatched: Sequence[tuple[str, tuple, tuple]] = (),
                hint: str = ""):
     self.missing = list(missing)
     self.unexpected = list(unexpected)

@@ -7,9 +7,9 @@ from the export sidecar JSON when present, else the official value (8).
 from __future__ import annotations
 
 import re
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
-from samjax.model.configs import SamConfig, VARIANTS, variant_name
+from samjax.model.configs import VARIANTS, SamConfig, variant_name
 
 _BLOCK = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
 _DEC_LAYER = re.compile(r"^mask_decoder\.transformer\.layers\.(\d+)\.")
@@ -21,7 +21,7 @@ def _count(pattern, keys) -> int:
   return max(idx) + 1 if idx else 0
 
 
-def infer_config(shapes: Mapping[str, tuple], decoder_num_heads: Optional[int] = None,
+def infer_config(shapes: Mapping[str, tuple], decoder_num_heads: int | None = None,
                  source: str = "checkpoint") -> SamConfig:
   """Config of the SAM model whose state_dict has these ``{key: shape}``."""
   def need(key):

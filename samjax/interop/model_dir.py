@@ -11,7 +11,6 @@ import datetime
 import json
 import os
 import shutil
-from typing import Optional, Tuple
 
 import jax
 import numpy as np
@@ -27,9 +26,9 @@ def is_model_dir(path: str) -> bool:
 
 
 def save_model_dir(directory: str, params, config: SamConfig,
-                   source: Optional[str] = None, overwrite: bool = False) -> None:
+                   source: str | None = None, overwrite: bool = False) -> None:
   """Writes params (orbax) and config (JSON) into ``directory``."""
-  import orbax.checkpoint as ocp  # noqa: PLC0415 - heavy import, only when saving
+  import orbax.checkpoint as ocp
   directory = os.path.abspath(directory)
   if os.path.exists(directory) and os.listdir(directory):
     if not overwrite:
@@ -44,14 +43,14 @@ def save_model_dir(directory: str, params, config: SamConfig,
     ckptr.wait_until_finished()
   meta = {"format": FORMAT, "version": 1, "config": config.to_dict(),
           "source": source,
-          "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+          "created": datetime.datetime.now(datetime.UTC).isoformat()}
   with open(os.path.join(directory, MODEL_JSON), "w") as f:
     json.dump(meta, f, indent=2, sort_keys=True)
 
 
-def load_model_dir(directory: str) -> Tuple[SamConfig, dict]:
+def load_model_dir(directory: str) -> tuple[SamConfig, dict]:
   """Reads (config, params) written by ``save_model_dir``."""
-  import orbax.checkpoint as ocp  # noqa: PLC0415
+  import orbax.checkpoint as ocp
   directory = os.path.abspath(directory)
   meta_path = os.path.join(directory, MODEL_JSON)
   if not os.path.isfile(meta_path):
@@ -63,7 +62,7 @@ def load_model_dir(directory: str) -> Tuple[SamConfig, dict]:
   if meta.get("format") != FORMAT:
     raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}")
   config = SamConfig.from_dict(meta["config"])
-  from samjax.model.sam import SamModel  # noqa: PLC0415
+  from samjax.model.sam import SamModel
   target = SamModel(config).param_shapes()
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(os.path.join(directory, "params"), target)

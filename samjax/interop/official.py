@@ -41,11 +41,16 @@ def constructor_kwargs(cfg: SamConfig) -> dict:
 
 def build_official_sam(cfg: SamConfig):
   """An official ``segment_anything.modeling.Sam`` (eval mode) of this size."""
-  from functools import partial  # noqa: PLC0415
+  from functools import partial
 
-  import torch  # noqa: PLC0415
-  from segment_anything.modeling import (ImageEncoderViT, MaskDecoder,  # noqa: PLC0415
-                                         PromptEncoder, Sam, TwoWayTransformer)
+  import torch
+  from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+  )
   kw = constructor_kwargs(cfg)
   enc = dict(kw["image_encoder"])
   enc["norm_layer"] = partial(torch.nn.LayerNorm, eps=1e-6)

@@ -14,13 +14,13 @@ Each rule is (jax path, torch key, layout kind):
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterator, List, Tuple
+from collections.abc import Iterator
 
 import numpy as np
 
 from samjax.model.configs import SamConfig
 
-Path = Tuple[str, ...]
+Path = tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +52,14 @@ def from_torch_layout(rule: ParamRule, array: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(_FROM_TORCH[rule.kind](np.asarray(array)))
 
 
-def torch_shape(rule: ParamRule, jax_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+def torch_shape(rule: ParamRule, jax_shape: tuple[int, ...]) -> tuple[int, ...]:
   """The official tensor shape for a samjax param of ``jax_shape``."""
   return tuple(_TO_TORCH[rule.kind](np.empty(jax_shape, np.bool_)).shape)
 
 
 class _Builder:
   def __init__(self):
-    self.rules: List[ParamRule] = []
+    self.rules: list[ParamRule] = []
 
   def add(self, jax_path: str, torch_key: str, kind: str = "identity"):
     self.rules.append(ParamRule(tuple(jax_path.split("/")), torch_key, kind))
@@ -153,7 +153,7 @@ def _mask_decoder(b: _Builder, cfg: SamConfig):
              f"{t}.iou_prediction_head.layers.{k}")
 
 
-def param_table(config: SamConfig) -> List[ParamRule]:
+def param_table(config: SamConfig) -> list[ParamRule]:
   """Every parameter of a model of ``config``, in official state_dict order."""
   b = _Builder()
   _image_encoder(b, config)
@@ -162,9 +162,9 @@ def param_table(config: SamConfig) -> List[ParamRule]:
   return b.rules
 
 
-def flatten(params) -> Dict[Path, np.ndarray]:
+def flatten(params) -> dict[Path, np.ndarray]:
   """Nested dict -> {path tuple: leaf}."""
-  out: Dict[Path, np.ndarray] = {}
+  out: dict[Path, np.ndarray] = {}
 
   def walk(node, prefix):
     if isinstance(node, dict) or hasattr(node, "items"):
@@ -176,7 +176,7 @@ def flatten(params) -> Dict[Path, np.ndarray]:
   return out
 
 
-def unflatten(flat: Dict[Path, np.ndarray]) -> dict:
+def unflatten(flat: dict[Path, np.ndarray]) -> dict:
   out: dict = {}
   for path, leaf in flat.items():
     node = out

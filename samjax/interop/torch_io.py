@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Dict, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 
 def _torch():
   try:
-    import torch  # noqa: PLC0415
+    import torch
   except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
         "reading/writing .pth files needs PyTorch: pip install 'samjax[torch]' "
@@ -22,7 +22,7 @@ def _torch():
   return torch
 
 
-def load_state_dict(path: str) -> Dict[str, np.ndarray]:
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
   """``{key: float array}`` from an official checkpoint (or a {'model': ...} wrapper)."""
   torch = _torch()
   if not os.path.isfile(path):
@@ -36,11 +36,11 @@ def load_state_dict(path: str) -> Dict[str, np.ndarray]:
     if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
       obj = obj[wrapper]
   if not isinstance(obj, Mapping):
-    raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict")
+    raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict")  # noqa: TRY004
   out = {}
   for k, v in obj.items():
     if not isinstance(v, torch.Tensor):
-      raise ValueError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
+      raise ValueError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")  # noqa: TRY004
     if v.dtype in (torch.bfloat16, torch.float16):
       v = v.float()
     out[str(k)] = v.detach().cpu().numpy()

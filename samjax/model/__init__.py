@@ -1,8 +1,25 @@
 """Flax Linen SAM model (image encoder, prompt encoder, mask decoder)."""
 
-from samjax.model.configs import (OFFICIAL_VARIANTS, PIXEL_MEAN, PIXEL_STD,
-                                  VARIANTS, SamConfig, get_config, variant_name)
+from samjax.model.configs import (
+                                  OFFICIAL_VARIANTS,
+                                  PIXEL_MEAN,
+                                  PIXEL_STD,
+                                  VARIANTS,
+                                  SamConfig,
+                                  get_config,
+                                  variant_name,
+)
 from samjax.model.sam import Sam, SamModel, build
 
-__all__ = ["OFFICIAL_VARIANTS", "PIXEL_MEAN", "PIXEL_STD", "VARIANTS", "SamConfig",
-           "get_config", "variant_name", "Sam", "SamModel", "build"]
+__all__ = [
+                                  "OFFICIAL_VARIANTS",
+                                  "PIXEL_MEAN",
+                                  "PIXEL_STD",
+                                  "VARIANTS",
+                                  "Sam",
+                                  "SamConfig",
+                                  "SamModel",
+                                  "build",
+                                  "get_config",
+                                  "variant_name",
+]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-
 # Below this many queries (e.g. 14x14 windows) the fused kernel is faster.
 CHUNKED_MIN_QUERIES = 1024
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 # Pixel statistics of the official model (RGB, 0-255).
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -32,7 +33,7 @@ class SamConfig:
   encoder_embed_dim: int = 768
   encoder_depth: int = 12
   encoder_num_heads: int = 12
-  encoder_global_attn_indexes: Tuple[int, ...] = (2, 5, 8, 11)
+  encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
   image_size: int = 1024
   patch_size: int = 16
   window_size: int = 14
@@ -108,17 +109,17 @@ class SamConfig:
     return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "SamConfig":
+  def from_dict(cls, d: Mapping[str, Any]) -> SamConfig:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
       raise ValueError(f"unknown SamConfig fields: {unknown}")
     return cls(**dict(d))
 
-  def replace(self, **changes) -> "SamConfig":
+  def replace(self, **changes) -> SamConfig:
     return dataclasses.replace(self, **changes)
 
-  def same_architecture(self, other: "SamConfig") -> bool:
+  def same_architecture(self, other: SamConfig) -> bool:
     return self.arch_dict() == other.arch_dict()
 
 

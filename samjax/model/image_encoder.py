@@ -19,8 +19,7 @@ import numpy as np
 
 from samjax.model.attention import rel_pos_attention
 from samjax.model.configs import SamConfig
-from samjax.model.layers import (Conv, Dense, DropPath, LayerNorm, MLPBlock,
-                                 to_dtype, zeros)
+from samjax.model.layers import Conv, Dense, DropPath, LayerNorm, MLPBlock, to_dtype, zeros
 from samjax.sharding import constrain, param_init
 
 

@@ -19,12 +19,10 @@ gives each prompt exactly the official result.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from samjax.model.configs import PIXEL_MEAN, PIXEL_STD, SamConfig
 from samjax.model.image_encoder import ImageEncoderViT

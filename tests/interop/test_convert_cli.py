@@ -9,12 +9,12 @@ from samjax.loading import load_config_and_params
 
 
 def test_convert_from_and_to_torch(tiny_pair, tmp_path, capsys):
-  sam, model, params = tiny_pair
+  sam, model, _ = tiny_pair
   src = str(tmp_path / "tiny.pth")
   save_state_dict({k: v.numpy() for k, v in sam.state_dict().items()}, src)
   out_dir = str(tmp_path / "model")
   assert main(["convert", "--from-torch", src, "--variant", "vit_tiny", "--out", out_dir]) == 0
-  config, loaded = load_config_and_params(out_dir)
+  config, _ = load_config_and_params(out_dir)
   assert config.same_architecture(model.config)
   back = str(tmp_path / "back.pth")
   assert main(["convert", "--to-torch", out_dir, "--out", back]) == 0

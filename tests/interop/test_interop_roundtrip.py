@@ -1,16 +1,23 @@
 """official -> samjax -> .pth round trips, strict loading, and clear errors."""
 
-import json
 import fractions
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from samjax import build
-from samjax.interop import (CheckpointMismatchError, build_official_sam, export_official,
-                            import_official, param_table, params_from_state_dict,
-                            sidecar_path, state_dict_from_params)
+from samjax.interop import (
+  CheckpointMismatchError,
+  build_official_sam,
+  export_official,
+  import_official,
+  param_table,
+  params_from_state_dict,
+  sidecar_path,
+  state_dict_from_params,
+)
 from samjax.interop.torch_io import save_state_dict
 from samjax.model.configs import VARIANTS
 
@@ -19,6 +26,7 @@ from samjax.model.configs import VARIANTS
 def test_table_covers_official_state_dict_exactly(variant):
   """Every official key appears once in the table, with the right shape."""
   import jax
+
   from samjax.interop.param_table import flatten, torch_shape
   model = build(variant)
   sam = build_official_sam(model.config)
@@ -43,7 +51,8 @@ def test_tiny_round_trip_is_exact_and_loads_strict(tiny_pair, tmp_path):
     assert loaded[k].dtype == v.dtype and torch.equal(loaded[k], v), k
     assert np.array_equal(written[k], v.numpy())
   # The sidecar rebuilds the official model of this non-standard size.
-  meta = json.load(open(sidecar_path(path)))
+  with open(sidecar_path(path)) as f:
+    meta = json.load(f)
   assert meta["official_constructor_kwargs"]["image_encoder"]["embed_dim"] == 96
   rebuilt = build_official_sam(model.config)
   rebuilt.load_state_dict(loaded, strict=True)

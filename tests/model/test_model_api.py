@@ -42,7 +42,7 @@ def test_window_partition_round_trip():
 
 @pytest.mark.parametrize("impl", ["xla", "chunked"])
 def test_attention_kernels_agree(tiny, impl):
-  model, params = tiny
+  _, params = tiny
   images = jax.random.normal(jax.random.PRNGKey(1), (1, 3, 256, 256))
   ref = build("vit_tiny", attention_impl="xla").embed_images(params, images)
   other = build("vit_tiny", attention_impl=impl, attention_query_chunk=64)
