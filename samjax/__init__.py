@@ -3,6 +3,9 @@ with the official PyTorch release."""
 
 __version__ = "0.1.0"
 
-from samjax.model import SamConfig, SamModel, build, get_config
+from samjax.inference.predictor import SamPredictor  # noqa: E402
+from samjax.loading import LoadedSam, load_sam  # noqa: E402
+from samjax.model import SamConfig, SamModel, build, get_config  # noqa: E402
 
-__all__ = ["SamConfig", "SamModel", "__version__", "build", "get_config"]
+__all__ = ["LoadedSam", "SamConfig", "SamModel", "SamPredictor", "build", "get_config",
+           "load_sam", "__version__"]

@@ -3,9 +3,49 @@ official ``.pth`` (and, once training lands, a training workdir)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from samjax.model.configs import SamConfig
+from samjax.model.sam import SamModel
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedSam:
+  """A model with its weights: what ``SamPredictor`` and the generators take.
+
+  The counterpart of the official ``sam_model_registry[v](checkpoint=...)``.
+  """
+  model: SamModel
+  params: dict
+  source: str | None = None
+  image_format: str = "RGB"
+
+  @property
+  def config(self) -> SamConfig:
+    return self.model.config
+
+  @property
+  def image_size(self) -> int:
+    return self.model.config.image_size
+
+
+def load_sam(path: str, variant: str | None = None, **compute_overrides) -> LoadedSam:
+  """Loads a converted samjax model directory or an official ``.pth``.
+
+  Args:
+    path: model directory (``samjax convert --from-torch``) or ``.pth``.
+    variant: expected size ('vit_b', ...); inferred from the weights if None.
+    **compute_overrides: non-architecture config fields, e.g. ``dtype='bfloat16'``
+      or ``attention_impl='cudnn'``.
+  """
+  config, params = load_config_and_params(path, variant)
+  bad = sorted(set(compute_overrides) & set(SamConfig.ARCH_FIELDS))
+  if bad:
+    raise ValueError(f"cannot override architecture fields {bad} of a checkpoint")
+  if compute_overrides:
+    config = config.replace(**compute_overrides)
+  return LoadedSam(SamModel(config), params, source=path)
 
 
 def load_config_and_params(path: str, variant: str | None = None

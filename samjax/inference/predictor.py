@@ -1,0 +1,220 @@
+"""``SamPredictor``: compute the image embedding once, answer prompts fast.
+
+API-compatible with the official ``segment_anything.SamPredictor``
+(``set_image``, ``predict``, ``get_image_embedding``, ``reset_image``;
+``predict_batch`` is the counterpart of ``predict_torch`` and takes
+coordinates in the original image frame). Pre/post-processing is the
+official one (``samjax.inference.transforms``).
+
+Every decode runs one jitted program whose shapes depend only on buckets:
+point counts and prompt counts are padded (``samjax.inference.buckets``),
+and box / mask-input slots are always present with a validity flag, so a
+session of clicks compiles once per bucket, not once per click.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+
+from samjax.inference import validation
+from samjax.inference.buckets import POINT_BUCKETS, PROMPT_BUCKETS, bucket
+from samjax.inference.transforms import (apply_boxes, apply_coords, get_preprocess_shape,
+                                         postprocess_masks, resize_longest_side)
+from samjax.model.sam import SamModel
+
+
+@functools.partial(jax.jit, static_argnames=("model", "multimask", "return_logits",
+                                             "input_size", "original_size"))
+def _decode(params, features, coords, labels, point_valid, boxes, box_valid, masks,
+            mask_valid, *, model: SamModel, multimask: bool, return_logits: bool,
+            input_size: Tuple[int, int], original_size: Tuple[int, int]):
+  """One image, P prompts -> (masks [P, K, H, W], iou [P, K], low-res [P, K, 4h, 4w])."""
+  _TRACES.append((coords.shape, multimask, return_logits, input_size, original_size))
+  logits, iou = model.decode(
+      params, features, coords[None], labels[None], boxes[None], masks[None],
+      point_valid=point_valid[None], box_valid=box_valid[None], mask_valid=mask_valid[None],
+      multimask_output=multimask)
+  low_res, iou = logits[0], iou[0]
+  full = postprocess_masks(low_res, input_size, original_size, model.config.image_size)
+  return (full if return_logits else full > 0.0), iou, low_res
+
+
+# Every trace (= compilation) of the decode program; tests read it to prove
+# that interactive use does not recompile per click.
+_TRACES: list = []
+
+
+def decode_trace_count() -> int:
+  return len(_TRACES)
+
+
+class SamPredictor:
+  """Interactive segmentation of one image with a cached embedding.
+
+  >>> sam = samjax.load_sam("sam_vit_b_01ec64.pth")
+  >>> predictor = SamPredictor(sam)
+  >>> predictor.set_image(image)                       # HxWx3 uint8 RGB
+  >>> masks, scores, logits = predictor.predict(
+  ...     point_coords=np.array([[500, 375]]), point_labels=np.array([1]))
+  """
+
+  def __init__(self, sam_model, point_buckets: Sequence[int] = POINT_BUCKETS,
+               prompt_buckets: Sequence[int] = PROMPT_BUCKETS):
+    """``sam_model``: a ``samjax.LoadedSam`` (from ``samjax.load_sam``)."""
+    if not hasattr(sam_model, "params") or not hasattr(sam_model, "model"):
+      raise TypeError("SamPredictor takes the result of samjax.load_sam(...) "
+                      f"(model + params), got {type(sam_model).__name__}")
+    self.model = sam_model
+    self._sam: SamModel = sam_model.model
+    self._params = sam_model.params
+    self._point_buckets = tuple(point_buckets)
+    self._prompt_buckets = tuple(prompt_buckets)
+    self._embed = jax.jit(self._sam.embed_images)
+    self.reset_image()
+
+  # ---- image ------------------------------------------------------------
+  @property
+  def image_size(self) -> int:
+    return self._sam.config.image_size
+
+  def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+    """Embeds an HxWx3 uint8 image (resize longest side, normalise, pad)."""
+    image = validation.check_image(image, image_format)
+    self.set_transformed_image(resize_longest_side(image, self.image_size),
+                               image.shape[:2])
+
+  def set_transformed_image(self, transformed_image: np.ndarray,
+                            original_image_size: Tuple[int, int]) -> None:
+    """Like the official ``set_torch_image``: an already resized HxWx3 uint8
+    image whose longest side equals the model input size."""
+    h, w = transformed_image.shape[:2]
+    if max(h, w) != self.image_size or transformed_image.ndim != 3:
+      raise ValueError(f"transformed image must be HxWx3 with longest side "
+                       f"{self.image_size}, got {transformed_image.shape}")
+    expected = get_preprocess_shape(*original_image_size, self.image_size)
+    if (h, w) != expected:
+      raise ValueError(f"transformed image {h}x{w} does not match original size "
+                       f"{tuple(original_image_size)} (expected {expected})")
+    self.reset_image()
+    chw = np.ascontiguousarray(transformed_image.transpose(2, 0, 1))[None]
+    x = self._sam.preprocess(chw.astype(np.float32))
+    self.features = self._embed(self._params, x)
+    self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
+    self.input_size = (h, w)
+    self.is_image_set = True
+
+  def get_image_embedding(self) -> np.ndarray:
+    """The cached embedding, [1, C, h, w] (C=256, h=w=64 for SAM)."""
+    self._require_image()
+    return np.asarray(self.features)
+
+  def reset_image(self) -> None:
+    self.is_image_set = False
+    self.features = None
+    self.original_size = None
+    self.input_size = None
+
+  def _require_image(self):
+    if not self.is_image_set:
+      raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+  # ---- prompts ----------------------------------------------------------
+  def predict(self, point_coords: Optional[np.ndarray] = None,
+              point_labels: Optional[np.ndarray] = None, box: Optional[np.ndarray] = None,
+              mask_input: Optional[np.ndarray] = None, multimask_output: bool = True,
+              return_logits: bool = False):
+    """One prompt (official semantics and argument conventions).
+
+    Args:
+      point_coords: Nx2 (x, y) pixels in the original image.
+      point_labels: N labels, 1 foreground / 0 background.
+      box: length-4 (x0, y0, x1, y1).
+      mask_input: 1x256x256 low-res logits from a previous call.
+      multimask_output: 3 masks (ambiguity-aware) if True, else 1.
+      return_logits: return mask logits instead of booleans.
+    Returns:
+      masks CxHxW (bool, or float32 logits), iou_predictions C,
+      low_res_logits Cx256x256.
+    """
+    self._require_image()
+    masks, iou, low = self.predict_batch(
+        None if point_coords is None else np.asarray(point_coords)[None],
+        None if point_labels is None else np.asarray(point_labels)[None],
+        None if box is None else np.asarray(box)[None],
+        None if mask_input is None else np.asarray(mask_input)[None],
+        multimask_output=multimask_output, return_logits=return_logits,
+        _single=True)
+    return masks[0], iou[0], low[0]
+
+  def predict_batch(self, point_coords: Optional[np.ndarray] = None,
+                    point_labels: Optional[np.ndarray] = None,
+                    boxes: Optional[np.ndarray] = None,
+                    mask_input: Optional[np.ndarray] = None,
+                    multimask_output: bool = True, return_logits: bool = False,
+                    _single: bool = False):
+    """B prompts for the current image in one call (cf. official ``predict_torch``).
+
+    Args:
+      point_coords: BxNx2 (x, y) in the original image; point_labels BxN.
+      boxes: Bx4; mask_input: Bx1x256x256.
+    Returns:
+      masks BxCxHxW, iou_predictions BxC, low_res_logits BxCx256x256.
+    """
+    self._require_image()
+    batched = not _single
+    hw = self.original_size
+    s = self.image_size
+    ms = self._sam.config.mask_input_size
+    if point_coords is None and boxes is None and mask_input is None:
+      raise ValueError("give at least one prompt: point_coords, box(es) or mask_input")
+    counts = set()
+    if point_coords is not None:
+      coords, labels = validation.check_points(
+          point_coords, point_labels, hw, batched=True)
+      counts.add(coords.shape[0])
+    elif point_labels is not None:
+      raise ValueError("point_labels given without point_coords")
+    if boxes is not None:
+      boxes = validation.check_boxes(boxes, hw, batched=True)
+      counts.add(boxes.shape[0])
+    if mask_input is not None:
+      mask_input = validation.check_mask_input(mask_input, ms, batched=True)
+      counts.add(mask_input.shape[0])
+    if len(counts) != 1:
+      what = "one prompt" if not batched else "the same number of prompts B"
+      raise ValueError(f"point_coords, boxes and mask_input must describe {what}; "
+                       f"got leading sizes {sorted(counts)}")
+    b = counts.pop()
+    pb = bucket(b, self._prompt_buckets)
+    n = coords.shape[1] if point_coords is not None else 1
+    nb = bucket(n, self._point_buckets)
+
+    c_in = np.zeros((pb, nb, 2), np.float32)
+    l_in = np.zeros((pb, nb), np.int32)
+    pv = np.zeros((pb, nb), bool)
+    if point_coords is not None:
+      c_in[:b, :n] = apply_coords(coords, hw, s)
+      l_in[:b, :n] = labels
+      pv[:b, :n] = True
+    b_in = np.zeros((pb, 4), np.float32)
+    bv = np.zeros((pb,), bool)
+    if boxes is not None:
+      b_in[:b] = apply_boxes(boxes, hw, s)
+      bv[:b] = True
+    m_in = np.zeros((pb, ms, ms), np.float32)
+    mv = np.zeros((pb,), bool)
+    if mask_input is not None:
+      m_in[:b] = mask_input[:, 0]
+      mv[:b] = True
+
+    masks, iou, low = _decode(
+        self._params, self.features, c_in, l_in, pv, b_in, bv, m_in, mv,
+        model=self._sam, multimask=bool(multimask_output),
+        return_logits=bool(return_logits), input_size=self.input_size,
+        original_size=self.original_size)
+    return (np.asarray(masks[:b]), np.asarray(iou[:b], np.float32),
+            np.asarray(low[:b], np.float32))

@@ -1,0 +1,99 @@
+"""Input checks for the predictor: every bad input gets a message that says
+what was wrong and what is expected (instead of a shape error deep in jit)."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+def check_image(image, image_format: str) -> np.ndarray:
+  """HxWx3 uint8 RGB/BGR; returns it as RGB."""
+  if image_format not in ("RGB", "BGR"):
+    raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+  if not isinstance(image, np.ndarray):
+    raise TypeError(f"image must be a numpy array (HxWx3 uint8), got {type(image).__name__}")
+  if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+    raise ValueError(f"image has shape {image.shape}: a grayscale image; SAM needs HxWx3 "
+                     "RGB (e.g. np.repeat(img[..., None], 3, axis=2))")
+  if image.ndim == 3 and image.shape[2] == 4:
+    raise ValueError(f"image has shape {image.shape}: RGBA; drop the alpha channel "
+                     "first (image[..., :3])")
+  if image.ndim != 3 or image.shape[2] != 3:
+    raise ValueError(f"image must be HxWx3, got shape {image.shape}")
+  if image.dtype != np.uint8:
+    raise ValueError(f"image must be uint8 with values in [0, 255], got {image.dtype} "
+                     "(for float images in [0, 1]: (img * 255).round().astype(np.uint8))")
+  if image.shape[0] < 1 or image.shape[1] < 1:
+    raise ValueError(f"image is empty: shape {image.shape}")
+  return image[..., ::-1] if image_format == "BGR" else image
+
+
+def _finite(name: str, array: np.ndarray):
+  if not np.all(np.isfinite(array)):
+    raise ValueError(f"{name} contains NaN or infinite values: {array.tolist()}")
+
+
+def check_points(coords, labels, image_hw: Tuple[int, int], batched: bool
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+  """coords [(B,) N, 2] (x, y) pixels inside the image; labels [(B,) N] in {0, 1}."""
+  if labels is None:
+    raise ValueError("point_labels must be given with point_coords")
+  coords = np.asarray(coords, np.float64)
+  labels = np.asarray(labels)
+  lead = 2 if batched else 1
+  if coords.ndim != lead + 1 or coords.shape[-1] != 2:
+    want = "BxNx2" if batched else "Nx2"
+    raise ValueError(f"point_coords must be {want} (x, y), got shape {coords.shape}")
+  if labels.shape != coords.shape[:-1]:
+    raise ValueError(f"point_labels shape {labels.shape} does not match point_coords "
+                     f"{coords.shape} (one label per point)")
+  if coords.shape[-2] == 0:
+    raise ValueError("point_coords holds no points; pass None instead")
+  _finite("point_coords", coords)
+  bad = ~np.isin(labels, (0, 1))
+  if bad.any():
+    raise ValueError(f"point_labels must be 1 (foreground) or 0 (background); got "
+                     f"{sorted(set(np.asarray(labels)[bad].tolist()))}")
+  h, w = image_hw
+  outside = ((coords[..., 0] < 0) | (coords[..., 0] > w) |
+             (coords[..., 1] < 0) | (coords[..., 1] > h))
+  if outside.any():
+    first = coords[outside][0].tolist()
+    raise ValueError(f"{int(outside.sum())} point(s) outside the {w}x{h} (WxH) image, "
+                     f"e.g. (x, y) = {first}")
+  return coords, labels.astype(np.int32)
+
+
+def check_boxes(boxes, image_hw: Tuple[int, int], batched: bool) -> np.ndarray:
+  """[(B,) 4] x0, y0, x1, y1 with x0 <= x1, y0 <= y1."""
+  boxes = np.asarray(boxes, np.float64)
+  want = (boxes.shape[0], 4) if batched and boxes.ndim == 2 else (4,)
+  if boxes.shape != want or (batched and boxes.ndim != 2):
+    raise ValueError(f"box must be {'Bx4' if batched else 'a length-4 array'} "
+                     f"(x0, y0, x1, y1), got shape {boxes.shape}")
+  _finite("box", boxes)
+  b = boxes.reshape(-1, 4)
+  flipped = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+  if flipped.any():
+    raise ValueError(f"box must be x0, y0, x1, y1 with x1 >= x0 and y1 >= y0; got "
+                     f"{b[flipped][0].tolist()}")
+  h, w = image_hw
+  outside = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h)
+  if outside.any():
+    raise ValueError(f"box {b[outside][0].tolist()} extends outside the {w}x{h} (WxH) image")
+  return boxes
+
+
+def check_mask_input(mask_input, size: int, batched: bool) -> Optional[np.ndarray]:
+  """[(B,) 1, size, size] low-res logits from a previous prediction."""
+  mask_input = np.asarray(mask_input, np.float32)
+  tail = (1, size, size)
+  ok = mask_input.shape[-3:] == tail and mask_input.ndim == (4 if batched else 3)
+  if not ok:
+    want = f"{'Bx' if batched else ''}1x{size}x{size}"
+    raise ValueError(f"mask_input must be {want} low-res logits (a previous "
+                     f"prediction's low_res_logits[i:i+1]), got shape {mask_input.shape}")
+  _finite("mask_input", mask_input)
+  return mask_input
