@@ -14,13 +14,18 @@ Per image (S = ``image_size``, G = ``gt_size``, K = ``max_masks``)::
   original_size  (2,)      int32   (h, w) of the JPEG
   image_id       ()        int64
 
-The JPEG is decoded at reduced size when it is at least 2x the target
-(``Image.draft`` lets libjpeg scale the DCT by 1/2, 1/4 or 1/8: SA-1B's
-1500x2250 become 750x1125 before the resize to 1024), masks covering more
-than ``max_mask_area`` of the image are dropped (as in SAM's training), up to
-K of the rest are sampled at random, and only those are rasterised from
-their RLE, directly at G x G (``rle.decode_resized``): no full-resolution mask
-is ever built. The geometry matches SAM's ``ResizeLongestSide``.
+When the record carries a training-resolution copy (``train_copy.py``) of
+exactly the size needed, that JPEG is decoded as is (no resize) and the
+masks come from the stored G-resolution RLEs (bit-identical to rasterising
+the originals). Otherwise (a dataset converted without copies, or another S
+or G) the original JPEG is decoded at reduced size when it is at least 2x
+the target (``Image.draft`` lets libjpeg scale the DCT by 1/2, 1/4 or 1/8:
+SA-1B's 1500x2250 become 750x1125 before the resize to 1024) and resized.
+Masks covering more than ``max_mask_area`` of the image are dropped (as in
+SAM's training), up to K of the rest are sampled at random, and only those
+are rasterised from their RLE, directly at G x G (``rle.decode_resized``):
+no full-resolution mask is ever built. The geometry matches SAM's
+``ResizeLongestSide``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from data_pipelines import example_codec, rle
+from data_pipelines import example_codec, rle, train_copy
 from data_pipelines.grain_source import ReadError, locate
 
 
@@ -47,12 +52,12 @@ class DecodeConfig:
   # this CPU) or "nearest" (~0.3 ms; drops ~1 in 11 rows/columns of an image
   # the DCT scaling has already low-passed).
   resize_filter: str = "bilinear"
+  # Read the stored training-resolution copies when their size matches
+  # (False: always decode the originals, e.g. to compare).
+  use_train_copy: bool = True
 
 
-def resized_shape(h: int, w: int, side: int) -> tuple[int, int]:
-  """SAM's ``ResizeLongestSide.get_preprocess_shape``: longest side -> ``side``."""
-  scale = side / max(h, w)
-  return int(h * scale + 0.5), int(w * scale + 0.5)
+resized_shape = train_copy.resized_shape
 
 
 FILTERS = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
@@ -100,7 +105,12 @@ def decode_example(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
   s, g, k = cfg.image_size, cfg.gt_size, cfg.max_masks
   out = empty_example(cfg)
   rh, rw = resized_shape(h, w, s)
-  img = decode_image(ex["image/encoded"], (rh, rw), cfg.reduced_decode, cfg.resize_filter)
+  copy = cfg.use_train_copy and "train/image/encoded" in ex and (
+      ex["train/image/height"], ex["train/image/width"]) == (rh, rw)
+  if copy:  # already (rh, rw): a plain decode, no resize
+    img = decode_image(ex["train/image/encoded"], (rh, rw), reduced=False)
+  else:
+    img = decode_image(ex["image/encoded"], (rh, rw), cfg.reduced_decode, cfg.resize_filter)
   if img.shape != (rh, rw, 3):
     raise ValueError(f"{where}: decoded image {img.shape} != {(rh, rw, 3)}")
   out["image"][:rh, :rw] = img
@@ -113,18 +123,24 @@ def decode_example(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
   n = len(chosen)
   if n == 0:
     return out
-  counts = ex["mask/counts"]
+  gh, gw = resized_shape(h, w, g)
+  # Stored RLEs at (gh, gw) rasterise 1:1 to the same masks as the originals.
+  if cfg.use_train_copy and "train/mask/counts" in ex and (
+      ex["train/mask/height"], ex["train/mask/width"]) == (gh, gw):
+    key, sh, sw = "train/mask/counts", gh, gw
+  else:
+    key, sh, sw = "mask/counts", h, w
+  counts = ex[key]
   try:
     runs, offsets = rle.parse_counts_batch([counts[i] for i in chosen])
   except rle.RLEError as e:
-    raise rle.RLEError(f"{where}: {e}") from None
-  bad = rle.check_counts_batch(runs, offsets, h, w)
+    raise rle.RLEError(f"{where}: {key}: {e}") from None
+  bad = rle.check_counts_batch(runs, offsets, sh, sw)
   if bad >= 0:
     r = runs[offsets[bad]:offsets[bad + 1]]
-    raise rle.RLEError(f"{where}: mask {ex['mask/id'][chosen[bad]]}: runs cover "
-                       f"{int(r.sum())} pixels (or are negative), image is {h}x{w}")
-  gh, gw = resized_shape(h, w, g)
-  small = rle.decode_resized_batch(runs, offsets, h, w, gh, gw)
+    raise rle.RLEError(f"{where}: {key} of mask {ex['mask/id'][chosen[bad]]}: runs cover "
+                       f"{int(r.sum())} pixels (or are negative), mask is {sh}x{sw}")
+  small = rle.decode_resized_batch(runs, offsets, sh, sw, gh, gw)
   # A mask thinner than a G-pixel can vanish at G: no usable target, so it
   # does not count as valid (the sample is compacted to the front).
   keep = small.any(axis=(1, 2))

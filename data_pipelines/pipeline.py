@@ -49,6 +49,7 @@ class PipelineConfig:
   max_mask_area: float = 0.9
   reduced_decode: bool = True
   resize_filter: str = "bilinear"   # see decode.DecodeConfig
+  use_train_copy: bool = True       # read stored training-resolution copies when they fit
   seed: int = 0
   shuffle: bool = True
   num_epochs: int | None = None     # None: repeat forever
@@ -62,7 +63,7 @@ class PipelineConfig:
   def decode_config(self) -> decode_lib.DecodeConfig:
     return decode_lib.DecodeConfig(self.image_size, self.gt_size, self.max_masks,
                                    self.max_mask_area, self.reduced_decode,
-                                   self.resize_filter)
+                                   self.resize_filter, self.use_train_copy)
 
 
 @dataclasses.dataclass(frozen=True)

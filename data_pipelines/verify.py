@@ -40,6 +40,13 @@ def inspect(out_dir: str, check_crc: bool = True) -> tuple[str, bool]:
   mib = sum(s["bytes"] for s in m["shards"]) / 2**20
   lines = [f"{out_dir}: {m['num_records']} images, {m['num_masks']} masks, "
            + f"{m['num_shards']} shards, {mib:.1f} MiB"]
+  tc = m.get("train_copy")
+  if tc:
+    lines.append(f"training copies: image {tc['image_size']} (JPEG q{tc['quality']}, "
+                 f"{tc['num_image_copies']} images), masks at {tc['gt_size']}"
+                 + (f"; {len(tc['failed'])} failed" if tc["failed"] else ""))
+  else:
+    lines.append("training copies: none (the pipeline decodes and resizes the originals)")
   if m["skipped"]:
     lines.append("skipped: " + ", ".join(f"{k}={v}" for k, v in m["skipped_counts"].items()))
   problems = []
@@ -54,7 +61,10 @@ def inspect(out_dir: str, check_crc: bool = True) -> tuple[str, bool]:
       ex = example_codec.decode(tfrecord.unframe(f.read(size), path), path)
     lines.append(f"first record: {ex['image/file_name'].decode()} id={ex['image/id']} "
                  f"{ex['image/width']}x{ex['image/height']}, "
-                 f"{len(ex['mask/counts'])} masks, JPEG {len(ex['image/encoded']) / 1024:.0f} KiB")
+                 f"{len(ex['mask/counts'])} masks, JPEG {len(ex['image/encoded']) / 1024:.0f} KiB"
+                 + (f", copy {ex['train/image/width']}x{ex['train/image/height']} "
+                    f"{len(ex['train/image/encoded']) / 1024:.0f} KiB"
+                    if "train/image/encoded" in ex else ""))
   lines += problems
   lines.append("OK" if not problems else f"{len(problems)} problem(s)")
   return "\n".join(lines), not problems
