@@ -13,6 +13,7 @@ import sys
 # (module, attribute) of each verb's ``register`` function, in --help order.
 _VERBS = (
     ("samjax.commands.convert", "register"),
+    ("samjax.commands.segment", "register"),
     ("data_pipelines.cli", "register"),
 )
 

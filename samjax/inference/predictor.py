@@ -141,21 +141,28 @@ class SamPredictor:
       low_res_logits Cx256x256.
     """
     self._require_image()
-    masks, iou, low = self.predict_batch(
-        None if point_coords is None else np.asarray(point_coords)[None],
-        None if point_labels is None else np.asarray(point_labels)[None],
-        None if box is None else np.asarray(box)[None],
-        None if mask_input is None else np.asarray(mask_input)[None],
-        multimask_output=multimask_output, return_logits=return_logits,
-        _single=True)
+    hw, ms = self.original_size, self._sam.config.mask_input_size
+    if point_coords is None and box is None and mask_input is None:
+      raise ValueError("give at least one prompt: point_coords, box or mask_input")
+    coords = labels = None
+    if point_coords is not None:
+      coords, labels = validation.check_points(point_coords, point_labels, hw, batched=False)
+      coords, labels = coords[None], labels[None]
+    elif point_labels is not None:
+      raise ValueError("point_labels given without point_coords")
+    if box is not None:
+      box = validation.check_boxes(box, hw, batched=False)[None]
+    if mask_input is not None:
+      mask_input = validation.check_mask_input(mask_input, ms, batched=False)[None]
+    masks, iou, low = self._predict(coords, labels, box, mask_input, 1,
+                                    multimask_output, return_logits)
     return masks[0], iou[0], low[0]
 
   def predict_batch(self, point_coords: Optional[np.ndarray] = None,
                     point_labels: Optional[np.ndarray] = None,
                     boxes: Optional[np.ndarray] = None,
                     mask_input: Optional[np.ndarray] = None,
-                    multimask_output: bool = True, return_logits: bool = False,
-                    _single: bool = False):
+                    multimask_output: bool = True, return_logits: bool = False):
     """B prompts for the current image in one call (cf. official ``predict_torch``).
 
     Args:
@@ -165,16 +172,13 @@ class SamPredictor:
       masks BxCxHxW, iou_predictions BxC, low_res_logits BxCx256x256.
     """
     self._require_image()
-    batched = not _single
-    hw = self.original_size
-    s = self.image_size
-    ms = self._sam.config.mask_input_size
+    hw, ms = self.original_size, self._sam.config.mask_input_size
     if point_coords is None and boxes is None and mask_input is None:
-      raise ValueError("give at least one prompt: point_coords, box(es) or mask_input")
+      raise ValueError("give at least one prompt: point_coords, boxes or mask_input")
     counts = set()
+    coords = labels = None
     if point_coords is not None:
-      coords, labels = validation.check_points(
-          point_coords, point_labels, hw, batched=True)
+      coords, labels = validation.check_points(point_coords, point_labels, hw, batched=True)
       counts.add(coords.shape[0])
     elif point_labels is not None:
       raise ValueError("point_labels given without point_coords")
@@ -185,18 +189,24 @@ class SamPredictor:
       mask_input = validation.check_mask_input(mask_input, ms, batched=True)
       counts.add(mask_input.shape[0])
     if len(counts) != 1:
-      what = "one prompt" if not batched else "the same number of prompts B"
-      raise ValueError(f"point_coords, boxes and mask_input must describe {what}; "
-                       f"got leading sizes {sorted(counts)}")
-    b = counts.pop()
+      raise ValueError("point_coords, boxes and mask_input must describe the same number "
+                       f"of prompts B; got leading sizes {sorted(counts)}")
+    return self._predict(coords, labels, boxes, mask_input, counts.pop(),
+                         multimask_output, return_logits)
+
+  def _predict(self, coords, labels, boxes, mask_input, b, multimask_output,
+               return_logits):
+    """Validated [B, ...] prompts (original frame) -> padded, jitted decode."""
+    hw, s = self.original_size, self.image_size
+    ms = self._sam.config.mask_input_size
     pb = bucket(b, self._prompt_buckets)
-    n = coords.shape[1] if point_coords is not None else 1
+    n = coords.shape[1] if coords is not None else 1
     nb = bucket(n, self._point_buckets)
 
     c_in = np.zeros((pb, nb, 2), np.float32)
     l_in = np.zeros((pb, nb), np.int32)
     pv = np.zeros((pb, nb), bool)
-    if point_coords is not None:
+    if coords is not None:
       c_in[:b, :n] = apply_coords(coords, hw, s)
       l_in[:b, :n] = labels
       pv[:b, :n] = True

@@ -1,0 +1,118 @@
+"""SamPredictor behaviour beyond parity: compilation count, input errors, loading."""
+
+import numpy as np
+import pytest
+import skimage.data
+
+from samjax import SamPredictor, load_sam
+from samjax.inference import predictor as predictor_module
+from samjax.loading import LoadedSam
+
+
+@pytest.fixture(scope="module")
+def predictor():
+  from tests.conftest import official_pair
+  _, model, params = official_pair("vit_tiny")
+  p = SamPredictor(LoadedSam(model, params))
+  p.set_image(skimage.data.coffee())
+  return p
+
+
+def test_interactive_clicks_compile_once_per_bucket(predictor):
+  """1..8 clicks with mask feedback: point buckets 1, 2, 4, 8 -> <= 4 compilations."""
+  rng = np.random.default_rng(0)
+  before = predictor_module.decode_trace_count()
+  coords, labels, prev = [], [], None
+  for _ in range(8):
+    coords.append([rng.uniform(0, 600), rng.uniform(0, 400)])
+    labels.append(int(rng.integers(0, 2)))
+    masks, scores, low = predictor.predict(np.array(coords), np.array(labels),
+                                           mask_input=prev, multimask_output=True)
+    prev = low[np.argmax(scores)][None]
+  first_session = predictor_module.decode_trace_count() - before
+  assert first_session <= 4
+  # A second session on the same image size reuses every program.
+  before = predictor_module.decode_trace_count()
+  for k in range(1, 9):
+    predictor.predict(np.array(coords[:k]), np.array(labels[:k]), mask_input=prev)
+  assert predictor_module.decode_trace_count() == before
+  assert masks.shape == (3, 400, 600)
+
+
+def test_embedding_is_cached_and_reset(predictor):
+  emb = predictor.get_image_embedding()
+  assert emb.shape == (1, 64, 16, 16)
+  p2 = SamPredictor(predictor.model)
+  with pytest.raises(RuntimeError, match="set_image"):
+    p2.predict(point_coords=np.array([[1, 1]]), point_labels=np.array([1]))
+  with pytest.raises(RuntimeError, match="set_image"):
+    p2.get_image_embedding()
+  p2.set_image(skimage.data.coffee())
+  np.testing.assert_array_equal(p2.get_image_embedding(), emb)
+  p2.reset_image()
+  assert not p2.is_image_set
+
+
+def test_bgr_input_equals_rgb(predictor):
+  image = skimage.data.coffee()
+  p2 = SamPredictor(predictor.model)
+  p2.set_image(np.ascontiguousarray(image[..., ::-1]), image_format="BGR")
+  np.testing.assert_array_equal(p2.get_image_embedding(), predictor.get_image_embedding())
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((20, 30), np.uint8), "grayscale"),
+    (np.zeros((20, 30, 1), np.uint8), "grayscale"),
+    (np.zeros((20, 30, 4), np.uint8), "RGBA"),
+    (np.zeros((20, 30, 3), np.float32), "uint8"),
+    (np.zeros((20, 30, 3, 1), np.uint8), "HxWx3"),
+])
+def test_bad_images_are_explained(predictor, image, message):
+  with pytest.raises(ValueError, match=message):
+    SamPredictor(predictor.model).set_image(image)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(point_coords=np.array([[700.0, 10.0]]), point_labels=np.array([1])), "outside"),
+    (dict(point_coords=np.array([[10.0, -1.0]]), point_labels=np.array([1])), "outside"),
+    (dict(point_coords=np.array([[10.0, 10.0]]), point_labels=np.array([2])), "1 .foreground"),
+    (dict(point_coords=np.array([[10.0, 10.0]]), point_labels=np.array([-1])), "0 .background"),
+    (dict(point_coords=np.array([[np.nan, 10.0]]), point_labels=np.array([1])), "NaN"),
+    (dict(point_coords=np.array([[10.0, 10.0]])), "point_labels must be given"),
+    (dict(point_coords=np.array([10.0, 10.0]), point_labels=np.array([1])), "Nx2"),
+    (dict(point_coords=np.array([[1.0, 1.0]]), point_labels=np.array([1, 0])), "one label per"),
+    (dict(box=np.array([50.0, 10.0, 20.0, 60.0])), "x1 >= x0"),
+    (dict(box=np.array([5.0, 10.0, 20.0])), "length-4"),
+    (dict(box=np.array([5.0, 10.0, 20.0, np.inf])), "NaN or infinite"),
+    (dict(mask_input=np.zeros((1, 32, 32))), "1x64x64"),
+    ({}, "at least one prompt"),
+])
+def test_bad_prompts_are_explained(predictor, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    predictor.predict(**kwargs)
+
+
+def test_predict_batch_checks_matching_counts(predictor):
+  with pytest.raises(ValueError, match="same number of prompts"):
+    predictor.predict_batch(np.ones((3, 1, 2)), np.ones((3, 1)), boxes=np.ones((2, 4)))
+
+
+def test_load_sam_from_pth_and_dir(tmp_path):
+  """load_sam takes an official .pth (variant inferred) or a converted directory."""
+  from tests.conftest import official_pair
+  from samjax.cli import main
+  from samjax.interop.torch_io import save_state_dict
+  sam, model, params = official_pair("vit_tiny")
+  pth = str(tmp_path / "tiny.pth")
+  save_state_dict({k: v.numpy() for k, v in sam.state_dict().items()}, pth)
+  loaded = load_sam(pth)
+  assert loaded.config.same_architecture(model.config)
+  assert main(["convert", "--from-torch", pth, "--out", str(tmp_path / "m")]) == 0
+  loaded_dir = load_sam(str(tmp_path / "m"), dtype="bfloat16")
+  assert loaded_dir.config.dtype == "bfloat16"
+  with pytest.raises(ValueError, match="architecture"):
+    load_sam(pth, image_size=512)
+  with pytest.raises(FileNotFoundError):
+    load_sam(str(tmp_path / "nope.pth"))
+  with pytest.raises(TypeError, match="load_sam"):
+    SamPredictor(params)
