@@ -126,7 +126,8 @@ def main(argv=None):
     ref_logits, _ = official.mask_decoder(
         torch.from_numpy(emb_ref), official.prompt_encoder.get_dense_pe(), sparse, dense, True)
   log(f"decoded a click + box: 3 masks, predicted IoU {np.round(np.asarray(iou)[0, 0], 3)}; "
-      f"max |logit diff| vs official = {np.abs(np.asarray(logits)[0] - ref_logits.numpy()).max():.2e}")
+      f"max |logit diff| vs official = "
+      f"{np.abs(np.asarray(logits)[0] - ref_logits.numpy()).max():.2e}")
 
   rh, rw = resized.shape[:2]
   masks = np.asarray(postprocess_masks(np.asarray(logits)[0, 0], (rh, rw), (h, w),

@@ -3,9 +3,17 @@ with the official PyTorch release."""
 
 __version__ = "0.1.0"
 
-from samjax.inference.predictor import SamPredictor  # noqa: E402
-from samjax.loading import LoadedSam, load_sam  # noqa: E402
-from samjax.model import SamConfig, SamModel, build, get_config  # noqa: E402
+from samjax.inference.predictor import SamPredictor
+from samjax.loading import LoadedSam, load_sam
+from samjax.model import SamConfig, SamModel, build, get_config
 
-__all__ = ["LoadedSam", "SamConfig", "SamModel", "SamPredictor", "build", "get_config",
-           "load_sam", "__version__"]
+__all__ = [
+           "LoadedSam",
+           "SamConfig",
+           "SamModel",
+           "SamPredictor",
+           "__version__",
+           "build",
+           "get_config",
+           "load_sam",
+]

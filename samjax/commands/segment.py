@@ -27,7 +27,8 @@ def _floats(text: str, n_min: int, n_max: int, what: str):
   try:
     vals = [float(v) for v in text.split(",")]
   except ValueError:
-    raise argparse.ArgumentTypeError(f"{what} {text!r}: expected comma-separated numbers")
+    raise argparse.ArgumentTypeError(
+        f"{what} {text!r}: expected comma-separated numbers") from None
   if not n_min <= len(vals) <= n_max:
     raise argparse.ArgumentTypeError(f"{what} {text!r}: expected {n_min}-{n_max} numbers")
   return vals

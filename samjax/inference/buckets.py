@@ -8,7 +8,7 @@ interactive use compiles once per bucket.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 POINT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 PROMPT_BUCKETS = (1, 4, 16, 64, 256)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
-
 import numpy as np
 from pycocotools import mask as mask_utils
 
 
-def encode_rle(mask: np.ndarray) -> Dict[str, object]:
+def encode_rle(mask: np.ndarray) -> dict[str, object]:
   """HxW bool -> compressed COCO RLE ``{"size": [h, w], "counts": str}``."""
   rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
   return {"size": [int(rle["size"][0]), int(rle["size"][1])],
           "counts": rle["counts"].decode("ascii")}
 
 
-def decode_rle(rle: Dict[str, object]) -> np.ndarray:
+def decode_rle(rle: dict[str, object]) -> np.ndarray:
   """Inverse of ``encode_rle``: HxW bool."""
   counts = rle["counts"]
   obj = {"size": list(rle["size"]),
@@ -23,7 +21,7 @@ def decode_rle(rle: Dict[str, object]) -> np.ndarray:
   return mask_utils.decode(obj).astype(bool)
 
 
-def mask_bbox_xywh(mask: np.ndarray) -> List[float]:
+def mask_bbox_xywh(mask: np.ndarray) -> list[float]:
   """Tight box of a mask as [x, y, w, h] (COCO / SA-1B convention); zeros if empty."""
   ys = np.flatnonzero(mask.any(axis=1))
   xs = np.flatnonzero(mask.any(axis=0))

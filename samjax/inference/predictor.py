@@ -15,15 +15,20 @@ session of clicks compiles once per bucket, not once per click.
 from __future__ import annotations
 
 import functools
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
 from samjax.inference import validation
 from samjax.inference.buckets import POINT_BUCKETS, PROMPT_BUCKETS, bucket
-from samjax.inference.transforms import (apply_boxes, apply_coords, get_preprocess_shape,
-                                         postprocess_masks, resize_longest_side)
+from samjax.inference.transforms import (
+  apply_boxes,
+  apply_coords,
+  get_preprocess_shape,
+  postprocess_masks,
+  resize_longest_side,
+)
 from samjax.model.sam import SamModel
 
 
@@ -31,7 +36,7 @@ from samjax.model.sam import SamModel
                                              "input_size", "original_size"))
 def _decode(params, features, coords, labels, point_valid, boxes, box_valid, masks,
             mask_valid, *, model: SamModel, multimask: bool, return_logits: bool,
-            input_size: Tuple[int, int], original_size: Tuple[int, int]):
+            input_size: tuple[int, int], original_size: tuple[int, int]):
   """One image, P prompts -> (masks [P, K, H, W], iou [P, K], low-res [P, K, 4h, 4w])."""
   _TRACES.append((coords.shape, multimask, return_logits, input_size, original_size))
   logits, iou = model.decode(
@@ -88,7 +93,7 @@ class SamPredictor:
                                image.shape[:2])
 
   def set_transformed_image(self, transformed_image: np.ndarray,
-                            original_image_size: Tuple[int, int]) -> None:
+                            original_image_size: tuple[int, int]) -> None:
     """Like the official ``set_torch_image``: an already resized HxWx3 uint8
     image whose longest side equals the model input size."""
     h, w = transformed_image.shape[:2]
@@ -123,9 +128,9 @@ class SamPredictor:
       raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
 
   # ---- prompts ----------------------------------------------------------
-  def predict(self, point_coords: Optional[np.ndarray] = None,
-              point_labels: Optional[np.ndarray] = None, box: Optional[np.ndarray] = None,
-              mask_input: Optional[np.ndarray] = None, multimask_output: bool = True,
+  def predict(self, point_coords: np.ndarray | None = None,
+              point_labels: np.ndarray | None = None, box: np.ndarray | None = None,
+              mask_input: np.ndarray | None = None, multimask_output: bool = True,
               return_logits: bool = False):
     """One prompt (official semantics and argument conventions).
 
@@ -158,10 +163,10 @@ class SamPredictor:
                                     multimask_output, return_logits)
     return masks[0], iou[0], low[0]
 
-  def predict_batch(self, point_coords: Optional[np.ndarray] = None,
-                    point_labels: Optional[np.ndarray] = None,
-                    boxes: Optional[np.ndarray] = None,
-                    mask_input: Optional[np.ndarray] = None,
+  def predict_batch(self, point_coords: np.ndarray | None = None,
+                    point_labels: np.ndarray | None = None,
+                    boxes: np.ndarray | None = None,
+                    mask_input: np.ndarray | None = None,
                     multimask_output: bool = True, return_logits: bool = False):
     """B prompts for the current image in one call (cf. official ``predict_torch``).
 

@@ -3,8 +3,6 @@ what was wrong and what is expected (instead of a shape error deep in jit)."""
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import numpy as np
 
 
@@ -35,8 +33,8 @@ def _finite(name: str, array: np.ndarray):
     raise ValueError(f"{name} contains NaN or infinite values: {array.tolist()}")
 
 
-def check_points(coords, labels, image_hw: Tuple[int, int], batched: bool
-                 ) -> Tuple[np.ndarray, np.ndarray]:
+def check_points(coords, labels, image_hw: tuple[int, int], batched: bool
+                 ) -> tuple[np.ndarray, np.ndarray]:
   """coords [(B,) N, 2] (x, y) pixels inside the image; labels [(B,) N] in {0, 1}."""
   if labels is None:
     raise ValueError("point_labels must be given with point_coords")
@@ -66,7 +64,7 @@ def check_points(coords, labels, image_hw: Tuple[int, int], batched: bool
   return coords, labels.astype(np.int32)
 
 
-def check_boxes(boxes, image_hw: Tuple[int, int], batched: bool) -> np.ndarray:
+def check_boxes(boxes, image_hw: tuple[int, int], batched: bool) -> np.ndarray:
   """[(B,) 4] x0, y0, x1, y1 with x0 <= x1, y0 <= y1."""
   boxes = np.asarray(boxes, np.float64)
   want = (boxes.shape[0], 4) if batched and boxes.ndim == 2 else (4,)
@@ -86,7 +84,7 @@ def check_boxes(boxes, image_hw: Tuple[int, int], batched: bool) -> np.ndarray:
   return boxes
 
 
-def check_mask_input(mask_input, size: int, batched: bool) -> Optional[np.ndarray]:
+def check_mask_input(mask_input, size: int, batched: bool) -> np.ndarray | None:
   """[(B,) 1, size, size] low-res logits from a previous prediction."""
   mask_input = np.asarray(mask_input, np.float32)
   tail = (1, size, size)

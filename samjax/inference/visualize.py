@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -12,8 +12,8 @@ PALETTE = np.array([[255, 64, 64], [64, 160, 255], [64, 220, 120], [255, 200, 40
 
 
 def overlay_masks(image: np.ndarray, masks: Sequence[np.ndarray], alpha: float = 0.5,
-                  points: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
-                  boxes: Optional[np.ndarray] = None, captions: Sequence[str] = ()
+                  points: np.ndarray | None = None, labels: np.ndarray | None = None,
+                  boxes: np.ndarray | None = None, captions: Sequence[str] = ()
                   ) -> Image.Image:
   """HxWx3 uint8 + masks (each HxW bool) -> PIL image with tinted masks and
   outlines; positive points green, negative red, boxes yellow."""

@@ -36,11 +36,11 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
     if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
       obj = obj[wrapper]
   if not isinstance(obj, Mapping):
-    raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict")  # noqa: TRY004
+    raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict")
   out = {}
   for k, v in obj.items():
     if not isinstance(v, torch.Tensor):
-      raise ValueError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")  # noqa: TRY004
+      raise ValueError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
     if v.dtype in (torch.bfloat16, torch.float16):
       v = v.float()
     out[str(k)] = v.detach().cpu().numpy()

@@ -99,9 +99,9 @@ def test_predict_batch_checks_matching_counts(predictor):
 
 def test_load_sam_from_pth_and_dir(tmp_path):
   """load_sam takes an official .pth (variant inferred) or a converted directory."""
-  from tests.conftest import official_pair
   from samjax.cli import main
   from samjax.interop.torch_io import save_state_dict
+  from tests.conftest import official_pair
   sam, model, params = official_pair("vit_tiny")
   pth = str(tmp_path / "tiny.pth")
   save_state_dict({k: v.numpy() for k, v in sam.state_dict().items()}, pth)

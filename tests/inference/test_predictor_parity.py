@@ -29,8 +29,9 @@ PHOTOS = _photos()
 
 @pytest.fixture(scope="module")
 def predictors(request):
-  from tests.conftest import official_pair
   from segment_anything import SamPredictor as OfficialPredictor
+
+  from tests.conftest import official_pair
   sam, model, params = official_pair("vit_tiny")
   return OfficialPredictor(sam), SamPredictor(LoadedSam(model, params))
 

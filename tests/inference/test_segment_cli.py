@@ -14,8 +14,8 @@ from samjax.inference.mask_io import decode_rle
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-  from tests.conftest import official_pair
   from samjax.interop.torch_io import save_state_dict
+  from tests.conftest import official_pair
   sam, _, _ = official_pair("vit_tiny")
   path = str(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
   save_state_dict({k: v.numpy() for k, v in sam.state_dict().items()}, path)
@@ -34,7 +34,8 @@ def test_segment_writes_png_and_rle(checkpoint, tmp_path, capsys):
   assert rc == 0, capsys.readouterr().err
   png = Image.open(out_png)
   assert png.size == (3 * 451, 300)  # three panels side by side
-  record = json.load(open(out_json))
+  with open(out_json) as f:
+    record = json.load(f)
   anns = record["annotations"]
   assert len(anns) == 3
   assert [a["predicted_iou"] for a in anns] == sorted([a["predicted_iou"] for a in anns],

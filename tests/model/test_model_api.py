@@ -103,7 +103,8 @@ def test_decode_compiles_once_for_new_prompt_values(tiny):
 def test_every_param_has_logical_axes(tiny):
   model, params = tiny
   specs = model.logical_axes()
-  flat_specs = jax.tree_util.tree_leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  flat_specs = jax.tree_util.tree_leaves(specs, is_leaf=is_spec)
   assert len(flat_specs) == len(jax.tree_util.tree_leaves(params))
   shapes = jax.tree_util.tree_leaves(params)
   for spec, p in zip(flat_specs, shapes):
