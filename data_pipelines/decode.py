@@ -78,32 +78,71 @@ def decode_image(jpeg: bytes, size: tuple[int, int], reduced: bool = True,
     return np.asarray(im)
 
 
-def empty_example(cfg: DecodeConfig) -> dict[str, np.ndarray]:
-  """Zero arrays with the output shapes/dtypes (for specs and tests)."""
-  s, g, k = cfg.image_size, cfg.gt_size, cfg.max_masks
+def empty_batch(cfg: DecodeConfig, batch: int) -> dict[str, np.ndarray]:
+  """Zero arrays of ``batch`` padded examples (shapes in the module docstring)."""
+  s, g, k, b = cfg.image_size, cfg.gt_size, cfg.max_masks, batch
   return {
-      "image": np.zeros((s, s, 3), np.uint8),  # calloc: zero pages cost nothing up front
-      "masks": np.zeros((k, g, g), np.uint8),
-      "boxes": np.zeros((k, 4), np.float32),
-      "points": np.zeros((k, 2), np.float32),
-      "valid": np.zeros((k,), bool),
-      "image_size": np.zeros((2,), np.int32),
-      "original_size": np.zeros((2,), np.int32),
-      "image_id": np.zeros((), np.int64),
+      "image": np.zeros((b, s, s, 3), np.uint8),  # calloc: untouched padding is free
+      "masks": np.zeros((b, k, g, g), np.uint8),
+      "boxes": np.zeros((b, k, 4), np.float32),
+      "points": np.zeros((b, k, 2), np.float32),
+      "valid": np.zeros((b, k), bool),
+      "image_size": np.zeros((b, 2), np.int32),
+      "original_size": np.zeros((b, 2), np.int32),
+      "image_id": np.zeros((b,), np.int64),
   }
+
+
+def empty_example(cfg: DecodeConfig) -> dict[str, np.ndarray]:
+  """Zero arrays with the output shapes/dtypes of one example (for specs and tests)."""
+  return {k: v[0] for k, v in empty_batch(cfg, 1).items()}
+
+
+def pad_into(out: dict[str, np.ndarray], j: int, ex: dict) -> None:
+  """Writes the compact example ``ex`` (``decode_compact``) into row ``j`` of
+  zero-initialised batch arrays ``out`` (``empty_batch``)."""
+  rh, rw = ex["image"].shape[:2]
+  n, gh, gw = ex["masks"].shape
+  out["image"][j, :rh, :rw] = ex["image"]
+  out["masks"][j, :n, :gh, :gw] = ex["masks"]
+  out["boxes"][j, :n] = ex["boxes"]
+  out["points"][j, :n] = ex["points"]
+  out["valid"][j, :n] = True
+  out["image_size"][j] = (rh, rw)
+  out["original_size"][j] = ex["original_size"]
+  out["image_id"][j] = ex["image_id"]
 
 
 def decode_example(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
                    where: str = "record") -> dict[str, np.ndarray]:
-  """Serialized Example -> the arrays listed in the module docstring.
+  """Serialized Example -> the padded arrays listed in the module docstring.
 
   Raises ``example_codec.ExampleError``, ``rle.RLEError`` or PIL's errors on
   bad data (``SA1BDecode`` turns them into ``ReadError``s).
   """
+  out = empty_batch(cfg, 1)
+  pad_into(out, 0, decode_compact(data, rng, cfg, where))
+  return {k: v[0] for k, v in out.items()}
+
+
+def decode_compact(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
+                   where: str = "record") -> dict[str, np.ndarray]:
+  """Serialized Example -> one example *before padding* (n <= K valid masks)::
+
+    image          (rh, rw, 3) uint8   resized, longest side S
+    masks          (n, gh, gw) uint8   {0,1}, gh, gw = resized_shape(h, w, G)
+    boxes          (n, 4)      float32 x0, y0, x1, y1 in resized-image pixels
+    points         (n, 2)      float32 (-1, -1) for a mask without a point
+    original_size  (2,)        int32
+    image_id       ()          int64
+
+  The pipeline pads a whole batch at once (``pad_into``), so no padded
+  per-example buffers are allocated and copied again by the batching.
+  Raises like ``decode_example``.
+  """
   ex = example_codec.decode(data, where)
   h, w = ex["image/height"], ex["image/width"]
   s, g, k = cfg.image_size, cfg.gt_size, cfg.max_masks
-  out = empty_example(cfg)
   rh, rw = resized_shape(h, w, s)
   copy = cfg.use_train_copy and "train/image/encoded" in ex and (
       ex["train/image/height"], ex["train/image/width"]) == (rh, rw)
@@ -113,17 +152,17 @@ def decode_example(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
     img = decode_image(ex["image/encoded"], (rh, rw), cfg.reduced_decode, cfg.resize_filter)
   if img.shape != (rh, rw, 3):
     raise ValueError(f"{where}: decoded image {img.shape} != {(rh, rw, 3)}")
-  out["image"][:rh, :rw] = img
-  out["image_size"][:] = (rh, rw)
-  out["original_size"][:] = (h, w)
-  out["image_id"][()] = ex["image/id"]
+  gh, gw = resized_shape(h, w, g)
+  out = {"image": img, "masks": np.zeros((0, gh, gw), np.uint8),
+         "boxes": np.zeros((0, 4), np.float32), "points": np.zeros((0, 2), np.float32),
+         "original_size": np.array((h, w), np.int32),
+         "image_id": np.array(ex["image/id"], np.int64)}
 
   eligible = np.flatnonzero(ex["mask/area"] <= cfg.max_mask_area * h * w)
   chosen = rng.permutation(eligible)[:k] if len(eligible) > k else rng.permutation(eligible)
   n = len(chosen)
   if n == 0:
     return out
-  gh, gw = resized_shape(h, w, g)
   # Stored RLEs at (gh, gw) rasterise 1:1 to the same masks as the originals.
   if cfg.use_train_copy and "train/mask/counts" in ex and (
       ex["train/mask/height"], ex["train/mask/width"]) == (gh, gw):
@@ -147,21 +186,20 @@ def decode_example(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
   if not keep.all():
     small, chosen = small[keep], chosen[keep]
   n = len(chosen)
-  out["masks"][:n, :gh, :gw] = small
   sx, sy = rw / w, rh / h
   x, y, bw, bh = ex["mask/bbox"][chosen].T
-  out["boxes"][:n] = np.stack([x * sx, y * sy, (x + bw) * sx, (y + bh) * sy], -1)
   first = np.concatenate([[0], np.cumsum(ex["mask/num_points"])[:-1]])
   has_pt = ex["mask/num_points"][chosen] > 0
   pts = ex["mask/point_coords"][np.where(has_pt, first[chosen], 0)] if len(
       ex["mask/point_coords"]) else np.zeros((n, 2), np.float32)
-  out["points"][:n] = np.where(has_pt[:, None], pts * (sx, sy), -1.0)
-  out["valid"][:n] = True
+  out["masks"] = small
+  out["boxes"] = np.stack([x * sx, y * sy, (x + bw) * sx, (y + bh) * sy], -1)
+  out["points"] = np.where(has_pt[:, None], pts * (sx, sy), -1.0)
   return out
-
-
 class SA1BDecode:
-  """grain random map: (source index, bytes | ReadError) -> arrays | ReadError.
+  """grain random map: (source index, bytes | ReadError) -> compact arrays | ReadError.
+
+  Compact = ``decode_compact``'s unpadded example; ``batching.PadBatch`` pads.
 
   Bad records (unparseable Example, corrupt JPEG, malformed RLE) come back as
   ``ReadError`` naming the shard and record, for ``SkipErrors`` to drop and
@@ -180,7 +218,7 @@ class SA1BDecode:
     path, n = locate(self.paths, self.starts, index)
     where = f"{path}#{n}"
     try:
-      return decode_example(data, rng, self.cfg, where)
-    except Exception as e:  # noqa: BLE001 - any decode failure is a bad record
+      return decode_compact(data, rng, self.cfg, where)
+    except Exception as e:  # any decode failure is a bad record, never fatal
       msg = str(e) if where in str(e) else f"{where}: {e}"
       return ReadError(where, f"{type(e).__name__}: {msg}")

@@ -7,10 +7,10 @@
     -> global shuffle by seed      (a new permutation every epoch)
     -> this process's slice        [process_index::process_count], equal lengths
     -> repeat                      (num_epochs, None = forever)
-    -> decode + resize + pad + sample K masks at G x G   (decode.py, per-index RNG)
+    -> decode (+ resize) + sample K masks at G x G, unpadded  (decode.py, per-index RNG)
     -> to_iter_dataset             (read threads)
     -> SkipErrors                  (drop bad records, count them into the batch)
-    -> batch                       (batch_size per process, drop remainder)
+    -> PadBatch                    (batch_size per process, padded in place, drop remainder)
     -> mp_prefetch                 (worker processes; 0 = in process)
 
 Batches are dicts of numpy arrays with a leading per-process batch dimension
@@ -32,6 +32,7 @@ import logging
 import grain
 import numpy as np
 
+from data_pipelines import batching
 from data_pipelines import decode as decode_lib
 from data_pipelines.grain_source import ReadError, TFRecordSource
 
@@ -114,7 +115,10 @@ def _ensure_flags_parsed() -> None:
 
 def make_map_dataset(cfg: PipelineConfig, source: TFRecordSource | None = None
                      ) -> grain.MapDataset:
-  """Everything up to and including decode, as a random-access MapDataset."""
+  """Everything up to and including decode, as a random-access MapDataset.
+
+  Elements are ``decode.decode_compact`` dicts (unpadded) or ``ReadError``s.
+  """
   if not 0 <= cfg.process_index < cfg.process_count:
     raise ValueError(f"process_index {cfg.process_index} outside [0, {cfg.process_count})")
   source = source or TFRecordSource(cfg.data_dir, check_crc=cfg.check_crc)
@@ -139,7 +143,7 @@ def make_dataset(cfg: PipelineConfig, source: TFRecordSource | None = None
   read = grain.ReadOptions(num_threads=cfg.read_threads,
                            prefetch_buffer_size=max(1, 2 * cfg.batch_size))
   ds = SkipErrors(ds.to_iter_dataset(read))
-  ds = ds.batch(cfg.batch_size, drop_remainder=True)
+  ds = batching.PadBatch(ds, cfg.batch_size, cfg.decode_config())
   if cfg.worker_count > 0:
     _ensure_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(

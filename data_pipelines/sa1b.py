@@ -187,7 +187,7 @@ def check_jpeg(data: bytes, width: int, height: int) -> str | None:
         return f"size:JPEG is {im.size[0]}x{im.size[1]}, JSON says {width}x{height}"
       im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
       im.load()
-  except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ...
+  except Exception as e:  # PIL raises OSError, SyntaxError, ...
     return f"cannot decode: {type(e).__name__}: {e}"
   return None
 
