@@ -4,13 +4,18 @@
 
 Builds (once, cached under --work) an SA-1B-sized sample: --images JPEGs of
 1500x2250 with ~100 COCO-RLE masks each (data_pipelines.sample_data), converts
-it to TFRecords, then measures in one process:
+it to TFRecords with the converter's defaults (original JPEG + RLEs kept
+byte-exact, plus the training copies: the image re-encoded at 1024 on its
+longest side, q95 4:4:4, and the masks as RLEs at 256), then measures in one
+process:
 
-  baseline   PIL full-resolution decode of the same JPEG bytes
+  baseline   PIL full-resolution decode of the same *original* JPEG bytes
              (``Image.open(...).load()``, the cheapest way to get the pixels)
   pipeline   the grain pipeline end to end: TFRecord read + CRC, Example parse,
-             reduced-size JPEG decode, resize to 1024 + pad, drop >90% masks,
-             sample K=64, rasterise at the GT size, batch
+             JPEG decode (the stored 1024 copy; or, with use_train_copy=False
+             or a size without a copy, the original at reduced size + resize
+             to 1024), pad, drop >90% masks, sample K=64, rasterise at the GT
+             size (from the stored 256 RLEs when G = 256), batch
 
 Both run on one core (pipeline: worker_count=0, read_threads=1), timed with
 ``time.process_time`` (CPU seconds of this process, all threads), so the rates
@@ -36,14 +41,14 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_pipelines import convert, example_codec, pipeline, sample_data, tfrecord
+from data_pipelines import convert, decode, example_codec, pipeline, sample_data, tfrecord
 
 
 def build_data(work: str, images: int, height: int, width: int, objects: int,
                quality: int) -> str:
   tag = f"{images}x{height}x{width}x{objects}q{quality}"
   src = os.path.join(work, f"src_{tag}")
-  out = os.path.join(work, f"tfrecord_{tag}")
+  out = os.path.join(work, f"tfrecord_{tag}_copy1024")  # default train copies
   if not os.path.exists(os.path.join(src, "done")):
     t0 = time.time()
     sample_data.make_sample(src, num_images=images, images_per_tar=8, height=height,
@@ -52,20 +57,23 @@ def build_data(work: str, images: int, height: int, width: int, objects: int,
     with open(os.path.join(src, "done"), "w"):
       pass
     print(f"sample data: {time.time() - t0:.0f}s")
+  # overwrite: a cached conversion made with other copy settings is redone.
   convert.convert([src], out, num_shards=2, workers=1, progress=False,
-                  log=lambda *_: None)
+                  log=lambda *_: None, overwrite=True)
   return out
 
 
-def jpegs_of(data_dir: str) -> tuple[list[bytes], float, float]:
+def jpegs_of(data_dir: str) -> tuple[list[bytes], list[bytes], float]:
+  """(original JPEGs, stored 1024 copies, mean masks per image) of the dataset."""
   m = convert.load_manifest(data_dir)
-  jpgs, masks = [], []
+  jpgs, copies, masks = [], [], []
   for s in m["shards"]:
     for _, d in tfrecord.iter_frames(os.path.join(data_dir, s["file"])):
       ex = example_codec.decode(d)
       jpgs.append(ex["image/encoded"])
+      copies.append(ex["train/image/encoded"])
       masks.append(len(ex["mask/counts"]))
-  return jpgs, float(np.mean(masks)), float(np.mean([len(j) for j in jpgs]))
+  return jpgs, copies, float(np.mean(masks))
 
 
 def baseline_pass(jpgs: list[bytes], to_array: bool) -> int:
@@ -102,6 +110,27 @@ def pipeline_pass(data_dir: str, n_images: int, batch: int, settle_s: float,
   del it
   gc.collect()
   return steps * batch, cpu
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+  return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+def fidelity(jpgs: list[bytes], copies: list[bytes]) -> dict[str, float]:
+  """Mean RGB PSNR (dB) of what each path feeds the model, against the
+  reference full-resolution decode + PIL bilinear (antialiased) resize of the
+  original (SAM's own ResizeLongestSide preprocessing)."""
+  out: dict[str, list[float]] = {}
+  for jpg, cp in zip(jpgs, copies):
+    im = Image.open(io.BytesIO(jpg)).convert("RGB")
+    rh, rw = decode.resized_shape(im.height, im.width, 1024)
+    ref = np.asarray(im.resize((rw, rh), Image.BILINEAR), np.float64)
+    paths = {"stored 1024 copy (default)": np.asarray(Image.open(io.BytesIO(cp)).convert("RGB")),
+             "originals: DCT 1/2 + bilinear": decode.decode_image(jpg, (rh, rw), True, "bilinear"),
+             "originals: DCT 1/2 + nearest": decode.decode_image(jpg, (rh, rw), True, "nearest")}
+    for k, v in paths.items():
+      out.setdefault(k, []).append(psnr(v, ref))
+  return {k: float(np.mean(v)) for k, v in out.items()}
 
 
 def measure(fns: dict, passes: int) -> dict:
@@ -156,28 +185,36 @@ def main() -> int:
 
   data_dir = build_data(args.work, args.images, args.height, args.width, args.objects,
                         args.quality)
-  jpgs, mean_masks, mean_bytes = jpegs_of(data_dir)
+  jpgs, copies, mean_masks = jpegs_of(data_dir)
   n = len(jpgs)
+  mean_bytes = float(np.mean([len(j) for j in jpgs]))
+  copy_bytes = float(np.mean([len(j) for j in copies]))
   print(f"{n} images {args.width}x{args.height}, {mean_masks:.0f} masks/image, "
-        f"JPEG {mean_bytes / 1024:.0f} KiB on average; {os.cpu_count()} CPUs ({cpu_name()})")
+        f"JPEG {mean_bytes / 1024:.0f} KiB on average (stored 1024 copy "
+        f"{copy_bytes / 1024:.0f} KiB); {os.cpu_count()} CPUs ({cpu_name()})")
 
   fns = {
       "PIL full-size decode (`Image.open().load()`) [baseline]":
           timed(lambda: baseline_pass(jpgs, to_array=False)),
       "PIL full-size decode + `np.asarray`":
           timed(lambda: baseline_pass(jpgs, to_array=True)),
+      "(for reference) PIL decode of the stored 1024 copies":
+          timed(lambda: baseline_pass(copies, to_array=False)),
   }
   configs = [
-      ("pipeline, GT 256, bilinear resize (default)", {"gt_size": 256}),
-      ("pipeline, GT 256, nearest resize after DCT 1/2", {"gt_size": 256,
-                                                          "resize_filter": "nearest"}),
-      ("pipeline, GT 1024, bilinear resize", {"gt_size": 1024}),
-      ("pipeline, GT 256, no reduced decode", {"gt_size": 256, "reduced_decode": False}),
+      ("pipeline, GT 256, stored 1024 copy + 256 RLEs (default)", {"gt_size": 256}),
+      ("pipeline, GT 256, originals only: DCT 1/2 + bilinear resize",
+       {"gt_size": 256, "use_train_copy": False}),
+      ("pipeline, GT 256, originals only: DCT 1/2 + nearest resize",
+       {"gt_size": 256, "use_train_copy": False, "resize_filter": "nearest"}),
+      ("pipeline, GT 1024, stored 1024 copy, masks from original RLEs", {"gt_size": 1024}),
   ]
-  for name, over in configs:
-    fns[name] = functools.partial(pipeline_pass, data_dir, n, args.batch, args.settle, **over)
+  for name, over in configs:  # two epochs per pass: steadier numbers
+    fns[name] = functools.partial(pipeline_pass, data_dir, 2 * n, args.batch, args.settle,
+                                  **over)
   best = measure(fns, args.passes)
   base = best[next(iter(best))]
+  quality = fidelity(jpgs, copies)
   lines = [
       f"# bench_data: SA-1B pipeline vs full-size JPEG decode ({datetime.date.today()})",
       "",
@@ -187,7 +224,8 @@ def main() -> int:
        "process)."),
       (f"Data: {n} synthetic SA-1B-layout images {args.width}x{args.height} "
        f"(`data_pipelines.sample_data`), {mean_masks:.0f} masks/image, JPEG "
-       f"{mean_bytes / 1024:.0f} KiB avg (quality {args.quality}). Pipeline: image 1024, "
+       f"{mean_bytes / 1024:.0f} KiB avg (quality {args.quality}); stored 1024 copy "
+       f"{copy_bytes / 1024:.0f} KiB avg (q95, 4:4:4). Pipeline: image 1024, "
        f"K=64, batch {args.batch}, 1 read thread, no worker processes; best of "
        f"{args.passes} interleaved passes. Command: `python experiments/bench_data.py "
        f"--images {args.images} --passes {args.passes}`."),
@@ -197,6 +235,10 @@ def main() -> int:
   ]
   for name, rate in best.items():
     lines.append(f"| {name} | {rate:.1f} | {1000 / rate:.1f} | {rate / base:.2f} |")
+  lines += ["", "What the model gets: mean RGB PSNR against a full-resolution decode + "
+            "PIL bilinear resize of the original (SAM's preprocessing):", "",
+            "| image path | PSNR (dB) |", "|---|---:|"]
+  lines += [f"| {k} | {v:.1f} |" for k, v in quality.items()]
   text = "\n".join(lines)
   print(text)
   if args.out:
