@@ -7,9 +7,11 @@ coordinates in the original image frame). Pre/post-processing is the
 official one (``samjax.inference.transforms``).
 
 Every decode runs one jitted program whose shapes depend only on buckets:
-point counts and prompt counts are padded (``samjax.inference.buckets``),
-and box / mask-input slots are always present with a validity flag, so a
-session of clicks compiles once per bucket, not once per click.
+point counts and prompt counts are padded (``samjax.inference.buckets``)
+with validity flags, so a session of clicks compiles once per bucket, not
+once per click. Which prompt kinds are present (points / box / mask input)
+is part of the program too: absent kinds cost nothing (no padded tokens, no
+mask convolutions), at the price of at most 4 programs per bucket.
 """
 
 from __future__ import annotations
@@ -34,19 +36,24 @@ from samjax.model.sam import SamModel
 
 @functools.partial(jax.jit, static_argnames=("model", "multimask", "return_logits",
                                              "input_size", "original_size"))
-def _decode(params, features, coords, labels, point_valid, boxes, box_valid, masks,
-            mask_valid, *, model: SamModel, multimask: bool, return_logits: bool,
+def _decode(params, features, image_pe, coords, labels, point_valid, boxes, box_valid,
+            masks, mask_valid, *, model: SamModel, multimask: bool, return_logits: bool,
             input_size: tuple[int, int], original_size: tuple[int, int]):
   """One image, P prompts -> (masks [P, K, H, W], iou [P, K], low-res [P, K, 4h, 4w])."""
-  _TRACES.append((coords.shape, multimask, return_logits, input_size, original_size))
+  _TRACES.append((multimask, return_logits, input_size, original_size))
+  add = lambda x: None if x is None else x[None]
   logits, iou = model.decode(
-      params, features, coords[None], labels[None], boxes[None], masks[None],
-      point_valid=point_valid[None], box_valid=box_valid[None], mask_valid=mask_valid[None],
-      multimask_output=multimask)
+      params, features, add(coords), add(labels), add(boxes), add(masks),
+      point_valid=add(point_valid), box_valid=add(box_valid), mask_valid=add(mask_valid),
+      multimask_output=multimask, image_pe=image_pe, prompt_chunk=PROMPT_CHUNK)
   low_res, iou = logits[0], iou[0]
   full = postprocess_masks(low_res, input_size, original_size, model.config.image_size)
   return (full if return_logits else full > 0.0), iou, low_res
 
+
+# Prompts decoded together per step (see SamModel.decode); buckets above 1
+# are multiples of it.
+PROMPT_CHUNK = 4
 
 # Every trace (= compilation) of the decode program; tests read it to prove
 # that interactive use does not recompile per click.
@@ -79,6 +86,8 @@ class SamPredictor:
     self._point_buckets = tuple(point_buckets)
     self._prompt_buckets = tuple(prompt_buckets)
     self._embed = jax.jit(self._sam.embed_images)
+    # The image positional encoding depends on params only: compute it once.
+    self._image_pe = jax.jit(self._sam.dense_pe)(self._params)
     self.reset_image()
 
   # ---- image ------------------------------------------------------------
@@ -208,28 +217,28 @@ class SamPredictor:
     n = coords.shape[1] if coords is not None else 1
     nb = bucket(n, self._point_buckets)
 
-    c_in = np.zeros((pb, nb, 2), np.float32)
-    l_in = np.zeros((pb, nb), np.int32)
-    pv = np.zeros((pb, nb), bool)
+    c_in = l_in = pv = b_in = bv = m_in = mv = None
     if coords is not None:
+      c_in = np.zeros((pb, nb, 2), np.float32)
+      l_in = np.zeros((pb, nb), np.int32)
+      pv = np.zeros((pb, nb), bool)
       c_in[:b, :n] = apply_coords(coords, hw, s)
       l_in[:b, :n] = labels
       pv[:b, :n] = True
-    b_in = np.zeros((pb, 4), np.float32)
-    bv = np.zeros((pb,), bool)
     if boxes is not None:
+      b_in = np.zeros((pb, 4), np.float32)
+      bv = np.arange(pb) < b
       b_in[:b] = apply_boxes(boxes, hw, s)
-      bv[:b] = True
-    m_in = np.zeros((pb, ms, ms), np.float32)
-    mv = np.zeros((pb,), bool)
     if mask_input is not None:
+      m_in = np.zeros((pb, ms, ms), np.float32)
+      mv = np.arange(pb) < b
       m_in[:b] = mask_input[:, 0]
-      mv[:b] = True
 
     masks, iou, low = _decode(
-        self._params, self.features, c_in, l_in, pv, b_in, bv, m_in, mv,
+        self._params, self.features, self._image_pe, c_in, l_in, pv, b_in, bv, m_in, mv,
         model=self._sam, multimask=bool(multimask_output),
         return_logits=bool(return_logits), input_size=self.input_size,
         original_size=self.original_size)
-    return (np.asarray(masks[:b]), np.asarray(iou[:b], np.float32),
-            np.asarray(low[:b], np.float32))
+    # Slice on the host: slicing device arrays would dispatch extra programs.
+    masks, iou, low = jax.device_get((masks, iou, low))
+    return masks[:b], iou[:b].astype(np.float32), low[:b].astype(np.float32)

@@ -9,7 +9,8 @@ no antialiasing, i.e. torch ``align_corners=False``) then cropped.
 
 from __future__ import annotations
 
-import jax
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
@@ -47,19 +48,48 @@ def apply_boxes(boxes: np.ndarray, original_size: tuple[int, int], long_side: in
                       long_side).reshape(boxes.shape)
 
 
-def _bilinear(x, out_hw):
-  """torch F.interpolate(mode='bilinear', align_corners=False) on [..., H, W]."""
-  shape = x.shape[:-2] + tuple(out_hw)
-  return jax.image.resize(x, shape, method="linear", antialias=False)
+def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
+  """[out, in] matrix of torch ``F.interpolate(mode='bilinear',
+  align_corners=False)`` along one axis (half-pixel centres, source index
+  clamped at 0, no antialiasing)."""
+  scale = in_size / out_size
+  src = np.maximum((np.arange(out_size) + 0.5) * scale - 0.5, 0.0)
+  i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+  i1 = np.minimum(i0 + 1, in_size - 1)
+  w1 = src - i0
+  m = np.zeros((out_size, in_size), np.float64)
+  np.add.at(m, (np.arange(out_size), i0), 1.0 - w1)
+  np.add.at(m, (np.arange(out_size), i1), w1)
+  return m
+
+
+@functools.lru_cache(maxsize=64)
+def postprocess_matrices(low_res: int, image_size: int, input_size: tuple[int, int],
+                         original_size: tuple[int, int]):
+  """Row and column matrices ([H, low_res], [W, low_res]) of the whole
+  official post-processing: upsample to image_size, crop to input_size,
+  resize to original_size. Each step is linear per axis, so their product
+  is one small matrix per axis."""
+  mats = []
+  for axis in (0, 1):
+    up = bilinear_matrix(image_size, low_res)[:input_size[axis]]
+    down = bilinear_matrix(original_size[axis], input_size[axis])
+    mats.append((down @ up).astype(np.float32))
+  return tuple(mats)
 
 
 def postprocess_masks(low_res_logits, input_size: tuple[int, int],
                       original_size: tuple[int, int], image_size: int):
   """[..., 4h, 4w] logits -> [..., H, W] logits at the original resolution.
 
-  Upsample to the padded model input, drop the padding, resize to the
-  original image size (official ``Sam.postprocess_masks``).
+  Same result as the official ``Sam.postprocess_masks`` (bilinear upsample to
+  the padded input, crop the padding, bilinear resize to the original size),
+  computed as ``R_h @ logits @ R_w^T`` with the composed per-axis matrices:
+  a few small matmuls instead of materialising 1024x1024 intermediates.
   """
-  x = _bilinear(jnp.asarray(low_res_logits, jnp.float32), (image_size, image_size))
-  x = x[..., :input_size[0], :input_size[1]]
-  return _bilinear(x, original_size)
+  low = low_res_logits.shape[-1]
+  rows, cols = postprocess_matrices(low, image_size, tuple(input_size),
+                                    tuple(original_size))
+  x = jnp.asarray(low_res_logits, jnp.float32)
+  x = jnp.einsum("hi,...ij->...hj", rows, x)
+  return jnp.einsum("...hj,wj->...hw", x, cols)

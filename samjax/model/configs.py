@@ -53,6 +53,8 @@ class SamConfig:
   attention_query_chunk: int = 256
   remat: bool = False
   drop_path_rate: float = 0.0
+  # Re-associate decoder cross-attention when prompt tokens are few (exact).
+  decoder_factorized_attention: bool = True
 
   def __post_init__(self):
     object.__setattr__(self, "encoder_global_attn_indexes",

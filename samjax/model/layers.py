@@ -122,20 +122,26 @@ class ConvTranspose2x2(nn.Module):
 
   With kernel == stride the output windows do not overlap, so the op is one
   matmul followed by a pixel shuffle: [B, H, W, Cin] -> [B, 2H, 2W, Cout].
-  Kernel layout [2, 2, Cin, Cout] (torch: [Cin, Cout, 2, 2]).
+  With ``shuffle=False`` the shuffle is skipped and any [..., Cin] maps to
+  [..., 2, 2, Cout] (sub-pixel row, column); the mask decoder chains two of
+  these and shuffles once at the end. Kernel [2, 2, Cin, Cout] (torch:
+  [Cin, Cout, 2, 2]).
   """
   features: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
-    b, h, w, cin = x.shape
+  def __call__(self, x, shuffle: bool = True):
+    cin = x.shape[-1]
     kernel = self.param("kernel", param_init(default_kernel_init, (None, None, "conv_in", "embed")),
                         (2, 2, cin, self.features), jnp.float32)
     bias = self.param("bias", param_init(zeros, ("embed",)), (self.features,), jnp.float32)
-    y = jnp.einsum("bhwc,ijco->bhiwjo", x.astype(self.dtype), kernel.astype(self.dtype))
-    y = y.reshape(b, 2 * h, 2 * w, self.features)
-    return y + bias.astype(self.dtype)
+    y = jnp.einsum("...c,ijco->...ijo", x.astype(self.dtype), kernel.astype(self.dtype))
+    y = y + bias.astype(self.dtype)
+    if not shuffle:
+      return y
+    b, h, w = x.shape[:3]
+    return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, self.features)
 
 
 class DropPath(nn.Module):

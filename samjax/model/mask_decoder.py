@@ -65,20 +65,29 @@ class MaskDecoder(nn.Module):
     src = constrain(src, ("batch", "length", "embed"))
     pos = jnp.broadcast_to(image_pe.reshape(1, h * w, c), (b, h * w, c))
     hs, src = TwoWayTransformer(cfg.decoder_depth, c, cfg.decoder_num_heads,
-                                cfg.decoder_mlp_dim, dtype=dt, name="transformer")(
+                                cfg.decoder_mlp_dim, dtype=dt,
+                                factorize=cfg.decoder_factorized_attention,
+                                name="transformer")(
                                     src, pos, tokens, token_valid)
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1:1 + n_tokens, :]
 
+    # Upscaling 4x in sub-pixel layout [B, h, w, i1, j1, i2, j2, C/8] (no
+    # intermediate pixel shuffles): the hypernetwork product runs as one
+    # matmul and only its small [B, K, ...] result is shuffled (row 4y +
+    # 2*i1 + i2), instead of shuffling 2M-element activations twice.
     x = src.reshape(b, h, w, c)
-    x = ConvTranspose2x2(c // 4, dtype=dt, name="output_upscaling_0")(x)
+    x = ConvTranspose2x2(c // 4, dtype=dt, name="output_upscaling_0")(x, shuffle=False)
     x = gelu(LayerNorm(eps=1e-6, dtype=dt, name="output_upscaling_1")(x))
-    x = gelu(ConvTranspose2x2(c // 8, dtype=dt, name="output_upscaling_3")(x))
+    x = gelu(ConvTranspose2x2(c // 8, dtype=dt, name="output_upscaling_3")(x, shuffle=False))
     hyper_in = jnp.stack([
         MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{i}")(
             mask_tokens_out[:, i, :]) for i in range(n_tokens)], axis=1)
-    masks = jnp.einsum("bkc,bhwc->bkhw", hyper_in, x,
+    masks = jnp.einsum("bnc,bmc->bnm", x.reshape(b, -1, x.shape[-1]), hyper_in,
                        preferred_element_type=jnp.float32)
+    # [B, (h, w, i1, j1, i2, j2), K] -> [B, K, (h, i1, i2), (w, j1, j2)]
+    masks = masks.reshape(b, h, w, 2, 2, 2, 2, n_tokens).transpose(0, 7, 1, 3, 5, 2, 4, 6)
+    masks = masks.reshape(b, n_tokens, 4 * h, 4 * w)
     iou_pred = MLP(cfg.iou_head_hidden_dim, n_tokens, cfg.iou_head_depth, dtype=dt,
                    name="iou_prediction_head")(iou_token_out)
     return masks, iou_pred.astype(jnp.float32)

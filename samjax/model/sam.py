@@ -47,8 +47,11 @@ class Sam(nn.Module):
     return jnp.transpose(x, (0, 3, 1, 2)).astype(jnp.float32)
 
   def decode(self, embeddings, point_coords, point_labels, point_valid,
-             boxes, box_valid, mask_inputs, mask_valid):
-    """All four mask tokens: ([B, M, 4, 4h, 4w] logits, [B, M, 4] IoU)."""
+             boxes, box_valid, mask_inputs, mask_valid, image_pe=None):
+    """All four mask tokens: ([B, M, 4, 4h, 4w] logits, [B, M, 4] IoU).
+
+    ``image_pe`` [C, h, w] may be passed precomputed (it depends on params only).
+    """
     cfg = self.config
     pe = self.prompt_encoder
     c, g = cfg.prompt_embed_dim, cfg.embedding_size
@@ -88,7 +91,8 @@ class Sam(nn.Module):
     emb = jnp.transpose(embeddings, (0, 2, 3, 1))  # [B, h, w, C]
     emb = jnp.broadcast_to(emb[:, None], (b, m, g, g, c)).reshape(b * m, g, g, c)
     emb = constrain(emb, ("batch", None, None, "embed"))
-    masks, iou = self.mask_decoder(emb, pe.dense_pe(), sparse, valid, dense)
+    pe_grid = pe.dense_pe() if image_pe is None else jnp.transpose(image_pe, (1, 2, 0))
+    masks, iou = self.mask_decoder(emb, pe_grid, sparse, valid, dense)
     k = masks.shape[1]
     return masks.reshape(b, m, k, *masks.shape[2:]), iou.reshape(b, m, k)
 
@@ -155,12 +159,19 @@ class SamModel:
 
   def decode(self, params, embeddings, point_coords=None, point_labels=None,
              boxes=None, mask_inputs=None, *, point_valid=None, box_valid=None,
-             mask_valid=None, multimask_output: bool = True, all_tokens: bool = False):
+             mask_valid=None, multimask_output: bool = True, all_tokens: bool = False,
+             image_pe=None, prompt_chunk: int | None = None):
     """Prompted mask prediction for a batch of images and prompts.
 
     Args: see the module docstring for shapes; ``*_valid`` default to all True.
       multimask_output: official slicing: tokens 1..3 if True, else token 0.
       all_tokens: return all four mask tokens (training uses this).
+      image_pe: optional precomputed ``dense_pe(params)`` [C, h, w] (saves
+        recomputing the 64x64 Fourier features on every call).
+      prompt_chunk: decode the M prompts in sequential chunks of this size
+        (``lax.map``). Each prompt carries its own copy of the 4096 image
+        tokens, so on a CPU a chunk whose working set stays in cache is much
+        faster than all M at once; M must be a multiple of it.
     Returns:
       (low-res mask logits [B, M, K, 4h, 4w] float32, IoU predictions [B, M, K]).
     """
@@ -173,9 +184,26 @@ class SamModel:
       box_valid = jnp.ones(boxes.shape[:2], bool)
     if mask_inputs is not None and mask_valid is None:
       mask_valid = jnp.ones(mask_inputs.shape[:2], bool)
-    masks, iou = self.module.apply(
-        {"params": params}, embeddings, point_coords, point_labels, point_valid,
-        boxes, box_valid, mask_inputs, mask_valid, method=Sam.decode)
+    prompts = (point_coords, point_labels, point_valid, boxes, box_valid, mask_inputs,
+               mask_valid)
+
+    def run(chunk):
+      return self.module.apply({"params": params}, embeddings, *chunk, image_pe,
+                               method=Sam.decode)
+    m = _num_prompts(point_coords, boxes, mask_inputs)
+    if prompt_chunk and m > prompt_chunk:
+      if m % prompt_chunk:
+        raise ValueError(f"{m} prompts is not a multiple of prompt_chunk={prompt_chunk}")
+      n = m // prompt_chunk
+      # [B, M, ...] -> [n, B, chunk, ...]; None leaves stay None.
+      split = jax.tree_util.tree_map(
+          lambda x: jnp.moveaxis(x.reshape(x.shape[0], n, prompt_chunk, *x.shape[2:]), 1, 0),
+          prompts)
+      masks, iou = jax.lax.map(run, split)
+      masks = jnp.moveaxis(masks, 0, 1).reshape(masks.shape[1], m, *masks.shape[3:])
+      iou = jnp.moveaxis(iou, 0, 1).reshape(iou.shape[1], m, *iou.shape[3:])
+    else:
+      masks, iou = run(prompts)
     if all_tokens:
       return masks, iou
     sl = slice(1, None) if multimask_output else slice(0, 1)

@@ -143,3 +143,37 @@ def test_config_errors_are_clear():
   model = build("vit_tiny")
   with pytest.raises(ValueError, match="expects"):
     model.embed_images(model.init(jax.random.PRNGKey(0)), jnp.zeros((1, 3, 128, 128)))
+
+
+def _random_prompts(m, n, size):
+  rng = np.random.default_rng(7)
+  coords = rng.uniform(0, size, (2, m, n, 2)).astype(np.float32)
+  labels = rng.integers(0, 2, (2, m, n)).astype(np.int32)
+  valid = rng.uniform(size=(2, m, n)) < 0.7
+  return coords, labels, valid
+
+
+@pytest.mark.parametrize("n_points", [1, 6])  # few tokens (factorized) and many
+def test_factorized_decoder_attention_is_exact(tiny, n_points):
+  model, params = tiny
+  emb = jax.random.normal(jax.random.PRNGKey(6), (2, 64, 16, 16))
+  coords, labels, valid = _random_prompts(3, n_points, 256)
+  ref_model = build("vit_tiny", decoder_factorized_attention=False)
+  a = model.decode(params, emb, coords, labels, point_valid=valid, all_tokens=True)
+  b = ref_model.decode(params, emb, coords, labels, point_valid=valid, all_tokens=True)
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+
+
+def test_prompt_chunking_is_exact(tiny):
+  model, params = tiny
+  emb = jax.random.normal(jax.random.PRNGKey(8), (2, 64, 16, 16))
+  coords, labels, valid = _random_prompts(8, 2, 256)
+  boxes = np.tile(np.array([10.0, 20.0, 200.0, 220.0], np.float32), (2, 8, 1))
+  full = model.decode(params, emb, coords, labels, boxes, point_valid=valid)
+  chunked = model.decode(params, emb, coords, labels, boxes, point_valid=valid,
+                         prompt_chunk=4)
+  for x, y in zip(full, chunked):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+  with pytest.raises(ValueError, match="multiple of prompt_chunk"):
+    model.decode(params, emb, coords, labels, point_valid=valid, prompt_chunk=3)

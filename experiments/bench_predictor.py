@@ -1,0 +1,109 @@
+"""Interactive-prompt latency: samjax SamPredictor vs the official SamPredictor.
+
+Same process, same weights (official ViT-B with seeded random weights,
+converted), same photograph. Measures:
+  set_image           resize + normalise + image encoder
+  1 click             predict(point, multimask_output=True), cached embedding
+  64 boxes            one batched call (official: predict_torch), multimask off
+Both include post-processing to full-resolution masks, as the official
+``predict`` does. Prints medians and samjax's speed-up.
+
+  python experiments/bench_predictor.py [--variant vit_b] [--runs 10]
+  python experiments/bench_predictor.py --write experiments/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import machine_description, median, time_calls, today  # noqa: E402
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--variant", default="vit_b")
+  ap.add_argument("--runs", type=int, default=10, help="timed decode calls per case")
+  ap.add_argument("--image-runs", type=int, default=2, help="timed set_image calls")
+  ap.add_argument("--write", metavar="DIR")
+  args = ap.parse_args(argv)
+
+  import skimage.data
+  import torch
+  from segment_anything import SamPredictor as OfficialPredictor
+
+  from samjax import SamPredictor, build
+  from samjax.interop import build_official_sam, params_from_state_dict
+  from samjax.loading import LoadedSam
+
+  model = build(args.variant)
+  torch.manual_seed(0)
+  official_sam = build_official_sam(model.config)
+  params = params_from_state_dict(
+      {k: v.numpy() for k, v in official_sam.state_dict().items()}, model.config)
+  ours, official = SamPredictor(LoadedSam(model, params)), OfficialPredictor(official_sam)
+  image = skimage.data.coffee()  # 400x600 RGB photograph
+  h, w = image.shape[:2]
+  rng = np.random.default_rng(0)
+  click = (np.array([[300.0, 200.0]]), np.array([1]))
+  x0, y0 = rng.uniform(0, w * 0.6, 64), rng.uniform(0, h * 0.6, 64)
+  boxes = np.stack([x0, y0, x0 + rng.uniform(10, w * 0.4, 64),
+                    y0 + rng.uniform(10, h * 0.4, 64)], -1)
+
+  lines = [f"# bench_predictor {args.variant}, {h}x{w} photograph (skimage coffee)",
+           f"date: {today()}", f"machine: {machine_description()}",
+           f"torch threads: {torch.get_num_threads()}", ""]
+  for line in lines:
+    print(line)
+
+  def say(line):
+    print(line, flush=True)
+    lines.append(line)
+
+  # Warm-up: compile samjax programs, let torch allocate.
+  ours.set_image(image)
+  official.set_image(image)
+  ours.predict(*click)
+  ours.predict_batch(boxes=boxes, multimask_output=False)
+  t_boxes = official.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float),
+                                                 (h, w))
+
+  def official_boxes():
+    with torch.no_grad():
+      official.predict_torch(None, None, t_boxes, multimask_output=False)
+  official.predict(*click)
+  official_boxes()
+
+  cases = {
+      "set_image": (lambda: ours.set_image(image) or np.asarray(ours.features),
+                    lambda: official.set_image(image), args.image_runs),
+      "1 click (3 masks)": (lambda: ours.predict(*click), lambda: official.predict(*click),
+                            args.runs),
+      "64 boxes, one call": (lambda: ours.predict_batch(boxes=boxes, multimask_output=False),
+                             official_boxes, max(2, args.runs // 3)),
+  }
+  say("| case | samjax | official | speed-up |")
+  say("|---|---|---|---|")
+  for name, (ours_fn, official_fn, runs) in cases.items():
+    t_ours, t_off = [], []
+    for _ in range(runs):  # interleaved
+      t_ours += time_calls(ours_fn, 1)
+      t_off += time_calls(official_fn, 1)
+    a, b = median(t_ours), median(t_off)
+    per = " (per box: %.2f ms vs %.2f ms)" % (a / 64e-3, b / 64e-3) if "64" in name else ""
+    say(f"| {name} | {a * 1e3:.1f} ms | {b * 1e3:.1f} ms | {b / a:.2f}x{per} |")
+  if args.write:
+    os.makedirs(args.write, exist_ok=True)
+    path = os.path.join(args.write, f"bench_predictor_{args.variant}_{today()}_cpu.md")
+    with open(path, "w") as f:
+      f.write("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()
