@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import machine_description, median, time_calls, today  # noqa: E402
+from bench_common import machine_description, median, time_calls, today
 
 
 def main(argv=None):
@@ -95,7 +95,7 @@ def main(argv=None):
       t_ours += time_calls(ours_fn, 1)
       t_off += time_calls(official_fn, 1)
     a, b = median(t_ours), median(t_off)
-    per = " (per box: %.2f ms vs %.2f ms)" % (a / 64e-3, b / 64e-3) if "64" in name else ""
+    per = f" (per box: {a / 64e-3:.2f} ms vs {b / 64e-3:.2f} ms)" if "64" in name else ""
     say(f"| {name} | {a * 1e3:.1f} ms | {b * 1e3:.1f} ms | {b / a:.2f}x{per} |")
   if args.write:
     os.makedirs(args.write, exist_ok=True)
