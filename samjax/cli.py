@@ -14,6 +14,7 @@ import sys
 _VERBS = (
     ("samjax.commands.convert", "register"),
     ("samjax.commands.segment", "register"),
+    ("samjax.commands.train", "register"),
     ("data_pipelines.cli", "register"),
 )
 
@@ -38,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   parser = build_parser()
-  args = parser.parse_args(argv)
+  args, extra = parser.parse_known_args(argv)
+  if extra:
+    if not getattr(args, "accepts_overrides", False):
+      parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
   try:
     return int(args.func(args) or 0)
   except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:

@@ -1,0 +1,41 @@
+"""tiny_demo: vit_tiny (256 px) learns the built-in sample data on a CPU in minutes.
+
+Run (what `make demo` does, after making and converting the sample data):
+  samjax train --config experiments/configs/tiny_demo.py --workdir demo_out/train \
+      --config.data.train_dir=demo_out/data/train --config.data.eval_dir=demo_out/data/eval
+
+Small local mode of the SAM recipe: fewer corrective clicks per mask (2 + 1
+mask-only pass instead of 8 + 2), 8 masks per image, a short schedule.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  del arg
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = ml_collections.ConfigDict({"variant": "vit_tiny", "overrides": {}})
+  c.init = ml_collections.ConfigDict({"kind": "scratch", "checkpoint": ""})
+  c.data = ml_collections.ConfigDict({
+      "train_dir": "demo_out/data/train", "eval_dir": "demo_out/data/eval",
+      "batch_size": 8, "eval_batch_size": 8, "max_masks": 8, "worker_count": 0})
+  c.sim = ml_collections.ConfigDict({
+      "num_point_iters": 2, "num_mask_only_iters": 1, "point_prob": 0.5,
+      "box_noise_frac": 0.1, "box_noise_max": 20.0,
+      "focal_weight": 20.0, "dice_weight": 1.0, "iou_weight": 1.0})
+  c.total_steps = 600
+  c.optim = ml_collections.ConfigDict({
+      "lr": 2e-3, "warmup_steps": 30, "decay_steps": [450], "decay_factor": 0.1,
+      "b1": 0.9, "b2": 0.999, "weight_decay": 0.05, "layer_decay": 1.0, "grad_clip": 1.0})
+  c.mesh = ml_collections.ConfigDict({"shape": (-1, 1, 1)})  # all local devices on `data`
+  c.batch_axes = ("data", "fsdp")
+  c.prompt_chunk = 0  # 0 / None: decode all masks of a batch at once
+  c.log_every = 25
+  c.eval_every = 0
+  c.eval_batches = None
+  c.eval_at_start = True
+  c.checkpoint_every = 200
+  c.keep_checkpoints = 2
+  c.async_checkpoints = True
+  return c

@@ -1,0 +1,91 @@
+"""Meshes and shardings for training and inference.
+
+The mesh has axes (``data``, ``fsdp``, ``model``); logical axis names on
+params/activations map to them through rules from the experiment config
+(``samjax.sharding.DEFAULT_LOGICAL_RULES`` by default). Shardings of the
+whole train state are derived from ``jax.eval_shape`` so nothing is ever
+materialised unsharded.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "model")
+TOP_LEVEL = ("image_encoder", "prompt_encoder", "mask_decoder")
+
+
+def maybe_initialize_distributed() -> None:
+  """``jax.distributed.initialize()`` when launched as one of several processes.
+
+  Triggered by JAX_COORDINATOR_ADDRESS (+ JAX_NUM_PROCESSES, JAX_PROCESS_ID),
+  or by a cluster environment jax detects itself (SLURM, TPU pods).
+  """
+  if jax.distributed.is_initialized():
+    return
+  addr = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if addr:
+    jax.distributed.initialize(
+        coordinator_address=addr,
+        num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+        process_id=int(os.environ["JAX_PROCESS_ID"]))
+
+
+def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
+  """Mesh of ``shape`` over (data, fsdp, model); one -1 entry takes the rest."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = list(shape)
+  if len(shape) != 3:
+    raise ValueError(f"mesh shape {shape} must have 3 entries (data, fsdp, model)")
+  if shape.count(-1) > 1:
+    raise ValueError(f"mesh shape {shape}: at most one -1")
+  if -1 in shape:
+    known = int(np.prod([s for s in shape if s != -1]))
+    shape[shape.index(-1)] = len(devices) // known
+  if int(np.prod(shape)) != len(devices):
+    raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
+                     f"{len(devices)} available")
+  arr = np.asarray(devices).reshape(shape)
+  # Explicit Auto axes: jax 0.10 defaults to Explicit, which Linen code rejects.
+  return Mesh(arr, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def param_shardings(model, mesh: Mesh, rules):
+  """NamedSharding per param from the model's logical axis names."""
+  return nn.logical_to_mesh_sharding(model.logical_axes(), mesh, rules)
+
+
+def _path_names(path) -> tuple:
+  return tuple(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p))))
+               for p in path)
+
+
+def state_shardings(abstract_state, params_sharding, mesh: Mesh):
+  """Shardings for a train state: every leaf whose path ends in a param path
+  (params, Adam moments, ...) gets that param's sharding; the rest is
+  replicated."""
+  by_path = {}
+  for path, sh in jax.tree_util.tree_flatten_with_path(params_sharding)[0]:
+    by_path[_path_names(path)] = sh
+  replicated = NamedSharding(mesh, PartitionSpec())
+
+  def pick(path, leaf):
+    names = _path_names(path)
+    for i, n in enumerate(names):
+      if n in TOP_LEVEL:
+        sh = by_path.get(names[i:])
+        if sh is not None and len(sh.spec) <= len(getattr(leaf, "shape", ())):
+          return sh
+        break
+    return replicated
+  return jax.tree_util.tree_map_with_path(pick, abstract_state)
+
+
+def batch_sharding(mesh: Mesh, batch_axes=("data", "fsdp")) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(tuple(batch_axes)))

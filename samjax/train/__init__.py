@@ -1,0 +1,2 @@
+"""Promptable-segmentation pretraining: prompt simulation, losses, optimizer,
+sharded train step, orbax checkpoints and the training loop."""

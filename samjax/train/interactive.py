@@ -1,0 +1,168 @@
+"""SAM's interactive training simulation (paper appendix A), inside jit.
+
+Per ground-truth mask: a first prompt (a uniform foreground point or a noisy
+GT box, p = 0.5 each), then ``num_point_iters`` corrective clicks sampled
+uniformly from the error region of the previous prediction (positive on
+false negatives, negative on false positives) with the previous unthresholded
+logits fed back as the mask prompt, plus ``num_mask_only_iters`` passes that
+add no click (one at a random position among the click iterations, one
+last): 1 + 8 + 2 = 11 decoder passes for the paper's settings. The first
+pass uses the 3 ambiguity-aware outputs for a point (loss on the best one)
+and the single output for a box; later passes (several prompts) use the
+single output. The mask fed back after a multimask pass is the one with the
+highest predicted IoU, as at inference.
+
+Shapes: B images, K masks per image, G = mask-input size (256), S = model
+input size (1024), N = 1 + num_point_iters point slots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from samjax.train import prompt_sampling
+from samjax.train.losses import mask_iou, masked_mean, per_mask_losses
+
+
+@dataclasses.dataclass(frozen=True)
+class InteractiveConfig:
+  num_point_iters: int = 8
+  num_mask_only_iters: int = 2       # 0, 1 (last) or 2 (one random + last)
+  point_prob: float = 0.5            # first prompt: point with this prob, else box
+  box_noise_frac: float = 0.1
+  box_noise_max: float = 20.0
+  focal_weight: float = 20.0
+  dice_weight: float = 1.0
+  iou_weight: float = 1.0
+
+  def __post_init__(self):
+    if self.num_mask_only_iters not in (0, 1, 2):
+      raise ValueError("num_mask_only_iters must be 0, 1 or 2")
+
+  @property
+  def num_followups(self) -> int:
+    return self.num_point_iters + self.num_mask_only_iters
+
+
+def followup_schedule(rng, cfg: InteractiveConfig):
+  """[num_followups] bool: True = add a click, False = mask-only pass."""
+  t = cfg.num_followups
+  idx = jnp.arange(t)
+  add = jnp.ones((t,), bool)
+  if cfg.num_mask_only_iters >= 1:
+    add = add & (idx != t - 1)
+  if cfg.num_mask_only_iters == 2:
+    r = jax.random.randint(rng, (), 0, t - 1)  # among the first t-1 slots
+    add = add & (idx != r)
+  return add
+
+
+def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
+             image_pe=None, first_prompt: str = "random", prompt_chunk=None):
+  """Runs the interactive simulation and returns (loss, metrics).
+
+  Args:
+    model: ``SamModel``; params: its params (differentiated by the caller).
+    embeddings: [B, C, h, w] image embeddings.
+    batch: dict with masks [B, K, G, G] {0,1}, boxes [B, K, 4] (S frame),
+      valid [B, K] bool, image_size [B, 2] resized (h, w).
+    first_prompt: 'random' (training), 'point' or 'box' (evaluation).
+  Returns:
+    loss (scalar, mean over passes and valid masks) and float32 metrics:
+    loss parts, ``iou_first`` / ``iou_last`` (IoU of the mask a user would
+    get after the first / last pass), ``iou_per_pass`` [1 + followups].
+  """
+  s = model.config.image_size
+  gt = batch["masks"].astype(jnp.float32)
+  if gt.shape[-1] != model.config.mask_input_size:
+    raise ValueError(f"ground truth at {gt.shape[-1]} px but the decoder predicts "
+                     f"{model.config.mask_input_size} px masks; set gt_size to match")
+  valid = batch["valid"]
+  b, k = valid.shape
+  n = 1 + cfg.num_point_iters
+  r_first, r_pt, r_box, r_sched, r_loop = jax.random.split(rng, 5)
+  w = dict(focal_weight=cfg.focal_weight, dice_weight=cfg.dice_weight)
+
+  def decode(coords, labels, pvalid, boxes, box_valid, masks):
+    return model.decode(params, embeddings, coords, labels, boxes, masks,
+                        point_valid=pvalid, box_valid=box_valid,
+                        mask_valid=None if masks is None else jnp.ones((b, k), bool),
+                        all_tokens=True, image_pe=image_pe, prompt_chunk=prompt_chunk)
+
+  def pass_loss(parts):
+    return masked_mean(parts["mask"] + cfg.iou_weight * parts["iou_mse"], valid)
+
+  # ---- first pass -------------------------------------------------------
+  if first_prompt == "random":
+    first_is_point = jax.random.bernoulli(r_first, cfg.point_prob, (b, k))
+  elif first_prompt in ("point", "box"):
+    first_is_point = jnp.full((b, k), first_prompt == "point")
+  else:
+    raise ValueError(f"first_prompt={first_prompt!r}")
+  point, found = prompt_sampling.sample_uniform_pixel(r_pt, gt > 0.5, s)
+  first_is_point = first_is_point & found
+  boxes = prompt_sampling.noisy_boxes(r_box, batch["boxes"].astype(jnp.float32),
+                                      batch["image_size"], cfg.box_noise_frac,
+                                      cfg.box_noise_max)
+  box_valid = ~first_is_point
+  coords = jnp.zeros((b, k, n, 2), jnp.float32).at[:, :, 0].set(point)
+  labels = jnp.ones((b, k, n), jnp.int32)
+  pvalid = jnp.zeros((b, k, n), bool).at[:, :, 0].set(first_is_point)
+
+  logits, iou = decode(coords, labels, pvalid, boxes, box_valid, None)
+  multi, _ = per_mask_losses(logits[:, :, 1:], iou[:, :, 1:], gt, **w)
+  single, _ = per_mask_losses(logits[:, :, :1], iou[:, :, :1], gt, **w)
+  parts0 = jax.tree_util.tree_map(lambda a, c: jnp.where(first_is_point, a, c), multi, single)
+  chosen = jnp.where(first_is_point, jnp.argmax(iou[:, :, 1:], axis=-1) + 1, 0)
+  prev = jnp.take_along_axis(logits, chosen[:, :, None, None, None], axis=2)[:, :, 0]
+  iou0 = mask_iou(prev, gt)
+
+  # ---- follow-up passes ---------------------------------------------------
+  schedule = followup_schedule(r_sched, cfg)
+  keys = jax.random.split(r_loop, cfg.num_followups)
+
+  def body(carry, xs):
+    coords, labels, pvalid, cursor, prev = carry
+    add, key = xs
+    xy, lab, found = prompt_sampling.error_region_point(key, prev, gt, s)
+    do = add & found
+    slot = jax.nn.one_hot(cursor, n, dtype=bool) & do[..., None]       # [B, K, N]
+    coords = jnp.where(slot[..., None], xy[:, :, None, :], coords)
+    labels = jnp.where(slot, lab[..., None], labels)
+    pvalid = pvalid | slot
+    cursor = cursor + do.astype(jnp.int32)
+    # The fed-back logits are an input, not a path for gradients.
+    logits, iou = decode(coords, labels, pvalid, boxes, box_valid,
+                         jax.lax.stop_gradient(prev))
+    parts, _ = per_mask_losses(logits[:, :, :1], iou[:, :, :1], gt, **w)
+    prev = logits[:, :, 0]
+    out = {"loss": pass_loss(parts), "iou": masked_mean(mask_iou(prev, gt), valid),
+           **{f"{key_}": masked_mean(v, valid) for key_, v in parts.items() if key_ != "iou"}}
+    return (coords, labels, pvalid, cursor, prev), out
+
+  cursor0 = first_is_point.astype(jnp.int32)
+  carry = (coords, labels, pvalid, cursor0, prev)
+  if cfg.num_followups:
+    carry, outs = jax.lax.scan(body, carry, (schedule, keys))
+  else:
+    outs = {"loss": jnp.zeros((0,)), "iou": jnp.zeros((0,)), "mask": jnp.zeros((0,)),
+            "focal": jnp.zeros((0,)), "dice": jnp.zeros((0,)), "iou_mse": jnp.zeros((0,))}
+  loss0 = pass_loss(parts0)
+  passes = 1 + cfg.num_followups
+  loss = (loss0 + outs["loss"].sum()) / passes
+  iou_per_pass = jnp.concatenate([masked_mean(iou0, valid)[None], outs["iou"]])
+  metrics = {
+      "loss": loss,
+      "loss_first": loss0,
+      "focal": (masked_mean(parts0["focal"], valid) + outs["focal"].sum()) / passes,
+      "dice": (masked_mean(parts0["dice"], valid) + outs["dice"].sum()) / passes,
+      "iou_mse": (masked_mean(parts0["iou_mse"], valid) + outs["iou_mse"].sum()) / passes,
+      "iou_first": iou_per_pass[0],
+      "iou_last": iou_per_pass[-1],
+      "iou_per_pass": iou_per_pass,
+      "num_masks": valid.sum().astype(jnp.float32),
+  }
+  return loss, metrics

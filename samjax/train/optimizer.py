@@ -1,0 +1,97 @@
+"""AdamW with SAM's recipe: decay mask, layer-wise lr decay, warmup + step decay.
+
+Per-parameter learning-rate multipliers (layer decay, frozen buffers) are
+applied by ``scale_by_tree``; the schedule is linear warmup then a factor
+(0.1) at each decay step, as in the paper.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from samjax.model.configs import SamConfig
+
+# Buffers of the official model that live in params here: never trained.
+FROZEN = ("positional_encoding_gaussian_matrix",)
+NO_DECAY_NAMES = ("bias", "scale", "embedding", "pos_embed", "rel_pos_h", "rel_pos_w",
+                  "positional_encoding_gaussian_matrix")
+
+
+def _names(path) -> tuple:
+  return tuple(getattr(p, "key", getattr(p, "name", str(p))) for p in path)
+
+
+def decay_mask(params):
+  """True for matmul/conv kernels, False for norms, biases, embeddings, tables."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: _names(path)[-1] not in NO_DECAY_NAMES, params)
+
+
+def layer_id(names: Sequence[str], depth: int) -> int:
+  """ViT layer index of a param: 0 stem, 1..depth blocks, depth + 1 the rest."""
+  if names[0] == "image_encoder":
+    if names[1] in ("patch_embed", "pos_embed"):
+      return 0
+    if names[1].startswith("blocks_"):
+      return int(names[1].split("_")[1]) + 1
+  return depth + 1
+
+
+def lr_multipliers(params, config: SamConfig, layer_decay: float):
+  """Pytree of per-param lr multipliers: layer_decay ** (depth + 1 - layer)."""
+  depth = config.encoder_depth
+
+  def mult(path, _):
+    names = _names(path)
+    if names[-1] in FROZEN:
+      return 0.0
+    return float(layer_decay ** (depth + 1 - layer_id(names, depth)))
+  return jax.tree_util.tree_map_with_path(mult, params)
+
+
+class ScaleByTreeState(NamedTuple):
+  pass
+
+
+def scale_by_tree(multipliers) -> optax.GradientTransformation:
+  """Multiplies each update by a constant from a pytree of floats."""
+  def init(params):
+    del params
+    return ScaleByTreeState()
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map(lambda u, m: u * jnp.asarray(m, u.dtype),
+                                  updates, multipliers), state
+  return optax.GradientTransformation(init, update)
+
+
+def make_schedule(lr: float, warmup_steps: int, decay_steps: Sequence[int],
+                  decay_factor: float = 0.1):
+  warm = optax.linear_schedule(0.0, lr, max(int(warmup_steps), 1))
+  boundaries = {int(s) - int(warmup_steps): decay_factor for s in decay_steps
+                if int(s) > int(warmup_steps)}
+  after = optax.piecewise_constant_schedule(lr, boundaries)
+  return optax.join_schedules([warm, after], [int(warmup_steps)])
+
+
+def make_optimizer(params, config: SamConfig, *, lr: float, warmup_steps: int,
+                   decay_steps: Sequence[int] = (), decay_factor: float = 0.1,
+                   b1: float = 0.9, b2: float = 0.999, weight_decay: float = 0.1,
+                   layer_decay: float = 1.0, grad_clip: float = 0.0):
+  """(optax transformation, lr schedule). ``params`` fixes the tree structure."""
+  schedule = make_schedule(lr, warmup_steps, decay_steps, decay_factor)
+  parts = []
+  if grad_clip and grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(grad_clip))
+  parts += [
+      optax.scale_by_adam(b1=b1, b2=b2),
+      optax.add_decayed_weights(weight_decay, mask=decay_mask),
+      scale_by_tree(lr_multipliers(params, config, layer_decay)),
+      optax.scale_by_learning_rate(schedule),
+  ]
+  return optax.chain(*parts), schedule

@@ -1,0 +1,75 @@
+"""The train and eval steps: pure functions over a plain state pytree.
+
+State: {"step": int32 [], "params": params, "opt_state": optax state,
+"rng": uint32 [2] base key}. The step's randomness is
+``fold_in(state["rng"], step)``, so a run is a function of (config, seed)
+and resumes exactly.
+
+Batch (from ``data_pipelines``): image [B, S, S, 3] uint8 (resized, padded),
+masks [B, K, G, G] uint8, boxes [B, K, 4], valid [B, K], image_size [B, 2].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from samjax.model.configs import PIXEL_MEAN, PIXEL_STD
+from samjax.train.interactive import InteractiveConfig, simulate
+
+
+def normalize_images(images, image_hw):
+  """uint8 [B, S, S, 3] padded with zeros -> [B, 3, S, S] normalised, padding 0.
+
+  Matches the official ``Sam.preprocess`` (normalise, then zero-pad).
+  """
+  x = images.astype(jnp.float32)
+  x = (x - jnp.asarray(PIXEL_MEAN)) / jnp.asarray(PIXEL_STD)
+  s = images.shape[1]
+  rows = jnp.arange(s)[None, :, None] < image_hw[:, 0, None, None]
+  cols = jnp.arange(s)[None, None, :] < image_hw[:, 1, None, None]
+  x = jnp.where((rows & cols)[..., None], x, 0.0)
+  return jnp.transpose(x, (0, 3, 1, 2))
+
+
+def make_train_step(model, tx, sim: InteractiveConfig, prompt_chunk=None):
+  """(state, batch) -> (new state, metrics). Jit it with donated state."""
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    r_drop, r_sim = jax.random.split(rng)
+    images = normalize_images(batch["image"], batch["image_size"])
+
+    def loss_fn(params):
+      emb = model.embed_images(params, images, deterministic=False,
+                               rngs={"dropout": r_drop})
+      return simulate(model, params, emb, batch, r_sim, sim, prompt_chunk=prompt_chunk)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = {k: v for k, v in metrics.items() if k != "iou_per_pass"}
+    metrics["grad_norm"] = optax.global_norm(grads)
+    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+                 "rng": state["rng"]}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model, sim: InteractiveConfig, prompt_chunk=None):
+  """(params, batch, rng) -> metrics: IoU after the first click and per pass.
+
+  Evaluation always starts from a point (the '1-click' number); follow-ups
+  are the same corrective clicks as in training.
+  """
+
+  def eval_step(params, batch, rng):
+    images = normalize_images(batch["image"], batch["image_size"])
+    emb = model.embed_images(params, images)
+    _, metrics = simulate(model, params, emb, batch, rng, sim, first_prompt="point",
+                          prompt_chunk=prompt_chunk)
+    return metrics
+
+  return eval_step
