@@ -14,6 +14,7 @@ import sys
 _VERBS = (
     ("samjax.commands.convert", "register"),
     ("samjax.commands.segment", "register"),
+    ("samjax.commands.amg", "register"),
     ("samjax.commands.train", "register"),
     ("data_pipelines.cli", "register"),
 )
