@@ -53,6 +53,9 @@ def load_config_and_params(path: str, variant: str | None = None
   """(config, params) from a samjax model directory or an official ``.pth``."""
   from samjax import interop
   if os.path.isdir(path):
+    if os.path.isfile(os.path.join(path, "model_config.json")) and os.path.isdir(
+        os.path.join(path, "checkpoints")):
+      return _load_training_workdir(path, variant)
     if interop.model_dir.is_model_dir(path):
       config, params = interop.load_model_dir(path)
       if variant is not None:
@@ -61,8 +64,30 @@ def load_config_and_params(path: str, variant: str | None = None
           raise ValueError(f"{path} holds {interop.infer.describe(config)}, "
                            f"not {variant}")
       return config, params
-    raise FileNotFoundError(f"{path} is a directory but not a samjax model "
-                            "directory (no samjax_model.json)")
+    raise FileNotFoundError(f"{path} is a directory but neither a samjax model "
+                            "directory (no samjax_model.json) nor a training workdir "
+                            "(no model_config.json + checkpoints/)")
   if os.path.isfile(path):
     return interop.import_official(path, variant)
   raise FileNotFoundError(f"no such checkpoint: {path}")
+
+
+def _load_training_workdir(path: str, variant: str | None):
+  """Params of the latest checkpoint of a ``samjax train`` workdir."""
+  import json  # noqa: PLC0415
+
+  import jax  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+
+  from samjax.model.configs import get_config  # noqa: PLC0415
+  from samjax.train.checkpointing import Checkpointer  # noqa: PLC0415
+  with open(os.path.join(path, "model_config.json")) as f:
+    config = SamConfig.from_dict(json.load(f))
+  if variant is not None and not get_config(variant).same_architecture(config):
+    raise ValueError(f"training workdir {path} holds a different model than {variant}")
+  ckpt = Checkpointer(path, async_save=False)
+  try:
+    params = ckpt.restore_params()
+  finally:
+    ckpt.close()
+  return config, jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)

@@ -10,7 +10,7 @@ materialised unsharded.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -31,16 +31,34 @@ def maybe_initialize_distributed() -> None:
     return
   addr = os.environ.get("JAX_COORDINATOR_ADDRESS")
   if addr:
+    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not _has_accelerator():
+      # Cross-process collectives on CPU need an explicit implementation.
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=addr,
         num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
         process_id=int(os.environ["JAX_PROCESS_ID"]))
 
 
+def _has_accelerator() -> bool:
+  try:
+    import importlib.util  # noqa: PLC0415
+    return any(importlib.util.find_spec(m) is not None
+               for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu"))
+  except (ImportError, ValueError):
+    return False
+
+
 def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
-  """Mesh of ``shape`` over (data, fsdp, model); one -1 entry takes the rest."""
+  """Mesh of ``shape`` over (data, fsdp, model); one -1 entry takes the rest.
+
+  Without -1 and with fewer slots than devices, the first devices are used
+  (e.g. (1, 1, 1) for a single-device run on a multi-device host).
+  """
   devices = list(jax.devices() if devices is None else devices)
   shape = list(shape)
+  if -1 not in shape and 0 < int(np.prod(shape)) < len(devices):
+    devices = devices[:int(np.prod(shape))]
   if len(shape) != 3:
     raise ValueError(f"mesh shape {shape} must have 3 entries (data, fsdp, model)")
   if shape.count(-1) > 1:

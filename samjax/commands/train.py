@@ -69,7 +69,7 @@ def load_config(spec: str, overrides=()):
 
 
 def run(args) -> int:
-  from samjax.train.loop import train_and_evaluate  # noqa: PLC0415
+  from samjax.train.loop import train_and_evaluate
   config = load_config(args.config, getattr(args, "overrides", ()))
   results = train_and_evaluate(config, args.workdir)
   if "iou_first" in results:

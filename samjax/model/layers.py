@@ -18,9 +18,12 @@ import jax.numpy as jnp
 
 from samjax.sharding import param_init
 
-# torch.nn.Linear's default init scale is close to LeCun-uniform; ViTs train
-# well from a truncated normal(0.02). We use the latter for kernels.
-default_kernel_init = nn.initializers.truncated_normal(0.02)
+# The official modules keep PyTorch's default init (kaiming_uniform(a=sqrt(5)):
+# U(+-1/sqrt(fan_in)), i.e. variance 1/(3 fan_in)); training from scratch
+# depends on it: with ViT-style N(0, 0.02) the un-normalised hypernetwork
+# and IoU MLPs start with near-zero outputs and gradients and the mask loss
+# sits at "predict nothing" for hundreds of steps.
+default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 zeros = nn.initializers.zeros
 
 

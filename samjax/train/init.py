@@ -16,8 +16,8 @@ def make_init_params(init_cfg, model):
   if kind == "scratch":
     return model.init
   if kind == "sam":
-    from samjax.interop.infer import describe  # noqa: PLC0415
-    from samjax.loading import load_config_and_params  # noqa: PLC0415
+    from samjax.interop.infer import describe
+    from samjax.loading import load_config_and_params
     config, params = load_config_and_params(init_cfg.checkpoint)
     if not config.same_architecture(model.config):
       raise ValueError(f"init checkpoint {init_cfg.checkpoint} holds {describe(config)}, "

@@ -19,9 +19,9 @@ class RunLogger:
     self._jsonl = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115 - open for the run
       try:
-        from tensorboardX import SummaryWriter  # noqa: PLC0415
+        from tensorboardX import SummaryWriter
         self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except ImportError:  # pragma: no cover - tensorboardX is a dependency
         self.writer = None

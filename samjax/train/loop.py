@@ -22,8 +22,13 @@ import numpy as np
 
 from samjax import __version__
 from samjax.model.sam import build
-from samjax.parallel import (batch_sharding, make_mesh, maybe_initialize_distributed,
-                             param_shardings, state_shardings)
+from samjax.parallel import (
+  batch_sharding,
+  make_mesh,
+  maybe_initialize_distributed,
+  param_shardings,
+  state_shardings,
+)
 from samjax.sharding import DEFAULT_LOGICAL_RULES
 from samjax.train.checkpointing import Checkpointer
 from samjax.train.init import make_init_params
@@ -31,6 +36,9 @@ from samjax.train.interactive import InteractiveConfig
 from samjax.train.logging_utils import RunLogger
 from samjax.train.optimizer import make_optimizer
 from samjax.train.step import make_eval_step, make_train_step
+
+
+MODEL_CONFIG = "model_config.json"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -53,7 +61,7 @@ def build_model(config):
 
 def _pipeline_config(config, model, data_dir, batch_size, seed, shuffle=True,
                      num_epochs=None):
-  from data_pipelines.pipeline import PipelineConfig  # noqa: PLC0415
+  from data_pipelines.pipeline import PipelineConfig
   return PipelineConfig(
       data_dir=data_dir, batch_size=batch_size, image_size=model.config.image_size,
       gt_size=model.config.mask_input_size, max_masks=config.data.max_masks,
@@ -63,7 +71,7 @@ def _pipeline_config(config, model, data_dir, batch_size, seed, shuffle=True,
 
 
 def _to_global(batch, sharding):
-  from data_pipelines.global_batch import to_global  # noqa: PLC0415
+  from data_pipelines.global_batch import to_global
   keep = ("image", "masks", "boxes", "valid", "image_size")
   return to_global({k: batch[k] for k in keep}, sharding.mesh,
                    batch_axes=tuple(sharding.spec[0]) if isinstance(sharding.spec[0], tuple)
@@ -72,7 +80,7 @@ def _to_global(batch, sharding):
 
 def evaluate(config, model, params, mesh, bsharding, eval_step, max_batches=None):
   """Mean metrics over the held-out set (one pass, fixed prompts)."""
-  from data_pipelines.pipeline import make_iterator  # noqa: PLC0415
+  from data_pipelines.pipeline import make_iterator
   if not config.data.get("eval_dir"):
     return {}
   cfg = _pipeline_config(config, model, config.data.eval_dir,
@@ -98,7 +106,7 @@ def evaluate(config, model, params, mesh, bsharding, eval_step, max_batches=None
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains per ``config`` (see experiments/configs/) in ``workdir``; returns
   the final held-out metrics (and the initial ones under ``initial_*``)."""
-  from data_pipelines.pipeline import make_iterator  # noqa: PLC0415
+  from data_pipelines.pipeline import make_iterator
   maybe_initialize_distributed()
   main = jax.process_index() == 0
   workdir = os.path.abspath(workdir)
@@ -111,9 +119,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                  "jax": jax.__version__, "devices": jax.device_count(),
                  "processes": jax.process_count()}, f, indent=2, sort_keys=True)
 
+  model = build_model(config)
+  if main:  # lets samjax.load_sam(workdir) rebuild the model from a checkpoint
+    with open(os.path.join(workdir, MODEL_CONFIG), "w") as f:
+      f.write(model.config.to_json())
   mesh = make_mesh(tuple(config.mesh.shape))
   rules = tuple(tuple(r) for r in config.get("logical_rules", DEFAULT_LOGICAL_RULES))
-  model = build_model(config)
   sim = InteractiveConfig(**dict(config.sim))
   shapes = model.param_shapes()
   tx, schedule = make_optimizer(shapes, model.config, **dict(config.optim))
@@ -196,6 +207,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         log.info(f"[train] SIGTERM: saved step {step}, exiting")
         log.close()
         return {"preempted_at": step}
+      if config.get("testing_kill_at_step") and step == config.testing_kill_at_step:
+        # Tests of exact resume: die like a preempted VM, no cleanup at all.
+        ckpt.wait()
+        os.kill(os.getpid(), 9)
       if config.get("eval_every") and step % config.eval_every == 0 and step < config.total_steps:
         m = evaluate(config, model, state["params"], mesh, bsharding, eval_step,
                      config.get("eval_batches"))

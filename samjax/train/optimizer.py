@@ -7,7 +7,8 @@ applied by ``scale_by_tree``; the schedule is linear warmup then a factor
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -72,11 +73,17 @@ def scale_by_tree(multipliers) -> optax.GradientTransformation:
 
 def make_schedule(lr: float, warmup_steps: int, decay_steps: Sequence[int],
                   decay_factor: float = 0.1):
-  warm = optax.linear_schedule(0.0, lr, max(int(warmup_steps), 1))
-  boundaries = {int(s) - int(warmup_steps): decay_factor for s in decay_steps
-                if int(s) > int(warmup_steps)}
-  after = optax.piecewise_constant_schedule(lr, boundaries)
-  return optax.join_schedules([warm, after], [int(warmup_steps)])
+  """Linear warmup (the first update already uses lr / warmup_steps), then
+  the lr is multiplied by ``decay_factor`` once each ``decay_steps`` is passed."""
+  warmup = max(int(warmup_steps), 1)
+  steps = tuple(int(s) for s in decay_steps)
+
+  def schedule(count):
+    count = jnp.asarray(count)
+    warm = lr * jnp.minimum((count + 1) / warmup, 1.0)
+    n_decays = sum((count >= s).astype(jnp.float32) for s in steps) if steps else 0.0
+    return warm * decay_factor ** n_decays
+  return schedule
 
 
 def make_optimizer(params, config: SamConfig, *, lr: float, warmup_steps: int,

@@ -46,11 +46,11 @@ def make_train_step(model, tx, sim: InteractiveConfig, prompt_chunk=None):
                                rngs={"dropout": r_drop})
       return simulate(model, params, emb, batch, r_sim, sim, prompt_chunk=prompt_chunk)
 
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = {k: v for k, v in metrics.items() if k != "iou_per_pass"}
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
                  "rng": state["rng"]}
     return new_state, metrics

@@ -1,0 +1,50 @@
+"""Training fixtures: a small converted sample dataset and a fast config."""
+
+import pytest
+
+from data_pipelines import convert, sample_data, train_copy
+
+IMAGE, GT = 128, 32  # vit_tiny at 128 px: 8x8 embedding, 32x32 masks
+
+
+@pytest.fixture(scope="session")
+def train_data(tmp_path_factory):
+  root = tmp_path_factory.mktemp("train_data")
+  dirs = {}
+  for split, seed, n in (("train", 0, 16), ("eval", 1, 8)):
+    raw = str(root / f"raw_{split}")
+    sample_data.make_sample(raw, num_images=n, images_per_tar=8, height=96, width=128,
+                            num_objects=3, seed=seed)
+    out = str(root / split)
+    convert.convert([raw], out, num_shards=2, workers=1, progress=False,
+                    log=lambda *_: None,
+                    copy=train_copy.TrainCopyConfig(image_size=IMAGE, gt_size=GT))
+    dirs[split] = out
+  return dirs
+
+
+def small_config(train_data, **changes):
+  """tiny_demo shrunk for tests: 128 px, 1 click + 1 mask-only pass, batch 8."""
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs",
+                      "tiny_demo.py")
+  spec = importlib.util.spec_from_file_location("tiny_demo_cfg", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config()
+  c.model.overrides = {"image_size": IMAGE}
+  c.data.train_dir, c.data.eval_dir = train_data["train"], train_data["eval"]
+  c.data.batch_size, c.data.eval_batch_size, c.data.max_masks = 8, 8, 4
+  c.sim.num_point_iters, c.sim.num_mask_only_iters = 1, 1
+  c.total_steps, c.log_every, c.checkpoint_every = 6, 1, 3
+  c.optim.warmup_steps, c.optim.decay_steps = 2, [4]
+  c.eval_at_start = False
+  c.async_checkpoints = False
+  for k, v in changes.items():
+    node = c
+    *parents, leaf = k.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c

@@ -1,0 +1,65 @@
+"""The same train step on 1 device and on a 2x4 (data x fsdp) mesh of fake CPU devices."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samjax import build
+from samjax.parallel import batch_sharding, make_mesh, param_shardings, state_shardings
+from samjax.sharding import DEFAULT_LOGICAL_RULES
+from samjax.train.interactive import InteractiveConfig
+from samjax.train.optimizer import make_optimizer
+from samjax.train.step import make_train_step
+
+
+def _batch(b=8, k=3, s=128, g=32, seed=0):
+  rng = np.random.default_rng(seed)
+  masks = np.zeros((b, k, g, g), np.uint8)
+  boxes = np.zeros((b, k, 4), np.float32)
+  for i in range(b):
+    for j in range(k):
+      y, x = rng.integers(0, g // 2, 2)
+      h, w = rng.integers(4, g // 2, 2)
+      masks[i, j, y:y + h, x:x + w] = 1
+      boxes[i, j] = np.array([x, y, x + w, y + h]) * (s / g)
+  image = rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8)
+  return {"image": image, "masks": masks, "boxes": boxes,
+          "valid": np.ones((b, k), bool), "image_size": np.full((b, 2), s, np.int32)}
+
+
+def _run(mesh, model, tx, state0, batch):
+  sim = InteractiveConfig(num_point_iters=1, num_mask_only_iters=0)
+  abstract = jax.eval_shape(lambda: state0)
+  sh = state_shardings(abstract, param_shardings(model, mesh, DEFAULT_LOGICAL_RULES), mesh)
+  bsh = batch_sharding(mesh)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_LOGICAL_RULES):
+    step = jax.jit(make_train_step(model, tx, sim), in_shardings=(sh, bsh),
+                   out_shardings=(sh, None))
+    state = jax.device_put(state0, sh)
+    new_state, metrics = step(state, jax.device_put(batch, bsh))
+  return jax.device_get(new_state), jax.device_get(metrics), sh
+
+
+def test_one_device_and_2x4_mesh_agree():
+  model = build("vit_tiny", image_size=128)
+  params = model.init(jax.random.PRNGKey(0))
+  tx, _ = make_optimizer(params, model.config, lr=1e-3, warmup_steps=1)
+  state0 = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
+            "rng": jax.random.PRNGKey(3)}
+  batch = _batch()
+  s1, m1, _ = _run(make_mesh((1, 1, 1)), model, tx, state0, batch)
+  s8, m8, sh8 = _run(make_mesh((2, 4, 1)), model, tx, state0, batch)
+  np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-4)
+  np.testing.assert_allclose(m1["grad_norm"], m8["grad_norm"], rtol=1e-3)
+  for a, b in zip(jax.tree_util.tree_leaves(s1["params"]),
+                  jax.tree_util.tree_leaves(s8["params"])):
+    np.testing.assert_allclose(a, b, atol=2e-5)
+  # The update really moved the params, and FSDP sharding was in effect.
+  moved = [float(np.abs(a - b).max()) for a, b in zip(
+      jax.tree_util.tree_leaves(s1["params"]), jax.tree_util.tree_leaves(params))]
+  assert max(moved) > 1e-4
+  qkv = sh8["params"]["image_encoder"]["blocks_0"]["attn"]["qkv"]["kernel"]
+  assert qkv.spec[0] == "fsdp"
+  mu = sh8["opt_state"][1][0].mu["image_encoder"]["blocks_0"]["attn"]["qkv"]["kernel"]
+  assert mu.spec[0] == "fsdp"  # Adam moments follow their params
