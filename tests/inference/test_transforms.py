@@ -6,8 +6,13 @@ import torch
 import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from samjax.inference.transforms import (apply_boxes, apply_coords, get_preprocess_shape,
-                                         postprocess_masks, resize_longest_side)
+from samjax.inference.transforms import (
+  apply_boxes,
+  apply_coords,
+  get_preprocess_shape,
+  postprocess_masks,
+  resize_longest_side,
+)
 
 
 @pytest.mark.parametrize("hw", [(400, 600), (1500, 1000), (37, 23), (301, 481), (1024, 1024)])
