@@ -40,4 +40,5 @@ def get_config(arg=None):
   c.checkpoint_every = 200
   c.keep_checkpoints = 2
   c.async_checkpoints = True
+  c.testing_kill_at_step = 0  # tests of exact resume: SIGKILL self after this step
   return c

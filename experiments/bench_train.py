@@ -1,0 +1,116 @@
+"""Train-step speed: seconds per step and achieved FLOP/s (XLA cost analysis) as
+a fraction of this machine's measured matmul rate, for the tiny and ViT-B
+configs, in one run.
+
+  python experiments/bench_train.py                    # tiny_demo + vit_b (local mode)
+  python experiments/bench_train.py --configs tiny     # just the tiny one
+  python experiments/bench_train.py --write experiments/results
+
+The ViT-B config is the paper recipe (8 + 2 corrective passes) on a batch of
+1 image with --vit-b-masks masks, float32, on all local devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import (machine_description, matmul_rate_gflops, median,  # noqa: E402
+                          time_calls, today, xla_flops)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def synthetic_batch(b, k, s, g, seed=0):
+  rng = np.random.default_rng(seed)
+  masks = np.zeros((b, k, g, g), np.uint8)
+  boxes = np.zeros((b, k, 4), np.float32)
+  for i in range(b):
+    for j in range(k):
+      y, x = rng.integers(0, g // 2, 2)
+      h, w = rng.integers(4, g // 2, 2)
+      masks[i, j, y:y + h, x:x + w] = 1
+      boxes[i, j] = np.array([x, y, x + w, y + h]) * (s / g)
+  return {"image": rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8), "masks": masks,
+          "boxes": boxes, "valid": np.ones((b, k), bool),
+          "image_size": np.full((b, 2), s, np.int32)}
+
+
+def bench_config(name, config, runs):
+  import jax
+  import jax.numpy as jnp
+
+  from samjax.train.interactive import InteractiveConfig
+  from samjax.train.loop import build_model
+  from samjax.train.optimizer import make_optimizer
+  from samjax.train.step import make_train_step
+  model = build_model(config)
+  params = model.init(jax.random.PRNGKey(0))
+  tx, _ = make_optimizer(params, model.config, **dict(config.optim))
+  state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
+           "rng": jax.random.PRNGKey(1)}
+  b = config.data.batch_size
+  batch = synthetic_batch(b, config.data.max_masks, model.config.image_size,
+                          model.config.mask_input_size)
+  step = jax.jit(make_train_step(model, tx, InteractiveConfig(**dict(config.sim))))
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  flops = xla_flops(step, state, batch)
+  compiled(state, batch)[1]["loss"].block_until_ready()  # warm-up
+  times = time_calls(lambda: compiled(state, batch)[1]["loss"].block_until_ready(), runs)
+  t = median(times)
+  passes = 1 + config.sim.num_point_iters + config.sim.num_mask_only_iters
+  return {"name": name, "variant": config.model.variant, "batch": b,
+          "masks": config.data.max_masks, "passes": passes, "step_s": t,
+          "compile_s": compile_s, "gflop": flops / 1e9, "gflops": flops / t / 1e9,
+          "images_s": b / t}
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--configs", default="tiny,vit_b")
+  ap.add_argument("--runs", type=int, default=3)
+  ap.add_argument("--vit-b-masks", type=int, default=8)
+  ap.add_argument("--write", metavar="DIR")
+  args = ap.parse_args(argv)
+  from samjax.commands.train import load_config
+  rate = matmul_rate_gflops()
+  lines = [f"# bench_train ({today()})", f"machine: {machine_description()}",
+           f"XLA fp32 matmul rate (2048^3): {rate:.1f} GFLOP/s", "",
+           "| config | batch x masks x passes | step | images/s | GFLOP/step (XLA) "
+           "| achieved GFLOP/s | fraction of matmul rate | compile |",
+           "|---|---|---|---|---|---|---|---|"]
+  for line in lines:
+    print(line)
+  for name in args.configs.split(","):
+    if name == "tiny":
+      cfg = load_config(os.path.join(HERE, "configs", "tiny_demo.py"))
+    elif name == "vit_b":
+      cfg = load_config(os.path.join(HERE, "configs", "sam_vit_b_sa1b.py:local"),
+                        ["--config.data.batch_size=1",
+                         f"--config.data.max_masks={args.vit_b_masks}"])
+    else:
+      raise SystemExit(f"unknown config {name!r}")
+    r = bench_config(name, cfg, args.runs)
+    line = (f"| {r['name']} ({r['variant']}) | {r['batch']} x {r['masks']} x {r['passes']} "
+            f"| {r['step_s']:.3f} s | {r['images_s']:.2f} | {r['gflop']:.1f} "
+            f"| {r['gflops']:.1f} | {r['gflops'] / rate:.2f} | {r['compile_s']:.0f} s |")
+    print(line, flush=True)
+    lines.append(line)
+  if args.write:
+    os.makedirs(args.write, exist_ok=True)
+    path = os.path.join(args.write, f"bench_train_{today()}_cpu.md")
+    with open(path, "w") as f:
+      f.write("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()
