@@ -20,8 +20,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import (machine_description, matmul_rate_gflops, median,  # noqa: E402
-                          time_calls, today, xla_flops)
+from bench_common import (
+  machine_description,
+  matmul_rate_gflops,
+  median,
+  time_calls,
+  today,
+  xla_flops,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -74,13 +74,13 @@ def load_config_and_params(path: str, variant: str | None = None
 
 def _load_training_workdir(path: str, variant: str | None):
   """Params of the latest checkpoint of a ``samjax train`` workdir."""
-  import json  # noqa: PLC0415
+  import json
 
-  import jax  # noqa: PLC0415
-  import numpy as np  # noqa: PLC0415
+  import jax
+  import numpy as np
 
-  from samjax.model.configs import get_config  # noqa: PLC0415
-  from samjax.train.checkpointing import Checkpointer  # noqa: PLC0415
+  from samjax.model.configs import get_config
+  from samjax.train.checkpointing import Checkpointer
   with open(os.path.join(path, "model_config.json")) as f:
     config = SamConfig.from_dict(json.load(f))
   if variant is not None and not get_config(variant).same_architecture(config):

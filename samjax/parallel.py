@@ -42,7 +42,7 @@ def maybe_initialize_distributed() -> None:
 
 def _has_accelerator() -> bool:
   try:
-    import importlib.util  # noqa: PLC0415
+    import importlib.util
     return any(importlib.util.find_spec(m) is not None
                for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu"))
   except (ImportError, ValueError):

@@ -37,7 +37,6 @@ from samjax.train.logging_utils import RunLogger
 from samjax.train.optimizer import make_optimizer
 from samjax.train.step import make_eval_step, make_train_step
 
-
 MODEL_CONFIG = "model_config.json"
 
 

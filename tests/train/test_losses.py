@@ -3,8 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from samjax.train.losses import (dice_loss, mask_iou, per_mask_losses, sam_loss,
-                                 sigmoid_focal_loss)
+from samjax.train.losses import dice_loss, mask_iou, per_mask_losses, sam_loss, sigmoid_focal_loss
 
 
 def _sigmoid(x):

@@ -60,7 +60,8 @@ def test_same_seed_same_losses(reference_run, train_data, tmp_path):
   for step in (1, 2, 3):
     assert again[step] == ref[step]          # bit-identical on CPU
   assert "iou_first" in results and 0.0 <= results["iou_first"] <= 1.0
-  saved = json.load(open(os.path.join(ref_dir, "config.json")))
+  with open(os.path.join(ref_dir, "config.json")) as f:
+    saved = json.load(f)
   assert saved["seed"] == 0 and "samjax" in saved["code_version"]
 
 
@@ -88,11 +89,12 @@ def test_load_sam_from_training_workdir(reference_run, tmp_path):
   assert sam.config.image_size == 128
   predictor = SamPredictor(sam)
   predictor.set_image(np.zeros((50, 80, 3), np.uint8))
-  masks, scores, _ = predictor.predict(np.array([[10.0, 10.0]]), np.array([1]))
+  masks, _, _ = predictor.predict(np.array([[10.0, 10.0]]), np.array([1]))
   assert masks.shape == (3, 50, 80)
   out = str(tmp_path / "trained.pth")
   assert main(["convert", "--to-torch", ref_dir, "--out", out]) == 0
   import torch
+
   from samjax.interop import build_official_sam
   official = build_official_sam(sam.config)
   official.load_state_dict(torch.load(out, weights_only=True), strict=True)
@@ -121,7 +123,7 @@ def test_two_process_distributed_train_checkpoint_restore(train_data, tmp_path):
                     **{"mesh.shape": (2, 1, 1)}),
           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
       assert p.returncode == 0, err[-3000:]
     return outs
 
