@@ -26,11 +26,17 @@ test: install
 demo: install
 	$(BIN)/python experiments/demo.py --out demo_out
 
+# Every benchmark against its baseline, results written to experiments/results
+# (about 20 minutes on a 2-core CPU; each script also runs on its own).
 bench: install
-	$(BIN)/python experiments/bench_encoder.py
+	$(BIN)/python experiments/bench_encoder.py --write experiments/results
+	$(BIN)/python experiments/bench_predictor.py --write experiments/results
+	$(BIN)/python experiments/bench_amg.py --write experiments/results
+	$(BIN)/python experiments/bench_data.py --out experiments/results/bench_data_$$(date +%F)_cpu.md
+	$(BIN)/python experiments/bench_train.py --write experiments/results
 
 lint: install
 	$(BIN)/ruff check samjax data_pipelines experiments tests
 
 clean:
-	rm -rf $(VENV) demo_out bench_out .pytest_cache
+	rm -rf $(VENV) demo_out demo_interop_out bench_out .pytest_cache
