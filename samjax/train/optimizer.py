@@ -42,6 +42,12 @@ def layer_id(names: Sequence[str], depth: int) -> int:
   return depth + 1
 
 
+def trainable_mask(params):
+  """1.0 for trained params, 0.0 for frozen buffers (pytree of floats)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: 0.0 if _names(path)[-1] in FROZEN else 1.0, params)
+
+
 def lr_multipliers(params, config: SamConfig, layer_decay: float):
   """Pytree of per-param lr multipliers: layer_decay ** (depth + 1 - layer)."""
   depth = config.encoder_depth
@@ -92,7 +98,10 @@ def make_optimizer(params, config: SamConfig, *, lr: float, warmup_steps: int,
                    layer_decay: float = 1.0, grad_clip: float = 0.0):
   """(optax transformation, lr schedule). ``params`` fixes the tree structure."""
   schedule = make_schedule(lr, warmup_steps, decay_steps, decay_factor)
-  parts = []
+  # Frozen buffers' gradients are dropped first: the Fourier PE matrix gets
+  # gradients orders of magnitude larger than everything else, which would
+  # otherwise dominate the clipping norm (and Adam's statistics).
+  parts = [scale_by_tree(trainable_mask(params))]
   if grad_clip and grad_clip > 0:
     parts.append(optax.clip_by_global_norm(grad_clip))
   parts += [

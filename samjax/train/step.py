@@ -17,6 +17,7 @@ import optax
 
 from samjax.model.configs import PIXEL_MEAN, PIXEL_STD
 from samjax.train.interactive import InteractiveConfig, simulate
+from samjax.train.optimizer import trainable_mask
 
 
 def normalize_images(images, image_hw):
@@ -50,7 +51,8 @@ def make_train_step(model, tx, sim: InteractiveConfig, prompt_chunk=None):
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = {k: v for k, v in metrics.items() if k != "iou_per_pass"}
-    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(jax.tree_util.tree_map(
+        lambda g, m: g * m, grads, trainable_mask(grads)))
     new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
                  "rng": state["rng"]}
     return new_state, metrics
