@@ -29,7 +29,8 @@ class RunLogger:
   def scalars(self, step: int, metrics: dict, prefix: str = "train"):
     if not self.enabled:
       return
-    clean = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
+    clean = {k: float(np.asarray(v)) for k, v in metrics.items()
+             if not k.startswith("_") and np.ndim(v) == 0}
     self._jsonl.write(json.dumps({"step": int(step), "split": prefix, **clean}) + "\n")
     self._jsonl.flush()
     if self.writer is not None:

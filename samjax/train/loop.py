@@ -86,11 +86,13 @@ def evaluate(config, model, params, mesh, bsharding, eval_step, max_batches=None
                          config.data.eval_batch_size // jax.process_count(),
                          seed=0, shuffle=False, num_epochs=1)
   sums, n = {}, 0
+  first = None
   for i, batch in enumerate(make_iterator(cfg)):
     if max_batches is not None and i >= max_batches:
       break
     if batch["image"].shape[0] * jax.process_count() != config.data.eval_batch_size:
       break  # drop a ragged tail batch: shapes stay fixed
+    first = batch if first is None else first
     m = eval_step(params, _to_global(batch, bsharding), jax.random.PRNGKey(1234 + i))
     m = jax.device_get(m)
     w = float(m["num_masks"])
@@ -99,7 +101,17 @@ def evaluate(config, model, params, mesh, bsharding, eval_step, max_batches=None
     n += w
   if n == 0:
     return {}
-  return {k: (v / n if k != "num_masks" else v) for k, v in sums.items()}
+  out = {k: (v / n if k != "num_masks" else v) for k, v in sums.items()}
+  if first is not None and jax.process_count() == 1:  # params fully addressable
+    from samjax.train.summaries import prediction_panel
+    out["_panel"] = prediction_panel(model, jax.device_get(params), first)
+  return out
+
+
+def _log_panel(log, step, metrics):
+  panel = metrics.pop("_panel", None)
+  if panel is not None:
+    log.image(step, "eval/gt_vs_1click", panel)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -170,6 +182,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           log.info(f"[eval] step 0 (before training): 1-click mIoU {m['iou_first']:.4f}, "
                    f"last-click mIoU {m['iou_last']:.4f} over {int(m['num_masks'])} masks")
           log.scalars(0, m, "eval")
+          _log_panel(log, 0, m)
 
     train_step = jax.jit(make_train_step(model, tx, sim, config.get("prompt_chunk")),
                          in_shardings=(shardings, bsharding),
@@ -217,6 +230,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           log.info(f"[eval] step {step}: 1-click mIoU {m['iou_first']:.4f}, "
                    f"last-click mIoU {m['iou_last']:.4f}")
           log.scalars(step, m, "eval")
+          _log_panel(log, step, m)
     if pending is not None:
       m_last = check(pending)
       log.console(pending[0], m_last, float(schedule(pending[0] - 1)), global_batch)
@@ -230,6 +244,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       log.info(f"[eval] step {step} (after training): 1-click mIoU {m['iou_first']:.4f}, "
                f"last-click mIoU {m['iou_last']:.4f} over {int(m['num_masks'])} masks")
       log.scalars(step, m, "eval")
+      _log_panel(log, step, m)
   ckpt.close()
   log.close()
   if main:

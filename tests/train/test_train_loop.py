@@ -63,6 +63,8 @@ def test_same_seed_same_losses(reference_run, train_data, tmp_path):
   with open(os.path.join(ref_dir, "config.json")) as f:
     saved = json.load(f)
   assert saved["seed"] == 0 and "samjax" in saved["code_version"]
+  events = os.listdir(os.path.join(ref_dir, "tensorboard"))
+  assert any(e.startswith("events.out.tfevents") for e in events)
 
 
 def test_hard_kill_then_resume_matches_uninterrupted(reference_run, train_data, tmp_path):

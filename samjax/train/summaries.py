@@ -1,0 +1,48 @@
+"""Image summaries for TensorBoard: ground truth next to 1-click predictions."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from samjax.inference.visualize import overlay_masks, side_by_side
+from samjax.train.step import normalize_images
+
+
+def _center_click(mask: np.ndarray) -> tuple[float, float]:
+  """The foreground pixel closest to the mask's centre of mass (x, y) at G."""
+  ys, xs = np.nonzero(mask)
+  cy, cx = ys.mean(), xs.mean()
+  i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+  return float(xs[i]) + 0.5, float(ys[i]) + 0.5
+
+
+def prediction_panel(model, params, batch, index: int = 0, max_masks: int = 3):
+  """One held-out image: GT masks | the model's best mask for one click each.
+
+  Args:
+    batch: host numpy batch from the pipeline (image [B, S, S, 3], masks
+      [B, K, G, G], valid [B, K], image_size [B, 2]).
+  Returns:
+    [h, 2w, 3] uint8 (h, w = the resized image size), or None without masks.
+  """
+  valid = np.flatnonzero(batch["valid"][index])[:max_masks]
+  if len(valid) == 0:
+    return None
+  s, g = model.config.image_size, batch["masks"].shape[-1]
+  h, w = (int(v) for v in batch["image_size"][index])
+  image = np.asarray(batch["image"][index])
+  gt = np.asarray(batch["masks"][index][valid]).astype(bool)
+  clicks = np.array([_center_click(m) for m in gt]) * (s / g)
+  emb = model.embed_images(params, normalize_images(image[None], batch["image_size"][index:index + 1]))
+  logits, iou = model.decode(params, emb, clicks[None, :, None, :].astype(np.float32),
+                             np.ones((1, len(valid), 1), np.int32))
+  logits, iou = jax.device_get((logits[0], iou[0]))
+  best = logits[np.arange(len(valid)), np.argmax(iou, axis=-1)] > 0
+  up = lambda m: np.kron(m, np.ones((s // g, s // g), bool))[:, :h, :w]
+  view = image[:h, :w]
+  labels = np.ones(len(valid))
+  left = overlay_masks(view, list(up(gt)), points=clicks, labels=labels, captions=["GT"])
+  right = overlay_masks(view, list(up(best)), points=clicks, labels=labels,
+                        captions=["1 click"])
+  return np.asarray(side_by_side([left, right]))
