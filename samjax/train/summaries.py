@@ -34,7 +34,8 @@ def prediction_panel(model, params, batch, index: int = 0, max_masks: int = 3):
   image = np.asarray(batch["image"][index])
   gt = np.asarray(batch["masks"][index][valid]).astype(bool)
   clicks = np.array([_center_click(m) for m in gt]) * (s / g)
-  emb = model.embed_images(params, normalize_images(image[None], batch["image_size"][index:index + 1]))
+  hw = batch["image_size"][index:index + 1]
+  emb = model.embed_images(params, normalize_images(image[None], hw))
   logits, iou = model.decode(params, emb, clicks[None, :, None, :].astype(np.float32),
                              np.ones((1, len(valid), 1), np.int32))
   logits, iou = jax.device_get((logits[0], iou[0]))
