@@ -52,14 +52,19 @@ def test_one_device_and_2x4_mesh_agree():
   s8, m8, sh8 = _run(make_mesh((2, 4, 1)), model, tx, state0, batch)
   np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-4)
   np.testing.assert_allclose(m1["grad_norm"], m8["grad_norm"], rtol=1e-3)
-  for a, b in zip(jax.tree_util.tree_leaves(s1["params"]),
-                  jax.tree_util.tree_leaves(s8["params"])):
-    np.testing.assert_allclose(a, b, atol=2e-5)
+  # Adam's first step is ~lr * sign(g) where |g| >> eps, but ~lr * g / eps for
+  # near-zero gradients, where a different reduction order (sharded sums) shows
+  # up: every element must agree to 10% of lr, nearly all to float noise.
+  diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in zip(
+      jax.tree_util.tree_leaves(s1["params"]), jax.tree_util.tree_leaves(s8["params"]))])
+  assert diffs.max() < 1e-4
+  assert (diffs < 2e-6).mean() > 0.99
   # The update really moved the params, and FSDP sharding was in effect.
   moved = [float(np.abs(a - b).max()) for a, b in zip(
       jax.tree_util.tree_leaves(s1["params"]), jax.tree_util.tree_leaves(params))]
   assert max(moved) > 1e-4
   qkv = sh8["params"]["image_encoder"]["blocks_0"]["attn"]["qkv"]["kernel"]
   assert qkv.spec[0] == "fsdp"
-  mu = sh8["opt_state"][1][0].mu["image_encoder"]["blocks_0"]["attn"]["qkv"]["kernel"]
+  adam = next(x for x in sh8["opt_state"] if hasattr(x, "mu"))
+  mu = adam.mu["image_encoder"]["blocks_0"]["attn"]["qkv"]["kernel"]
   assert mu.spec[0] == "fsdp"  # Adam moments follow their params
