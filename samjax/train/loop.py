@@ -104,7 +104,10 @@ def evaluate(config, model, params, mesh, bsharding, eval_step, max_batches=None
   out = {k: (v / n if k != "num_masks" else v) for k, v in sums.items()}
   if first is not None and jax.process_count() == 1:  # params fully addressable
     from samjax.train.summaries import prediction_panel
-    out["_panel"] = prediction_panel(model, jax.device_get(params), first)
+    try:
+      out["_panel"] = prediction_panel(model, jax.device_get(params), first)
+    except Exception as e:
+      print(f"[eval] image summary skipped: {type(e).__name__}: {e}", flush=True)
   return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -35,9 +36,11 @@ def prediction_panel(model, params, batch, index: int = 0, max_masks: int = 3):
   gt = np.asarray(batch["masks"][index][valid]).astype(bool)
   clicks = np.array([_center_click(m) for m in gt]) * (s / g)
   hw = batch["image_size"][index:index + 1]
-  emb = model.embed_images(params, normalize_images(image[None], hw))
-  logits, iou = model.decode(params, emb, clicks[None, :, None, :].astype(np.float32),
-                             np.ones((1, len(valid), 1), np.int32))
+  # One image on host: no sharding constraints (a batch of 1 does not split).
+  with nn.logical_axis_rules(()):
+    emb = model.embed_images(params, normalize_images(image[None], hw))
+    logits, iou = model.decode(params, emb, clicks[None, :, None, :].astype(np.float32),
+                               np.ones((1, len(valid), 1), np.int32))
   logits, iou = jax.device_get((logits[0], iou[0]))
   best = logits[np.arange(len(valid)), np.argmax(iou, axis=-1)] > 0
   up = lambda m: np.kron(m, np.ones((s // g, s // g), bool))[:, :h, :w]
