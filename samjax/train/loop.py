@@ -194,6 +194,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     pending = None  # metrics of the previous step, checked after dispatching the next
     t_start = time.time()
 
+    params_finite = jax.jit(lambda p: jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(p)])))
+
+    def check_params(step):
+      if not bool(params_finite(state["params"])):
+        raise NonFiniteLossError(
+            f"non-finite parameters after step {step}; stopping without saving. The last "
+            f"good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is intact.")
+
     def check(pending):
       s, m = pending
       m = jax.device_get(m)
@@ -216,6 +225,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       pending = (step, metrics)
       if step % config.checkpoint_every == 0 or step == config.total_steps or ckpt.preempted:
         check(pending)
+        check_params(step)  # never save a state a finite loss cannot vouch for
         ckpt.save(step, state, train_iter, force=True)
       if ckpt.preempted:
         ckpt.wait()

@@ -137,3 +137,23 @@ def test_two_process_distributed_train_checkpoint_restore(train_data, tmp_path):
   assert "resumed from step 2" in outs[0][0]
   losses = _losses(workdir)
   assert set(losses) >= {1, 2, 3, 4} and all(np.isfinite(v) for v in losses.values())
+
+
+def test_non_finite_training_stops_and_keeps_last_good_checkpoint(train_data, tmp_path):
+  from samjax.train.checkpointing import Checkpointer
+  from samjax.train.loop import NonFiniteLossError, train_and_evaluate
+  workdir = str(tmp_path / "nan")
+  # A good run to step 2, then the learning rate turns NaN (resume from step 2).
+  train_and_evaluate(small_config(train_data, total_steps=2, checkpoint_every=2), workdir)
+  bad = small_config(train_data, total_steps=6, checkpoint_every=1)
+  bad.optim.lr = float("nan")
+  with pytest.raises(NonFiniteLossError, match="last good checkpoint .step 2."):
+    train_and_evaluate(bad, workdir)
+  ckpt = Checkpointer(workdir, async_save=False)
+  try:
+    assert ckpt.latest_step() == 2
+    params = ckpt.restore_params()
+  finally:
+    ckpt.close()
+  import jax
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(params))
