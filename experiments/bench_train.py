@@ -110,12 +110,12 @@ def main(argv=None):
             f"| {r['gflops']:.1f} | {r['gflops'] / rate:.2f} | {r['compile_s']:.0f} s |")
     print(line, flush=True)
     lines.append(line)
-  if args.write:
-    os.makedirs(args.write, exist_ok=True)
-    path = os.path.join(args.write, f"bench_train_{today()}_cpu.md")
-    with open(path, "w") as f:
-      f.write("\n".join(lines) + "\n")
-    print(f"wrote {path}")
+    if args.write:  # after every config: a long ViT-B run may be cut short
+      os.makedirs(args.write, exist_ok=True)
+      path = os.path.join(args.write, f"bench_train_{today()}_cpu.md")
+      with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+      print(f"wrote {path}")
 
 
 if __name__ == "__main__":
