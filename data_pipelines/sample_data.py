@@ -92,9 +92,13 @@ def _texture(lib: _Library, h: int, w: int, rng: np.random.Generator) -> np.ndar
 
 
 def make_image(index: int, height: int, width: int, num_objects: int,
-               seed: int = 0, lib: _Library | None = None):
+               seed: int = 0, lib: _Library | None = None,
+               object_size: tuple[float, float] = (0.06, 0.35),
+               subpart_size: float = 0.18):
   """Generates image ``index``: (uint8 (H, W, 3) pixels, [(mask (H, W) bool, kind)]).
 
+  Object heights are drawn uniformly from ``object_size`` x min(H, W); the
+  subpart is a disc of radius ``subpart_size`` x the object's shorter side.
   Masks are listed in creation order: for each object (whole, part, subpart),
   then the background. Fully occluded masks are left out.
   """
@@ -105,7 +109,7 @@ def make_image(index: int, height: int, width: int, num_objects: int,
   objects = []  # (y0, x0, whole_local, part_local, subpart_local)
   side = min(height, width)
   for k in range(num_objects):
-    oh = max(4, int(side * rng.uniform(0.06, 0.35)))
+    oh = max(4, int(side * rng.uniform(*object_size)))
     ow = max(4, int(oh * rng.uniform(0.6, 1.6)))
     ow = min(ow, width)
     y0, x0 = rng.integers(0, height - oh + 1), rng.integers(0, width - ow + 1)
@@ -120,7 +124,7 @@ def make_image(index: int, height: int, width: int, num_objects: int,
     if part.any():
       py, px = np.nonzero(part)
       j = rng.integers(len(py))
-      r = max(2.0, 0.18 * min(oh, ow))
+      r = max(2.0, subpart_size * min(oh, ow))
       sub = part & ((yy - py[j]) ** 2 + (xx - px[j]) ** 2 <= r * r)
     win = (slice(y0, y0 + oh), slice(x0, x0 + ow))
     paint = img[win]
@@ -165,9 +169,13 @@ def _annotation(mask: np.ndarray, ann_id: int, rng: np.random.Generator) -> dict
 
 
 def make_pair(index: int, height: int, width: int, num_objects: int, seed: int = 0,
-              quality: int = 90, lib: _Library | None = None) -> tuple[bytes, bytes]:
-  """(jpg bytes, json bytes) of sample image ``index`` (image_id = index + 1)."""
-  pixels, masks = make_image(index, height, width, num_objects, seed, lib)
+              quality: int = 90, lib: _Library | None = None,
+              **shape_kwargs) -> tuple[bytes, bytes]:
+  """(jpg bytes, json bytes) of sample image ``index`` (image_id = index + 1).
+
+  ``shape_kwargs``: ``object_size`` / ``subpart_size`` of ``make_image``.
+  """
+  pixels, masks = make_image(index, height, width, num_objects, seed, lib, **shape_kwargs)
   buf = io.BytesIO()
   Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
   image_id = index + 1
@@ -190,8 +198,14 @@ def add_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def make_sample(out_dir: str, num_images: int = 8, images_per_tar: int = 4,
                 height: int = 240, width: int = 360, num_objects: int = 6,
-                seed: int = 0, quality: int = 90, progress: bool = False) -> list[str]:
+                seed: int = 0, quality: int = 90, progress: bool = False,
+                object_size: tuple[float, float] = (0.06, 0.35),
+                subpart_size: float = 0.18) -> list[str]:
   """Writes the sample dataset; returns the tar paths.
+
+  ``object_size`` / ``subpart_size``: see ``make_image``. The training demo
+  uses fewer, larger objects (its 256 px model sees a 360 x 240 image at
+  0.7x, where the default subparts would be under one output pixel).
 
   SA-1B-sized settings: ``height=1500, width=2250, num_objects=34`` gives ~100
   masks per image.
@@ -211,7 +225,8 @@ def make_sample(out_dir: str, num_images: int = 8, images_per_tar: int = 4,
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tf:
       for i in range(t * images_per_tar, min(num_images, (t + 1) * images_per_tar)):
         next(it)
-        jpg, meta = make_pair(i, height, width, num_objects, seed, quality, lib)
+        jpg, meta = make_pair(i, height, width, num_objects, seed, quality, lib,
+                               object_size=object_size, subpart_size=subpart_size)
         add_member(tf, f"sa_{i + 1}.jpg", jpg)
         add_member(tf, f"sa_{i + 1}.json", meta)
     os.replace(tmp, path)

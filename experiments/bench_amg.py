@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import machine_description, today
+from bench_common import machine_description, official_and_samjax, today, write_result
 
 
 def main(argv=None):
@@ -38,14 +38,10 @@ def main(argv=None):
   from segment_anything import SamAutomaticMaskGenerator as Official
 
   from samjax import SamAutomaticMaskGenerator, build
-  from samjax.interop import build_official_sam, params_from_state_dict
   from samjax.loading import LoadedSam
 
   model = build(args.variant)
-  torch.manual_seed(0)
-  official_sam = build_official_sam(model.config)
-  params = params_from_state_dict(
-      {k: v.numpy() for k, v in official_sam.state_dict().items()}, model.config)
+  official_sam, params = official_and_samjax(model.config)
   settings = dict(points_per_side=args.points_per_side, crop_n_layers=args.crop_n_layers,
                   pred_iou_thresh=args.pred_iou_thresh,
                   stability_score_thresh=args.stability_score_thresh)
@@ -99,12 +95,7 @@ def main(argv=None):
       f"{(r_total - r_enc) / (o_total - o_enc):.2f}x |")
   say(f"| encoder (set_image) | {o_enc:.2f} s | {r_enc:.2f} s | {r_enc / o_enc:.2f}x |")
   say(f"| masks returned | {counts[i]} | {len(ref)} | |")
-  if args.write:
-    os.makedirs(args.write, exist_ok=True)
-    path = os.path.join(args.write, f"bench_amg_{args.variant}_{today()}_cpu.md")
-    with open(path, "w") as f:
-      f.write("\n".join(lines) + "\n")
-    print(f"wrote {path}")
+  write_result(args.write, f"bench_amg_{args.variant}", lines)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,30 @@ def xla_flops(jitted, *args) -> float:
 
 def today() -> str:
   return datetime.date.today().isoformat()
+
+
+def official_and_samjax(model_config, seed: int = 0):
+  """An official ``Sam`` with seeded random weights and the same weights as samjax params.
+
+  Returns (official torch module, samjax params pytree). Both sides of a
+  benchmark then compute the same function.
+  """
+  import torch
+
+  from samjax.interop import build_official_sam, params_from_state_dict
+  torch.manual_seed(seed)
+  official = build_official_sam(model_config)
+  params = params_from_state_dict(
+      {k: v.numpy() for k, v in official.state_dict().items()}, model_config)
+  return official, params
+
+
+def write_result(directory: str | None, name: str, lines: list[str]) -> None:
+  """Writes ``lines`` to ``directory/<name>_<date>_<platform>.md`` (no-op without a directory)."""
+  if not directory:
+    return
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, f"{name}_{today()}_{jax.devices()[0].platform}.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print(f"wrote {path}")

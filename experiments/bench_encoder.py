@@ -24,8 +24,10 @@ from bench_common import (
   machine_description,
   matmul_rate_gflops,
   median,
+  official_and_samjax,
   time_calls,
   today,
+  write_result,
   xla_flops,
 )
 
@@ -46,16 +48,13 @@ def main(argv=None):
   import torch
 
   from samjax import build
-  from samjax.interop import build_official_sam, params_from_state_dict
 
   overrides = {"attention_impl": args.attention_impl, "dtype": args.dtype}
   if args.query_chunk:
     overrides["attention_query_chunk"] = args.query_chunk
   model = build(args.variant, **overrides)
   cfg = model.config
-  torch.manual_seed(0)
-  official = build_official_sam(cfg)
-  params = params_from_state_dict({k: v.numpy() for k, v in official.state_dict().items()}, cfg)
+  official, params = official_and_samjax(cfg)
   params = jax.device_put(params)
   s = cfg.image_size
   images = np.random.default_rng(0).normal(size=(args.batch, 3, s, s)).astype(np.float32)
@@ -104,12 +103,7 @@ def main(argv=None):
     say(f"ratio (samjax images/s / official images/s): {tt / tj:.2f}x")
   say(f"all runs (s): samjax {[round(t, 3) for t in jax_times]} official "
       f"{[round(t, 3) for t in torch_times]}")
-  if args.write:
-    os.makedirs(args.write, exist_ok=True)
-    path = os.path.join(args.write, f"bench_encoder_{args.variant}_{today()}_cpu.md")
-    with open(path, "w") as f:
-      f.write("\n".join(lines) + "\n")
-    print(f"wrote {path}")
+  write_result(args.write, f"bench_encoder_{args.variant}", lines)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,14 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import machine_description, median, time_calls, today
+from bench_common import (
+  machine_description,
+  median,
+  official_and_samjax,
+  time_calls,
+  today,
+  write_result,
+)
 
 
 def main(argv=None):
@@ -38,14 +45,10 @@ def main(argv=None):
   from segment_anything import SamPredictor as OfficialPredictor
 
   from samjax import SamPredictor, build
-  from samjax.interop import build_official_sam, params_from_state_dict
   from samjax.loading import LoadedSam
 
   model = build(args.variant)
-  torch.manual_seed(0)
-  official_sam = build_official_sam(model.config)
-  params = params_from_state_dict(
-      {k: v.numpy() for k, v in official_sam.state_dict().items()}, model.config)
+  official_sam, params = official_and_samjax(model.config)
   ours, official = SamPredictor(LoadedSam(model, params)), OfficialPredictor(official_sam)
   image = skimage.data.coffee()  # 400x600 RGB photograph
   h, w = image.shape[:2]
@@ -97,12 +100,7 @@ def main(argv=None):
     a, b = median(t_ours), median(t_off)
     per = f" (per box: {a / 64e-3:.2f} ms vs {b / 64e-3:.2f} ms)" if "64" in name else ""
     say(f"| {name} | {a * 1e3:.1f} ms | {b * 1e3:.1f} ms | {b / a:.2f}x{per} |")
-  if args.write:
-    os.makedirs(args.write, exist_ok=True)
-    path = os.path.join(args.write, f"bench_predictor_{args.variant}_{today()}_cpu.md")
-    with open(path, "w") as f:
-      f.write("\n".join(lines) + "\n")
-    print(f"wrote {path}")
+  write_result(args.write, f"bench_predictor_{args.variant}", lines)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import (
   machine_description,
@@ -26,25 +24,11 @@ from bench_common import (
   median,
   time_calls,
   today,
+  write_result,
   xla_flops,
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def synthetic_batch(b, k, s, g, seed=0):
-  rng = np.random.default_rng(seed)
-  masks = np.zeros((b, k, g, g), np.uint8)
-  boxes = np.zeros((b, k, 4), np.float32)
-  for i in range(b):
-    for j in range(k):
-      y, x = rng.integers(0, g // 2, 2)
-      h, w = rng.integers(4, g // 2, 2)
-      masks[i, j, y:y + h, x:x + w] = 1
-      boxes[i, j] = np.array([x, y, x + w, y + h]) * (s / g)
-  return {"image": rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8), "masks": masks,
-          "boxes": boxes, "valid": np.ones((b, k), bool),
-          "image_size": np.full((b, 2), s, np.int32)}
 
 
 def bench_config(name, config, runs):
@@ -55,6 +39,7 @@ def bench_config(name, config, runs):
   from samjax.train.loop import build_model
   from samjax.train.optimizer import make_optimizer
   from samjax.train.step import make_train_step
+  from samjax.train.synthetic import synthetic_batch
   model = build_model(config)
   params = model.init(jax.random.PRNGKey(0))
   tx, _ = make_optimizer(params, model.config, **dict(config.optim))
@@ -110,12 +95,8 @@ def main(argv=None):
             f"| {r['gflops']:.1f} | {r['gflops'] / rate:.2f} | {r['compile_s']:.0f} s |")
     print(line, flush=True)
     lines.append(line)
-    if args.write:  # after every config: a long ViT-B run may be cut short
-      os.makedirs(args.write, exist_ok=True)
-      path = os.path.join(args.write, f"bench_train_{today()}_cpu.md")
-      with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-      print(f"wrote {path}")
+    # Written after every config: a long ViT-B run may be cut short.
+    write_result(args.write, "bench_train", lines)
 
 
 if __name__ == "__main__":

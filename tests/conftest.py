@@ -58,6 +58,16 @@ def tiny_pair():
 
 
 @pytest.fixture(scope="session")
+def tiny_official_pth(tmp_path_factory, tiny_pair):
+  """Path of a vit_tiny official-layout .pth (seeded random weights) for CLI tests."""
+  from samjax.interop.torch_io import save_state_dict
+  sam = tiny_pair[0]
+  path = str(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
+  save_state_dict({k: v.numpy() for k, v in sam.state_dict().items()}, path)
+  return path
+
+
+@pytest.fixture(scope="session")
 def vit_b_pair():
   return official_pair("vit_b")
 

@@ -4,61 +4,11 @@
   samjax train --config experiments/configs/sam_vit_b_sa1b.py --workdir gs://.../vit_b \\
       --config.data.train_dir=/data/sa1b --config.data.eval_dir=/data/sa1b_eval
 
-ARG selects a variant of the recipe: "local" (a few steps of the same recipe
-on whatever devices are present, for a smoke test).
+ARG: "local" runs a few steps of the same recipe on the local devices (smoke
+test). The numbers live in sam_recipe.py.
 """
 
-import ml_collections
-
-PAPER = {
-    # variant: (total steps, batch, lr, layer decay, drop path, lr drops)
-    "vit_b": (180_000, 128, 8e-4, 0.6, 0.6, (120_000, 173_333)),
-    "vit_l": (180_000, 128, 4e-4, 0.8, 0.4, (120_000, 173_333)),
-    "vit_h": (90_000, 256, 8e-4, 0.8, 0.4, (60_000, 86_666)),
-}
-
-
-def recipe(variant: str, arg=None):
-  steps, batch, lr, layer_decay, drop_path, drops = PAPER[variant]
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.model = ml_collections.ConfigDict({"variant": variant, "overrides": {
-      "dtype": "bfloat16", "remat": True, "drop_path_rate": drop_path}})
-  # The paper initialises the encoder from MAE; pass kind="sam" + checkpoint to
-  # fine-tune from an official checkpoint instead.
-  c.init = ml_collections.ConfigDict({"kind": "scratch", "checkpoint": ""})
-  c.data = ml_collections.ConfigDict({
-      "train_dir": "", "eval_dir": "", "batch_size": batch, "eval_batch_size": batch,
-      "max_masks": 64, "worker_count": 8})
-  c.sim = ml_collections.ConfigDict({
-      "num_point_iters": 8, "num_mask_only_iters": 2, "point_prob": 0.5,
-      "box_noise_frac": 0.1, "box_noise_max": 20.0,
-      "focal_weight": 20.0, "dice_weight": 1.0, "iou_weight": 1.0})
-  c.total_steps = steps
-  c.optim = ml_collections.ConfigDict({
-      "lr": lr, "warmup_steps": 250, "decay_steps": list(drops), "decay_factor": 0.1,
-      "b1": 0.9, "b2": 0.999, "weight_decay": 0.1, "layer_decay": layer_decay,
-      "grad_clip": 0.0})
-  c.mesh = ml_collections.ConfigDict({"shape": (1, -1, 1)})   # FSDP over all devices
-  c.batch_axes = ("data", "fsdp")
-  c.prompt_chunk = 0
-  c.log_every = 50
-  c.eval_every = 5000
-  c.eval_batches = 20
-  c.eval_at_start = True
-  c.checkpoint_every = 2000
-  c.keep_checkpoints = 3
-  c.async_checkpoints = True
-  if arg == "local":
-    c.total_steps, c.data.batch_size, c.data.eval_batch_size = 10, 2, 2
-    c.data.max_masks, c.data.worker_count = 8, 0
-    c.optim.warmup_steps, c.optim.decay_steps = 2, []
-    c.log_every, c.eval_every, c.eval_batches, c.checkpoint_every = 1, 0, 1, 5
-    c.mesh.shape = (-1, 1, 1)
-    c.model.overrides = {"dtype": "float32", "remat": False, "drop_path_rate": drop_path}
-  elif arg:
-    raise ValueError(f"unknown config argument {arg!r} (use 'local' or nothing)")
-  return c
+from sam_recipe import recipe
 
 
 def get_config(arg=None):

@@ -6,6 +6,7 @@ import argparse
 import ast
 import importlib.util
 import os
+import sys
 
 HELP = """\
 Train SAM on SA-1B-format TFRecords (from `samjax data convert`).
@@ -40,7 +41,12 @@ def load_config(spec: str, overrides=()):
     raise FileNotFoundError(f"no such config file: {path}")
   mod_spec = importlib.util.spec_from_file_location("samjax_experiment_config", path)
   module = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(module)
+  # As when running a script: modules beside the config (shared recipes) import.
+  sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+  try:
+    mod_spec.loader.exec_module(module)
+  finally:
+    sys.path.pop(0)
   if not hasattr(module, "get_config"):
     raise ValueError(f"{path} has no get_config(arg)")
   config = module.get_config(arg or None)

@@ -25,7 +25,8 @@ from samjax.model.configs import SamConfig, get_config, variant_name
 from samjax.model.sam import SamModel
 
 
-def _model_shapes(config: SamConfig) -> dict[tuple, tuple]:
+def model_shapes(config: SamConfig) -> dict[tuple, tuple]:
+  """{param path tuple: shape} of a model of ``config`` (no memory allocated)."""
   shapes = jax.eval_shape(lambda: SamModel(config).init(jax.random.PRNGKey(0)))
   return {p: tuple(s.shape) for p, s in flatten(shapes).items()}
 
@@ -38,7 +39,7 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], config: SamConf
   shape mismatches by name; nothing is reshaped or dropped silently.
   """
   rules = param_table(config)
-  jax_shapes = _model_shapes(config)
+  jax_shapes = model_shapes(config)
   known = {r.torch_key for r in rules}
   missing = [r.torch_key for r in rules if r.torch_key not in state_dict]
   unexpected = [k for k in state_dict if k not in known]
@@ -71,7 +72,7 @@ def state_dict_from_params(params, config: SamConfig) -> dict[str, np.ndarray]:
   missing = ["/".join(r.jax_path) for r in rules if r.jax_path not in flat]
   unexpected = ["/".join(p) for p in flat if p not in wanted]
   mismatched = []
-  jax_shapes = _model_shapes(config)
+  jax_shapes = model_shapes(config)
   for r in rules:
     if r.jax_path in flat and flat[r.jax_path].shape != jax_shapes[r.jax_path]:
       mismatched.append(("/".join(r.jax_path), flat[r.jax_path].shape,

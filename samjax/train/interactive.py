@@ -73,7 +73,9 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
   Returns:
     loss (scalar, mean over passes and valid masks) and float32 metrics:
     loss parts, ``iou_first`` / ``iou_last`` (IoU of the mask a user would
-    get after the first / last pass), ``iou_per_pass`` [1 + followups].
+    get after the first / last pass: the highest-predicted-IoU output),
+    ``iou_first_oracle`` (first pass, best output against the ground truth),
+    ``iou_per_pass`` [1 + followups].
   """
   s = model.config.image_size
   gt = batch["masks"].astype(jnp.float32)
@@ -119,6 +121,10 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
   chosen = jnp.where(first_is_point, jnp.argmax(iou[:, :, 1:], axis=-1) + 1, 0)
   prev = jnp.take_along_axis(logits, chosen[:, :, None, None, None], axis=2)[:, :, 0]
   iou0 = mask_iou(prev, gt)
+  # The paper's "oracle": the best of the 3 outputs against the GT (for a
+  # box first prompt there is only the single output).
+  oracle0 = jnp.where(first_is_point, mask_iou(logits[:, :, 1:], gt[:, :, None]).max(-1),
+                      mask_iou(logits[:, :, 0], gt))
 
   # ---- follow-up passes ---------------------------------------------------
   schedule = followup_schedule(r_sched, cfg)
@@ -161,6 +167,7 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
       "dice": (masked_mean(parts0["dice"], valid) + outs["dice"].sum()) / passes,
       "iou_mse": (masked_mean(parts0["iou_mse"], valid) + outs["iou_mse"].sum()) / passes,
       "iou_first": iou_per_pass[0],
+      "iou_first_oracle": masked_mean(oracle0, valid),
       "iou_last": iou_per_pass[-1],
       "iou_per_pass": iou_per_pass,
       "num_masks": valid.sum().astype(jnp.float32),

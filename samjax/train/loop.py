@@ -111,6 +111,12 @@ def evaluate(config, model, params, mesh, bsharding, eval_step, max_batches=None
   return out
 
 
+def eval_summary(m) -> str:
+  """One line of held-out metrics: 1-click (confident and oracle) and last-click mIoU."""
+  return (f"1-click mIoU {m['iou_first']:.4f} (oracle {m['iou_first_oracle']:.4f}), "
+          f"last-click mIoU {m['iou_last']:.4f} over {int(m['num_masks'])} masks")
+
+
 def _log_panel(log, step, metrics):
   panel = metrics.pop("_panel", None)
   if panel is not None:
@@ -142,7 +148,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   sim = InteractiveConfig(**dict(config.sim))
   shapes = model.param_shapes()
   tx, schedule = make_optimizer(shapes, model.config, **dict(config.optim))
-  init_params = make_init_params(config.init, model)
+  init_params = make_init_params(config.init, model, log=log.info)
   seed_key = jax.random.PRNGKey(config.seed)
 
   def init_state(rng):
@@ -182,8 +188,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      config.get("eval_batches"))
         if m:
           results.update({f"initial_{k}": v for k, v in m.items() if np.ndim(v) == 0})
-          log.info(f"[eval] step 0 (before training): 1-click mIoU {m['iou_first']:.4f}, "
-                   f"last-click mIoU {m['iou_last']:.4f} over {int(m['num_masks'])} masks")
+          log.info(f"[eval] step 0 (before training): {eval_summary(m)}")
           log.scalars(0, m, "eval")
           _log_panel(log, 0, m)
 
@@ -240,8 +245,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         m = evaluate(config, model, state["params"], mesh, bsharding, eval_step,
                      config.get("eval_batches"))
         if m:
-          log.info(f"[eval] step {step}: 1-click mIoU {m['iou_first']:.4f}, "
-                   f"last-click mIoU {m['iou_last']:.4f}")
+          log.info(f"[eval] step {step}: {eval_summary(m)}")
           log.scalars(step, m, "eval")
           _log_panel(log, step, m)
     if pending is not None:
@@ -254,8 +258,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                  config.get("eval_batches"))
     if m:
       results.update({k: v for k, v in m.items() if np.ndim(v) == 0})
-      log.info(f"[eval] step {step} (after training): 1-click mIoU {m['iou_first']:.4f}, "
-               f"last-click mIoU {m['iou_last']:.4f} over {int(m['num_masks'])} masks")
+      log.info(f"[eval] step {step} (after training): {eval_summary(m)}")
       log.scalars(step, m, "eval")
       _log_panel(log, step, m)
   ckpt.close()

@@ -22,13 +22,8 @@ SETTINGS = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-sco
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  from samjax.interop.torch_io import save_state_dict
-  from tests.conftest import official_pair
-  sam, _, _ = official_pair("vit_tiny")
-  path = str(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
-  save_state_dict({k: v.numpy() for k, v in sam.state_dict().items()}, path)
-  return path
+def checkpoint(tiny_official_pth):
+  return tiny_official_pth
 
 
 @pytest.fixture

@@ -11,21 +11,11 @@ from samjax.sharding import DEFAULT_LOGICAL_RULES
 from samjax.train.interactive import InteractiveConfig
 from samjax.train.optimizer import make_optimizer
 from samjax.train.step import make_train_step
+from samjax.train.synthetic import synthetic_batch
 
 
 def _batch(b=8, k=3, s=128, g=32, seed=0):
-  rng = np.random.default_rng(seed)
-  masks = np.zeros((b, k, g, g), np.uint8)
-  boxes = np.zeros((b, k, 4), np.float32)
-  for i in range(b):
-    for j in range(k):
-      y, x = rng.integers(0, g // 2, 2)
-      h, w = rng.integers(4, g // 2, 2)
-      masks[i, j, y:y + h, x:x + w] = 1
-      boxes[i, j] = np.array([x, y, x + w, y + h]) * (s / g)
-  image = rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8)
-  return {"image": image, "masks": masks, "boxes": boxes,
-          "valid": np.ones((b, k), bool), "image_size": np.full((b, 2), s, np.int32)}
+  return synthetic_batch(b, k, s, g, seed)
 
 
 def _run(mesh, model, tx, state0, batch):
