@@ -42,6 +42,11 @@ def register(subparsers):
   s.add_argument("--width", type=int, default=360)
   s.add_argument("--objects", type=int, default=6,
                  help="composited objects per image (3 nested masks each)")
+  s.add_argument("--object-size", type=float, nargs=2, default=(0.06, 0.35),
+                 metavar=("MIN", "MAX"),
+                 help="object height range as a fraction of the shorter image side")
+  s.add_argument("--subpart-size", type=float, default=0.18,
+                 help="subpart disc radius as a fraction of its object's shorter side")
   s.add_argument("--seed", type=int, default=0)
   s.add_argument("--quality", type=int, default=90, help="JPEG quality")
   s.set_defaults(func=run_make_sample)
@@ -84,7 +89,9 @@ def run_make_sample(args) -> int:
   paths = sample_data.make_sample(args.out, num_images=args.images,
                                   images_per_tar=args.per_tar, height=args.height,
                                   width=args.width, num_objects=args.objects,
-                                  seed=args.seed, quality=args.quality, progress=True)
+                                  seed=args.seed, quality=args.quality, progress=True,
+                                  object_size=tuple(args.object_size),
+                                  subpart_size=args.subpart_size)
   print(f"wrote {args.images} images in {len(paths)} tar file(s) to {args.out} "
         f"in {time.time() - t0:.1f}s")
   return 0

@@ -4,8 +4,16 @@ Run (what `make demo` does, after making and converting the sample data):
   samjax train --config experiments/configs/tiny_demo.py --workdir demo_out/train \
       --config.data.train_dir=demo_out/data/train --config.data.eval_dir=demo_out/data/eval
 
-Small local mode of the SAM recipe: fewer corrective clicks per mask (2 + 1
-mask-only pass instead of 8 + 2), 8 masks per image, a short schedule.
+Small local mode of the SAM recipe: one corrective click per mask (with the
+previous logits fed back) instead of 8 + 2 mask-only passes, 8 masks per image,
+800 steps. Each decoder pass over 64 masks costs about as much as the encoder,
+so on 2 CPU cores this is ~0.5 s/step (~15 img/s) against ~1.2 s with 2 + 1.
+
+Measured on the demo data (512 square sample images, 2-core CPU, 7.5 min of
+training): held-out 1-click mIoU 0.04 -> 0.35-0.37 (best of 3: 0.44-0.46),
+box-prompt mIoU ~0.56. It is still climbing at the end: the model learns
+position-dependent blobs first and object extents slowly; a longer run
+(--config.total_steps=3000) is the knob for better masks.
 """
 
 import ml_collections
@@ -21,16 +29,16 @@ def get_config(arg=None):
       "train_dir": "demo_out/data/train", "eval_dir": "demo_out/data/eval",
       "batch_size": 8, "eval_batch_size": 8, "max_masks": 8, "worker_count": 0})
   c.sim = ml_collections.ConfigDict({
-      "num_point_iters": 2, "num_mask_only_iters": 1, "point_prob": 0.5,
+      "num_point_iters": 1, "num_mask_only_iters": 0, "point_prob": 0.5,
       "box_noise_frac": 0.1, "box_noise_max": 20.0,
       # The paper weighs focal 20 : dice 1; over a few hundred steps that first
       # drives every pixel to background, so the local mode uses 1 : 1.
       "focal_weight": 1.0, "dice_weight": 1.0, "iou_weight": 1.0})
-  c.total_steps = 500
+  c.total_steps = 800
   # No clipping: at init the patch-embedding bias gets a gradient ~1000x the
   # rest, so a global-norm clip would freeze everything else.
   c.optim = ml_collections.ConfigDict({
-      "lr": 5e-4, "warmup_steps": 30, "decay_steps": [420], "decay_factor": 0.1,
+      "lr": 1e-3, "warmup_steps": 30, "decay_steps": [700], "decay_factor": 0.1,
       "b1": 0.9, "b2": 0.999, "weight_decay": 0.05, "layer_decay": 1.0, "grad_clip": 0.0})
   c.mesh = ml_collections.ConfigDict({"shape": (-1, 1, 1)})  # all local devices on `data`
   c.batch_axes = ("data", "fsdp")

@@ -232,3 +232,15 @@ def test_corrupted_frame_is_detected(converted_dir, tmp_path):
   bad.write_bytes(bytes(data))
   with pytest.raises(tfrecord.CorruptRecordError, match="bad.tfrecord@0: data CRC"):
     list(tfrecord.iter_frames(str(bad)))
+
+
+def test_sample_object_and_subpart_sizes_follow_the_arguments():
+  from data_pipelines import sample_data
+  lib = sample_data._Library()
+  for index in range(3):
+    _, masks = sample_data.make_image(index, 120, 180, 2, seed=5, lib=lib,
+                                      object_size=(0.5, 0.5), subpart_size=0.3)
+    heights = [np.ptp(np.nonzero(m.any(1))[0]) + 1 for m, kind in masks if kind == "whole"]
+    assert heights and max(heights) <= 60 and max(heights) >= 40  # 0.5 x 120, some occlusion
+    sub = [m.sum() for m, kind in masks if kind == "subpart"]
+    assert sub and max(sub) > 100  # a disc of radius 0.3 x 30+ px, far above the default's

@@ -25,14 +25,11 @@ def train_data(tmp_path_factory):
 
 def small_config(train_data, **changes):
   """tiny_demo shrunk for tests: 128 px, 1 click + 1 mask-only pass, batch 8."""
-  import importlib.util
   import os
-  path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs",
-                      "tiny_demo.py")
-  spec = importlib.util.spec_from_file_location("tiny_demo_cfg", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+
+  from samjax.commands.train import load_config
+  c = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "experiments",
+                               "configs", "tiny_demo.py"))
   c.model.overrides = {"image_size": IMAGE}
   c.data.train_dir, c.data.eval_dir = train_data["train"], train_data["eval"]
   c.data.batch_size, c.data.eval_batch_size, c.data.max_masks = 8, 8, 4
