@@ -27,7 +27,8 @@ def get_config(arg=None):
   c.init = ml_collections.ConfigDict({"kind": "scratch", "checkpoint": ""})
   c.data = ml_collections.ConfigDict({
       "train_dir": "demo_out/data/train", "eval_dir": "demo_out/data/eval",
-      "batch_size": 8, "eval_batch_size": 8, "max_masks": 8, "worker_count": 0})
+      "batch_size": 8, "eval_batch_size": 8, "max_masks": 8, "eval_max_masks": 8,
+      "worker_count": 0})
   c.sim = ml_collections.ConfigDict({
       "num_point_iters": 1, "num_mask_only_iters": 0, "point_prob": 0.5,
       "box_noise_frac": 0.1, "box_noise_max": 20.0,

@@ -52,7 +52,10 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str) -> None:
   torch = _torch()
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}
+  # torch.from_numpy needs a writable array (restored checkpoints are read-only);
+  # np.require copies only when an array is not already C-contiguous + writable.
+  sd = {k: torch.from_numpy(np.require(v, requirements=("C", "W")))
+        for k, v in state_dict.items()}
   fd, tmp = tempfile.mkstemp(dir=directory, suffix=".pth.tmp")
   os.close(fd)
   try:

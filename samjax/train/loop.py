@@ -59,11 +59,11 @@ def build_model(config):
 
 
 def _pipeline_config(config, model, data_dir, batch_size, seed, shuffle=True,
-                     num_epochs=None):
+                     num_epochs=None, max_masks=None):
   from data_pipelines.pipeline import PipelineConfig
   return PipelineConfig(
       data_dir=data_dir, batch_size=batch_size, image_size=model.config.image_size,
-      gt_size=model.config.mask_input_size, max_masks=config.data.max_masks,
+      gt_size=model.config.mask_input_size, max_masks=max_masks or config.data.max_masks,
       seed=seed, shuffle=shuffle, num_epochs=num_epochs,
       process_index=jax.process_index(), process_count=jax.process_count(),
       worker_count=config.data.get("worker_count", 0))
@@ -84,7 +84,9 @@ def evaluate(config, model, params, mesh, bsharding, eval_step, max_batches=None
     return {}
   cfg = _pipeline_config(config, model, config.data.eval_dir,
                          config.data.eval_batch_size // jax.process_count(),
-                         seed=0, shuffle=False, num_epochs=1)
+                         seed=0, shuffle=False, num_epochs=1,
+                         # The held-out masks stay fixed when training's K changes.
+                         max_masks=config.data.get("eval_max_masks"))
   sums, n = {}, 0
   first = None
   for i, batch in enumerate(make_iterator(cfg)):
