@@ -41,10 +41,8 @@ from samjax.model.configs import SamConfig
 _IGNORED = re.compile(r"^(cls_token|mask_token|norm\.|fc_norm\.|head\.|decoder_|dist_token)")
 
 
-def _official_key(mae_key: str) -> str | None:
-  """MAE key -> official SAM key (None for the absolute position embedding)."""
-  if mae_key == "pos_embed":
-    return None
+def _official_key(mae_key: str) -> str:
+  """MAE block / patch-embedding key -> official SAM key."""
   key = re.sub(r"\.mlp\.fc([12])\.", r".mlp.lin\1.", mae_key)
   return "image_encoder." + key
 
@@ -101,8 +99,7 @@ def encoder_params_from_mae(state_dict: Mapping[str, np.ndarray], config: SamCon
         continue
       flat[("image_encoder", "pos_embed")] = resize_pos_embed(np.asarray(value), grid)
       continue
-    official = _official_key(key)
-    rule = rules.get(official)
+    rule = rules.get(_official_key(key))
     if rule is None:
       unexpected.append(key)
       continue
@@ -126,10 +123,11 @@ def encoder_params_from_mae(state_dict: Mapping[str, np.ndarray], config: SamCon
 
 
 def apply_mae(params, mae_encoder: dict) -> dict:
-  """Copy of ``params`` with the MAE-provided image-encoder leaves replaced."""
+  """Copy of ``params`` with the MAE-provided image-encoder leaves replaced.
+
+  ``mae_encoder`` comes from ``encoder_params_from_mae`` for the same config,
+  which has already checked every shape.
+  """
   flat = flatten(params)
-  for path, value in flatten({"image_encoder": mae_encoder}).items():
-    if tuple(np.shape(flat[path])) != tuple(np.shape(value)):
-      raise ValueError(f"{'/'.join(path)}: MAE {np.shape(value)} vs model {np.shape(flat[path])}")
-    flat[path] = value
+  flat.update(flatten({"image_encoder": mae_encoder}))
   return unflatten(flat)

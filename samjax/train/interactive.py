@@ -121,10 +121,10 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
   chosen = jnp.where(first_is_point, jnp.argmax(iou[:, :, 1:], axis=-1) + 1, 0)
   prev = jnp.take_along_axis(logits, chosen[:, :, None, None, None], axis=2)[:, :, 0]
   iou0 = mask_iou(prev, gt)
-  # The paper's "oracle": the best of the 3 outputs against the GT (for a
-  # box first prompt there is only the single output).
+  # The paper's "oracle": the best of the 3 outputs against the GT (a box
+  # first prompt has only the single output, already scored in iou0).
   oracle0 = jnp.where(first_is_point, mask_iou(logits[:, :, 1:], gt[:, :, None]).max(-1),
-                      mask_iou(logits[:, :, 0], gt))
+                      iou0)
 
   # ---- follow-up passes ---------------------------------------------------
   schedule = followup_schedule(r_sched, cfg)
