@@ -12,7 +12,7 @@ import sys
 
 # (module, attribute) of each verb's ``register`` function, in --help order.
 _VERBS = (
-    ("samjax.commands.convert", "register"),
+    ("samjax.commands.convert_weights", "register"),
     ("samjax.commands.segment", "register"),
     ("samjax.commands.amg", "register"),
     ("samjax.commands.train", "register"),

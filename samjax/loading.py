@@ -61,7 +61,7 @@ def load_config_and_params(path: str, variant: str | None = None
       if variant is not None:
         from samjax.model.configs import get_config
         if not get_config(variant).same_architecture(config):
-          raise ValueError(f"{path} holds {interop.infer.describe(config)}, "
+          raise ValueError(f"{path} holds {config.describe()}, "
                            f"not {variant}")
       return config, params
     raise FileNotFoundError(f"{path} is a directory but neither a samjax model "

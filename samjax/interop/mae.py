@@ -26,15 +26,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from samjax.interop.convert import model_shapes
 from samjax.interop.errors import CheckpointMismatchError
 from samjax.interop.param_table import (
-    flatten,
-    from_torch_layout,
-    param_table,
-    torch_shape,
-    unflatten,
+  flatten,
+  from_torch_layout,
+  param_table,
+  torch_shape,
+  unflatten,
 )
+from samjax.interop.state_dict import model_shapes
 from samjax.model.configs import SamConfig
 
 # MAE tensors that SAM's image encoder has no place for (read, then ignored).

@@ -124,6 +124,14 @@ class SamConfig:
   def same_architecture(self, other: SamConfig) -> bool:
     return self.arch_dict() == other.arch_dict()
 
+  def describe(self) -> str:
+    """Human-readable size: the variant name (if any) and the encoder shape."""
+    name = variant_name(self)
+    desc = (f"embed dim {self.encoder_embed_dim}, depth {self.encoder_depth}, "
+            f"{self.encoder_num_heads} heads, global blocks "
+            f"{list(self.encoder_global_attn_indexes)}, image size {self.image_size}")
+    return f"{name} ({desc})" if name else f"a custom size ({desc})"
+
 
 VARIANTS = {
     # Official sizes (segment_anything/build_sam.py).

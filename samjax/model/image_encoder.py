@@ -17,10 +17,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from samjax.logical_axes import constrain, param_init
 from samjax.model.attention import rel_pos_attention
 from samjax.model.configs import SamConfig
 from samjax.model.layers import Conv, Dense, DropPath, LayerNorm, MLPBlock, to_dtype, zeros
-from samjax.sharding import constrain, param_init
 
 
 def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from samjax.sharding import param_init
+from samjax.logical_axes import param_init
 
 # The official modules keep PyTorch's default init (kaiming_uniform(a=sqrt(5)):
 # U(+-1/sqrt(fan_in)), i.e. variance 1/(3 fan_in)); training from scratch

@@ -17,10 +17,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from samjax.logical_axes import constrain, param_init
 from samjax.model.configs import SamConfig
 from samjax.model.layers import ConvTranspose2x2, Dense, LayerNorm, gelu, to_dtype
 from samjax.model.transformer import TwoWayTransformer
-from samjax.sharding import constrain, param_init
 
 
 class MLP(nn.Module):

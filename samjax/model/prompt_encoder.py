@@ -20,9 +20,9 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
+from samjax.logical_axes import param_init
 from samjax.model.configs import SamConfig
 from samjax.model.layers import Conv, LayerNorm, gelu, to_dtype
-from samjax.sharding import param_init
 
 
 class PositionEmbeddingRandom(nn.Module):

@@ -24,11 +24,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from samjax.logical_axes import constrain
 from samjax.model.configs import PIXEL_MEAN, PIXEL_STD, SamConfig
 from samjax.model.image_encoder import ImageEncoderViT
 from samjax.model.mask_decoder import MaskDecoder
 from samjax.model.prompt_encoder import PromptEncoder
-from samjax.sharding import constrain
 
 
 class Sam(nn.Module):

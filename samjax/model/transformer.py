@@ -18,10 +18,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from samjax.logical_axes import param_init
 from samjax.model import few_token_attention
 from samjax.model.attention import masked_attention
 from samjax.model.layers import LayerNorm, MLPBlock, default_kernel_init, zeros
-from samjax.sharding import param_init
 
 
 class ProjectionWeights(nn.Module):

@@ -27,12 +27,11 @@ def make_init_params(init_cfg, model, log=print):
   if kind in ("sam", "mae") and not init_cfg.get("checkpoint"):
     raise ValueError(f"init.kind={kind!r} needs init.checkpoint=PATH")
   if kind == "sam":
-    from samjax.interop.infer import describe
     from samjax.loading import load_config_and_params
     config, params = load_config_and_params(init_cfg.checkpoint)
     if not config.same_architecture(model.config):
-      raise ValueError(f"init checkpoint {init_cfg.checkpoint} holds {describe(config)}, "
-                       f"the model is {describe(model.config)}")
+      raise ValueError(f"init checkpoint {init_cfg.checkpoint} holds {config.describe()}, "
+                       f"the model is {model.config.describe()}")
     params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
     return lambda rng: jax.tree_util.tree_map(jax.numpy.asarray, params)
   if kind == "mae":

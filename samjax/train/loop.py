@@ -21,15 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from samjax import __version__
-from samjax.model.sam import build
-from samjax.parallel import (
+from samjax.logical_axes import DEFAULT_LOGICAL_RULES
+from samjax.mesh import (
   batch_sharding,
   make_mesh,
   maybe_initialize_distributed,
   param_shardings,
   state_shardings,
 )
-from samjax.sharding import DEFAULT_LOGICAL_RULES
+from samjax.model.sam import build
 from samjax.train.checkpointing import Checkpointer
 from samjax.train.init import make_init_params
 from samjax.train.interactive import InteractiveConfig

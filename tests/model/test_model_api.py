@@ -113,7 +113,7 @@ def test_every_param_has_logical_axes(tiny):
 
 def test_sharded_forward_matches_single_device(tiny):
   """Params FSDP-sharded over a 2x4 (data x fsdp) mesh of fake CPU devices."""
-  from samjax.sharding import DEFAULT_LOGICAL_RULES
+  from samjax.logical_axes import DEFAULT_LOGICAL_RULES
   model, params = tiny
   devices = np.array(jax.devices()[:8]).reshape(2, 4, 1)
   mesh = jax.sharding.Mesh(devices, ("data", "fsdp", "model"),

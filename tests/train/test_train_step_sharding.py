@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from samjax import build
-from samjax.parallel import batch_sharding, make_mesh, param_shardings, state_shardings
-from samjax.sharding import DEFAULT_LOGICAL_RULES
+from samjax.logical_axes import DEFAULT_LOGICAL_RULES
+from samjax.mesh import batch_sharding, make_mesh, param_shardings, state_shardings
 from samjax.train.interactive import InteractiveConfig
 from samjax.train.optimizer import make_optimizer
 from samjax.train.step import make_train_step

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from samjax.interop.config_from_shapes import infer_config
 from samjax.interop.errors import CheckpointMismatchError
-from samjax.interop.infer import describe, infer_config
 from samjax.interop.official import constructor_kwargs
 from samjax.interop.param_table import (
   flatten,
@@ -55,7 +55,7 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], config: SamConf
     try:
       found = infer_config({k: np.shape(v) for k, v in state_dict.items()})
       if not found.same_architecture(config):
-        hint = f"the file holds {describe(found)}, the model is {describe(config)}"
+        hint = f"the file holds {found.describe()}, the model is {config.describe()}"
     except ValueError:
       pass
     raise CheckpointMismatchError(source, missing, unexpected, mismatched, hint)
@@ -109,7 +109,7 @@ def import_official(path: str, variant: str | None = None
       found = None
     if found is not None and not found.same_architecture(config):
       raise CheckpointMismatchError(
-          path, hint=f"--variant {variant} was given but the file holds {describe(found)}")
+          path, hint=f"--variant {variant} was given but the file holds {found.describe()}")
   elif sidecar is not None:
     config = sidecar
   else:

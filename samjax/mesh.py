@@ -2,7 +2,7 @@
 
 The mesh has axes (``data``, ``fsdp``, ``model``); logical axis names on
 params/activations map to them through rules from the experiment config
-(``samjax.sharding.DEFAULT_LOGICAL_RULES`` by default). Shardings of the
+(``samjax.logical_axes.DEFAULT_LOGICAL_RULES`` by default). Shardings of the
 whole train state are derived from ``jax.eval_shape`` so nothing is ever
 materialised unsharded.
 """

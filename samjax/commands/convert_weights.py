@@ -46,7 +46,7 @@ def run(args) -> int:
     config, params = interop.import_official(args.from_torch, args.variant)
     interop.save_model_dir(args.out, params, config, source=args.from_torch,
                            overwrite=args.overwrite)
-    print(f"imported {args.from_torch} ({interop.infer.describe(config)}) -> "
+    print(f"imported {args.from_torch} ({config.describe()}) -> "
           f"{args.out} in {time.time() - t0:.1f}s")
   else:
     if args.variant:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from samjax.model.configs import VARIANTS, SamConfig, variant_name
+from samjax.model.configs import VARIANTS, SamConfig
 
 _BLOCK = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
 _DEC_LAYER = re.compile(r"^mask_decoder\.transformer\.layers\.(\d+)\.")
@@ -69,10 +69,3 @@ def infer_config(shapes: Mapping[str, tuple], decoder_num_heads: int | None = No
         return cfg.replace(decoder_num_heads=known.decoder_num_heads)
   return cfg
 
-
-def describe(cfg: SamConfig) -> str:
-  name = variant_name(cfg)
-  desc = (f"embed dim {cfg.encoder_embed_dim}, depth {cfg.encoder_depth}, "
-          f"{cfg.encoder_num_heads} heads, global blocks "
-          f"{list(cfg.encoder_global_attn_indexes)}, image size {cfg.image_size}")
-  return f"{name} ({desc})" if name else f"a custom size ({desc})"
