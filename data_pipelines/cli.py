@@ -98,12 +98,12 @@ def run_make_sample(args) -> int:
 
 
 def run_convert(args) -> int:
-  from data_pipelines import convert, train_copy
+  from data_pipelines import sa1b_to_tfrecord, train_copy
   t0 = time.time()
   copy = train_copy.TrainCopyConfig(args.train_size, args.train_gt_size, args.train_quality)
-  manifest = convert.convert(args.src, args.out, args.shards, workers=args.workers,
-                             only_shards=args.only_shards, overwrite=args.overwrite,
-                             progress=not args.no_progress, copy=copy)
+  manifest = sa1b_to_tfrecord.convert(
+      args.src, args.out, args.shards, workers=args.workers, only_shards=args.only_shards,
+      overwrite=args.overwrite, progress=not args.no_progress, copy=copy)
   if manifest is not None:
     for s in manifest["skipped"][:20]:
       where = f"{s['source']}:{s['member']}" if s["member"] else s["source"]

@@ -93,11 +93,6 @@ def empty_batch(cfg: DecodeConfig, batch: int) -> dict[str, np.ndarray]:
   }
 
 
-def empty_example(cfg: DecodeConfig) -> dict[str, np.ndarray]:
-  """Zero arrays with the output shapes/dtypes of one example (for specs and tests)."""
-  return {k: v[0] for k, v in empty_batch(cfg, 1).items()}
-
-
 def pad_into(out: dict[str, np.ndarray], j: int, ex: dict) -> None:
   """Writes the compact example ``ex`` (``decode_compact``) into row ``j`` of
   zero-initialised batch arrays ``out`` (``empty_batch``)."""
@@ -113,18 +108,6 @@ def pad_into(out: dict[str, np.ndarray], j: int, ex: dict) -> None:
   out["image_id"][j] = ex["image_id"]
 
 
-def decode_example(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
-                   where: str = "record") -> dict[str, np.ndarray]:
-  """Serialized Example -> the padded arrays listed in the module docstring.
-
-  Raises ``example_codec.ExampleError``, ``rle.RLEError`` or PIL's errors on
-  bad data (``SA1BDecode`` turns them into ``ReadError``s).
-  """
-  out = empty_batch(cfg, 1)
-  pad_into(out, 0, decode_compact(data, rng, cfg, where))
-  return {k: v[0] for k, v in out.items()}
-
-
 def decode_compact(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
                    where: str = "record") -> dict[str, np.ndarray]:
   """Serialized Example -> one example *before padding* (n <= K valid masks)::
@@ -136,9 +119,11 @@ def decode_compact(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
     original_size  (2,)        int32
     image_id       ()          int64
 
-  The pipeline pads a whole batch at once (``pad_into``), so no padded
-  per-example buffers are allocated and copied again by the batching.
-  Raises like ``decode_example``.
+  The pipeline pads a whole batch at once (``pad_into``) into the arrays
+  listed in the module docstring, so no padded per-example buffers are
+  allocated and copied again by the batching. Raises
+  ``example_codec.ExampleError``, ``rle.RLEError`` or PIL's errors on bad
+  data (``SA1BDecode`` turns them into ``ReadError``s).
   """
   ex = example_codec.decode(data, where)
   h, w = ex["image/height"], ex["image/width"]
@@ -196,6 +181,8 @@ def decode_compact(data: bytes, rng: np.random.Generator, cfg: DecodeConfig,
   out["boxes"] = np.stack([x * sx, y * sy, (x + bw) * sx, (y + bh) * sy], -1)
   out["points"] = np.where(has_pt[:, None], pts * (sx, sy), -1.0)
   return out
+
+
 class SA1BDecode:
   """grain random map: (source index, bytes | ReadError) -> compact arrays | ReadError.
 

@@ -8,7 +8,8 @@ replicated over the others (e.g. ``"model"``).
 ``jax.make_array_from_process_local_data`` places each process's rows on its
 own devices without any cross-host transfer.
 
-jax is imported lazily so spawned data workers never load it.
+jax (and ``samjax.mesh``, for the batch sharding the train step uses too)
+is imported lazily so spawned data workers never load it.
 """
 
 from __future__ import annotations
@@ -19,26 +20,21 @@ import numpy as np
 HOST_ONLY = ("num_skipped",)
 
 
-def batch_sharding(mesh, batch_axes=("data",)):
-  """NamedSharding splitting dim 0 over ``batch_axes``, replicated elsewhere."""
-  from jax.sharding import NamedSharding, PartitionSpec
-  axes = tuple(batch_axes)
-  missing = [a for a in axes if a not in mesh.axis_names]
-  if missing:
-    raise ValueError(f"batch axes {missing} are not mesh axes {mesh.axis_names}")
-  return NamedSharding(mesh, PartitionSpec(axes if len(axes) > 1 else axes[0]))
-
-
-def to_global(batch: dict[str, np.ndarray], mesh, batch_axes=("data",)) -> dict:
+def to_global(batch: dict[str, np.ndarray], mesh, batch_axes=("data",),
+              keys=None) -> dict:
   """{name: (B_local, ...) numpy} -> {name: (B_local * process_count, ...) jax.Array}.
 
   ``B_local`` must be divisible by the number of this process's devices
-  along the batch axes.
+  along the batch axes. ``keys`` (default: all but host-only ones) selects
+  what becomes a global array.
   """
   import jax
+
+  from samjax.mesh import batch_sharding
   sharding = batch_sharding(mesh, batch_axes)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items() if k not in HOST_ONLY}
+  keys = [k for k in batch if k not in HOST_ONLY] if keys is None else keys
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k]))
+          for k in keys}
 
 
 class GlobalBatchIterator:
@@ -46,13 +42,15 @@ class GlobalBatchIterator:
 
   ``get_state()/set_state()`` pass through to the grain iterator (save them
   with the model checkpoint); ``records_skipped`` counts bad records dropped
-  so far in this process.
+  so far in this process. ``keys`` limits the global arrays to what the
+  consumer reads (the train step takes a fixed set).
   """
 
-  def __init__(self, it, mesh, batch_axes=("data",)):
+  def __init__(self, it, mesh, batch_axes=("data",), keys=None):
     self._it = it
     self.mesh = mesh
     self.batch_axes = tuple(batch_axes)
+    self.keys = None if keys is None else tuple(keys)
     self.records_skipped = 0
 
   def __iter__(self):
@@ -61,7 +59,12 @@ class GlobalBatchIterator:
   def __next__(self) -> dict:
     batch = next(self._it)
     self.records_skipped += int(np.sum(batch.get("num_skipped", 0)))
-    return to_global(batch, self.mesh, self.batch_axes)
+    return to_global(batch, self.mesh, self.batch_axes, self.keys)
+
+  @property
+  def pipeline_iterator(self):
+    """The wrapped per-process grain iterator (what checkpoints save)."""
+    return self._it
 
   def get_state(self):
     return self._it.get_state()

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from data_pipelines import convert, tfrecord
+from data_pipelines import dataset_layout, tfrecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ class TFRecordSource:
   """
 
   def __init__(self, data_dir: str, check_crc: bool = True):
-    manifest = convert.load_manifest(data_dir)
+    manifest = dataset_layout.load_manifest(data_dir)
     self.data_dir = data_dir
     self.check_crc = check_crc
     self.paths = [os.path.join(data_dir, s["file"]) for s in manifest["shards"]]
@@ -60,10 +60,6 @@ class TFRecordSource:
 
   def __len__(self) -> int:
     return len(self._offsets)
-
-  def locate(self, index: int) -> tuple[str, int]:
-    """(shard path, record number inside the shard) of global record ``index``."""
-    return locate(self.paths, self.starts, index)
 
   def __getitem__(self, index: int) -> bytes | ReadError:
     index = int(index)

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from data_pipelines import convert, example_codec, tfrecord
+from data_pipelines import dataset_layout, example_codec, tfrecord
 
 
 def check_shard(path: str, entry: dict, check_crc: bool = True) -> list[str]:
@@ -36,7 +36,7 @@ def check_shard(path: str, entry: dict, check_crc: bool = True) -> list[str]:
 
 def inspect(out_dir: str, check_crc: bool = True) -> tuple[str, bool]:
   """Human-readable summary of ``out_dir`` and whether everything checks out."""
-  m = convert.load_manifest(out_dir)
+  m = dataset_layout.load_manifest(out_dir)
   mib = sum(s["bytes"] for s in m["shards"]) / 2**20
   lines = [f"{out_dir}: {m['num_records']} images, {m['num_masks']} masks, "
            + f"{m['num_shards']} shards, {mib:.1f} MiB"]

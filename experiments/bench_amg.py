@@ -12,54 +12,41 @@ warmed up first (compilation reported separately), the official runs once
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import machine_description, official_and_samjax, today, write_result
+from bench_common import Report, loaded_and_official, make_parser
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--variant", default="vit_b")
+  ap = make_parser(__doc__, variant="vit_b", runs=1, runs_help="timed samjax runs (median)")
   ap.add_argument("--points-per-side", type=int, default=32)
   ap.add_argument("--crop-n-layers", type=int, default=0)
   ap.add_argument("--pred-iou-thresh", type=float, default=0.88)
   ap.add_argument("--stability-score-thresh", type=float, default=0.95)
-  ap.add_argument("--runs", type=int, default=1, help="timed samjax runs (median)")
-  ap.add_argument("--write", metavar="DIR")
   args = ap.parse_args(argv)
 
   import skimage.data
   import torch
   from segment_anything import SamAutomaticMaskGenerator as Official
 
-  from samjax import SamAutomaticMaskGenerator, build
-  from samjax.loading import LoadedSam
+  from samjax import SamAutomaticMaskGenerator
 
-  model = build(args.variant)
-  official_sam, params = official_and_samjax(model.config)
+  loaded, official_sam = loaded_and_official(args.variant)
   settings = dict(points_per_side=args.points_per_side, crop_n_layers=args.crop_n_layers,
                   pred_iou_thresh=args.pred_iou_thresh,
                   stability_score_thresh=args.stability_score_thresh)
-  ours = SamAutomaticMaskGenerator(LoadedSam(model, params), **settings)
+  ours = SamAutomaticMaskGenerator(loaded, **settings)
   official = Official(official_sam, **settings)
   image = skimage.data.coffee()  # 400x600 RGB photograph
   h, w = image.shape[:2]
 
-  lines = [f"# bench_amg {args.variant}, {h}x{w} photograph (skimage coffee)",
-           f"date: {today()}", f"machine: {machine_description()}",
-           f"torch threads: {torch.get_num_threads()}",
-           f"settings: {settings} (other arguments: official defaults)", ""]
-  for line in lines:
-    print(line, flush=True)
-
-  def say(line):
-    print(line, flush=True)
-    lines.append(line)
+  report = Report(f"bench_amg {args.variant}, {h}x{w} photograph (skimage coffee)",
+                  f"torch threads: {torch.get_num_threads()}",
+                  f"settings: {settings} (other arguments: official defaults)")
+  say = report.say
 
   t0 = time.perf_counter()
   ours.generate(image)
@@ -95,7 +82,7 @@ def main(argv=None):
       f"{(r_total - r_enc) / (o_total - o_enc):.2f}x |")
   say(f"| encoder (set_image) | {o_enc:.2f} s | {r_enc:.2f} s | {r_enc / o_enc:.2f}x |")
   say(f"| masks returned | {counts[i]} | {len(ref)} | |")
-  write_result(args.write, f"bench_amg_{args.variant}", lines)
+  report.write(args.write, f"bench_amg_{args.variant}")
 
 
 if __name__ == "__main__":

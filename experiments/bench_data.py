@@ -26,8 +26,6 @@ The target is ratio = pipeline / baseline >= 1.0.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import functools
 import gc
 import io
@@ -39,9 +37,20 @@ import time
 import numpy as np
 from PIL import Image
 
+# The repository's data_pipelines (installed or not), and bench_common beside this file.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import cpu_name, make_parser, today
 
-from data_pipelines import convert, decode, example_codec, pipeline, sample_data, tfrecord
+from data_pipelines import (
+  dataset_layout,
+  decode,
+  example_codec,
+  pipeline,
+  sa1b_to_tfrecord,
+  sample_data,
+  tfrecord,
+)
 
 
 def build_data(work: str, images: int, height: int, width: int, objects: int,
@@ -58,14 +67,14 @@ def build_data(work: str, images: int, height: int, width: int, objects: int,
       pass
     print(f"sample data: {time.time() - t0:.0f}s")
   # overwrite: a cached conversion made with other copy settings is redone.
-  convert.convert([src], out, num_shards=2, workers=1, progress=False,
-                  log=lambda *_: None, overwrite=True)
+  sa1b_to_tfrecord.convert([src], out, num_shards=2, workers=1, progress=False,
+                           log=lambda *_: None, overwrite=True)
   return out
 
 
 def jpegs_of(data_dir: str) -> tuple[list[bytes], list[bytes], float]:
   """(original JPEGs, stored 1024 copies, mean masks per image) of the dataset."""
-  m = convert.load_manifest(data_dir)
+  m = dataset_layout.load_manifest(data_dir)
   jpgs, copies, masks = [], [], []
   for s in m["shards"]:
     for _, d in tfrecord.iter_frames(os.path.join(data_dir, s["file"])):
@@ -155,20 +164,8 @@ def timed(fn):
   return run
 
 
-def cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
-
-
 def main() -> int:
-  ap = argparse.ArgumentParser(description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = make_parser(__doc__, write=False)  # --out FILE instead of --write DIR
   ap.add_argument("--work", default="bench_out/data", help="cache for the sample data")
   ap.add_argument("--images", type=int, default=16)
   ap.add_argument("--height", type=int, default=1500)
@@ -216,7 +213,7 @@ def main() -> int:
   base = best[next(iter(best))]
   quality = fidelity(jpgs, copies)
   lines = [
-      f"# bench_data: SA-1B pipeline vs full-size JPEG decode ({datetime.date.today()})",
+      f"# bench_data: SA-1B pipeline vs full-size JPEG decode ({today()})",
       "",
       (f"Machine: {os.cpu_count()}-core CPU ({cpu_name()}), Python "
        f"{platform.python_version()}, Pillow {Image.__version__}; shared with other jobs, "

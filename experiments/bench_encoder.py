@@ -12,7 +12,6 @@ XLA matmul rate.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -21,28 +20,24 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import (
-  machine_description,
+  Report,
+  make_parser,
   matmul_rate_gflops,
   median,
   official_and_samjax,
   time_calls,
-  today,
-  write_result,
   xla_flops,
 )
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--variant", default="vit_b")
+  ap = make_parser(__doc__, variant="vit_b", runs=3,
+                   runs_help="timed calls per implementation")
   ap.add_argument("--batch", type=int, default=1)
-  ap.add_argument("--runs", type=int, default=3, help="timed calls per implementation")
   ap.add_argument("--attention-impl", default="auto", help="auto | xla | chunked | cudnn")
   ap.add_argument("--query-chunk", type=int, default=None)
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--skip-official", action="store_true")
-  ap.add_argument("--write", metavar="DIR", help="also write a markdown result file here")
   args = ap.parse_args(argv)
 
   import torch
@@ -59,16 +54,10 @@ def main(argv=None):
   s = cfg.image_size
   images = np.random.default_rng(0).normal(size=(args.batch, 3, s, s)).astype(np.float32)
 
-  lines = [f"# bench_encoder {args.variant} {s}x{s} batch {args.batch} {args.dtype}",
-           f"date: {today()}", f"machine: {machine_description()}",
-           (f"torch threads: {torch.get_num_threads()}; samjax attention_impl: "
-            f"{cfg.attention_impl} (query chunk {cfg.attention_query_chunk})"), ""]
-
-  def say(line):
-    print(line, flush=True)
-    lines.append(line)
-  for line in lines:
-    print(line)
+  report = Report(f"bench_encoder {args.variant} {s}x{s} batch {args.batch} {args.dtype}",
+                  (f"torch threads: {torch.get_num_threads()}; samjax attention_impl: "
+                   f"{cfg.attention_impl} (query chunk {cfg.attention_query_chunk})"))
+  say = report.say
 
   embed = jax.jit(model.embed_images)
   import time
@@ -103,7 +92,7 @@ def main(argv=None):
     say(f"ratio (samjax images/s / official images/s): {tt / tj:.2f}x")
   say(f"all runs (s): samjax {[round(t, 3) for t in jax_times]} official "
       f"{[round(t, 3) for t in torch_times]}")
-  write_result(args.write, f"bench_encoder_{args.variant}", lines)
+  report.write(args.write, f"bench_encoder_{args.variant}")
 
 
 if __name__ == "__main__":

@@ -14,42 +14,28 @@ Both include post-processing to full-resolution masks, as the official
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import (
-  machine_description,
-  median,
-  official_and_samjax,
-  time_calls,
-  today,
-  write_result,
-)
+from bench_common import Report, loaded_and_official, make_parser, median, time_calls
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--variant", default="vit_b")
-  ap.add_argument("--runs", type=int, default=10, help="timed decode calls per case")
+  ap = make_parser(__doc__, variant="vit_b", runs=10, runs_help="timed decode calls per case")
   ap.add_argument("--image-runs", type=int, default=2, help="timed set_image calls")
-  ap.add_argument("--write", metavar="DIR")
   args = ap.parse_args(argv)
 
   import skimage.data
   import torch
   from segment_anything import SamPredictor as OfficialPredictor
 
-  from samjax import SamPredictor, build
-  from samjax.loading import LoadedSam
+  from samjax import SamPredictor
 
-  model = build(args.variant)
-  official_sam, params = official_and_samjax(model.config)
-  ours, official = SamPredictor(LoadedSam(model, params)), OfficialPredictor(official_sam)
+  loaded, official_sam = loaded_and_official(args.variant)
+  ours, official = SamPredictor(loaded), OfficialPredictor(official_sam)
   image = skimage.data.coffee()  # 400x600 RGB photograph
   h, w = image.shape[:2]
   rng = np.random.default_rng(0)
@@ -58,15 +44,9 @@ def main(argv=None):
   boxes = np.stack([x0, y0, x0 + rng.uniform(10, w * 0.4, 64),
                     y0 + rng.uniform(10, h * 0.4, 64)], -1)
 
-  lines = [f"# bench_predictor {args.variant}, {h}x{w} photograph (skimage coffee)",
-           f"date: {today()}", f"machine: {machine_description()}",
-           f"torch threads: {torch.get_num_threads()}", ""]
-  for line in lines:
-    print(line)
-
-  def say(line):
-    print(line, flush=True)
-    lines.append(line)
+  report = Report(f"bench_predictor {args.variant}, {h}x{w} photograph (skimage coffee)",
+                  f"torch threads: {torch.get_num_threads()}")
+  say = report.say
 
   # Warm-up: compile samjax programs, let torch allocate.
   ours.set_image(image)
@@ -100,7 +80,7 @@ def main(argv=None):
     a, b = median(t_ours), median(t_off)
     per = f" (per box: {a / 64e-3:.2f} ms vs {b / 64e-3:.2f} ms)" if "64" in name else ""
     say(f"| {name} | {a * 1e3:.1f} ms | {b * 1e3:.1f} ms | {b / a:.2f}x{per} |")
-  write_result(args.write, f"bench_predictor_{args.variant}", lines)
+  report.write(args.write, f"bench_predictor_{args.variant}")
 
 
 if __name__ == "__main__":

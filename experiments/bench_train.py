@@ -12,14 +12,16 @@ The ViT-B config is the paper recipe (8 + 2 corrective passes) on a batch of
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
+# bench_common beside this file; the repository root for tests.synthetic_data.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import (
   machine_description,
+  make_parser,
   matmul_rate_gflops,
   median,
   time_calls,
@@ -27,8 +29,6 @@ from bench_common import (
   write_result,
   xla_flops,
 )
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def bench_config(name, config, runs):
@@ -39,7 +39,7 @@ def bench_config(name, config, runs):
   from samjax.train.loop import build_model
   from samjax.train.optimizer import make_optimizer
   from samjax.train.step import make_train_step
-  from samjax.train.synthetic import synthetic_batch
+  from tests.synthetic_data import synthetic_batch
   model = build_model(config)
   params = model.init(jax.random.PRNGKey(0))
   tx, _ = make_optimizer(params, model.config, **dict(config.optim))
@@ -64,14 +64,11 @@ def bench_config(name, config, runs):
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = make_parser(__doc__, runs=3)
   ap.add_argument("--configs", default="tiny,vit_b")
-  ap.add_argument("--runs", type=int, default=3)
   ap.add_argument("--vit-b-masks", type=int, default=8)
-  ap.add_argument("--write", metavar="DIR")
   args = ap.parse_args(argv)
-  from samjax.commands.train import load_config
+  from samjax.configs import load_config
   rate = matmul_rate_gflops()
   lines = [f"# bench_train ({today()})", f"machine: {machine_description()}",
            f"XLA fp32 matmul rate (2048^3): {rate:.1f} GFLOP/s", "",
@@ -82,9 +79,9 @@ def main(argv=None):
     print(line)
   for name in args.configs.split(","):
     if name == "tiny":
-      cfg = load_config(os.path.join(HERE, "configs", "tiny_demo.py"))
+      cfg = load_config("tiny_demo")
     elif name == "vit_b":
-      cfg = load_config(os.path.join(HERE, "configs", "sam_vit_b_sa1b.py:local"),
+      cfg = load_config("sam_vit_b_sa1b:local",
                         ["--config.data.batch_size=1",
                          f"--config.data.max_masks={args.vit_b_masks}"])
     else:

@@ -3,7 +3,7 @@
   1. sample data in exact SA-1B layout (tar shards of jpg + json, COCO RLE),
      built from scikit-image photographs: a training and a held-out split;
   2. `samjax data convert` -> TFRecord shards (+ index, manifest);
-  3. `samjax train` with experiments/configs/tiny_demo.py on all local
+  3. `samjax train --config tiny_demo` (experiments/configs/tiny_demo.py) on all local
      devices: held-out 1-click mIoU before training, progress, checkpoints,
      held-out mIoU after training;
   4. `samjax convert --to-torch` of the trained workdir -> a .pth plus the
@@ -27,7 +27,6 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 # Square 256 px images with fewer, larger objects than make-sample's SA-1B-like
 # default: the demo model predicts 64 px masks, where the default's smallest
 # parts (360 x 240 images seen at 0.7x) would cover less than one output pixel.
@@ -114,7 +113,7 @@ def main(argv=None):
              "--train-size", "256", "--train-gt-size", "64"])
 
   workdir = os.path.join(args.out, "train")
-  train_args = ["train", "--config", os.path.join(HERE, "configs", "tiny_demo.py"),
+  train_args = ["train", "--config", "tiny_demo",
                 "--workdir", workdir,
                 f"--config.data.train_dir={os.path.join(data, 'train')}",
                 f"--config.data.eval_dir={os.path.join(data, 'eval')}"]

@@ -1,12 +1,15 @@
-"""Loading a model from whatever the user has: a samjax model directory or an
-official ``.pth`` (and, once training lands, a training workdir)."""
+"""Loading a model from whatever the user has: a samjax model directory, a
+training workdir or an official ``.pth`` (layouts in ``samjax.formats``)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
-from samjax.model.configs import SamConfig
+import jax
+import numpy as np
+
+from samjax import formats
+from samjax.model.configs import SamConfig, get_config
 from samjax.model.sam import SamModel
 
 
@@ -18,8 +21,6 @@ class LoadedSam:
   """
   model: SamModel
   params: dict
-  source: str | None = None
-  image_format: str = "RGB"
 
   @property
   def config(self) -> SamConfig:
@@ -31,10 +32,11 @@ class LoadedSam:
 
 
 def load_sam(path: str, variant: str | None = None, **compute_overrides) -> LoadedSam:
-  """Loads a converted samjax model directory or an official ``.pth``.
+  """Loads a converted samjax model directory, a training workdir or an official ``.pth``.
 
   Args:
-    path: model directory (``samjax convert --from-torch``) or ``.pth``.
+    path: model directory (``samjax convert --from-torch``), ``samjax train``
+      workdir (its newest checkpoint) or ``.pth``.
     variant: expected size ('vit_b', ...); inferred from the weights if None.
     **compute_overrides: non-architecture config fields, e.g. ``dtype='bfloat16'``
       or ``attention_impl='cudnn'``.
@@ -45,46 +47,29 @@ def load_sam(path: str, variant: str | None = None, **compute_overrides) -> Load
     raise ValueError(f"cannot override architecture fields {bad} of a checkpoint")
   if compute_overrides:
     config = config.replace(**compute_overrides)
-  return LoadedSam(SamModel(config), params, source=path)
+  return LoadedSam(SamModel(config), params)
 
 
 def load_config_and_params(path: str, variant: str | None = None
                            ) -> tuple[SamConfig, dict]:
-  """(config, params) from a samjax model directory or an official ``.pth``."""
+  """(config, float32 params) from any checkpoint path ``samjax.formats`` knows."""
   from samjax import interop
-  if os.path.isdir(path):
-    if os.path.isfile(os.path.join(path, "model_config.json")) and os.path.isdir(
-        os.path.join(path, "checkpoints")):
-      return _load_training_workdir(path, variant)
-    if interop.model_dir.is_model_dir(path):
-      config, params = interop.load_model_dir(path)
-      if variant is not None:
-        from samjax.model.configs import get_config
-        if not get_config(variant).same_architecture(config):
-          raise ValueError(f"{path} holds {config.describe()}, "
-                           f"not {variant}")
-      return config, params
-    raise FileNotFoundError(f"{path} is a directory but neither a samjax model "
-                            "directory (no samjax_model.json) nor a training workdir "
-                            "(no model_config.json + checkpoints/)")
-  if os.path.isfile(path):
+  kind = formats.checkpoint_kind(path)
+  if kind == formats.TORCH_FILE:
     return interop.import_official(path, variant)
-  raise FileNotFoundError(f"no such checkpoint: {path}")
-
-
-def _load_training_workdir(path: str, variant: str | None):
-  """Params of the latest checkpoint of a ``samjax train`` workdir."""
-  import json
-
-  import jax
-  import numpy as np
-
-  from samjax.model.configs import get_config
-  from samjax.train.checkpointing import Checkpointer
-  with open(os.path.join(path, "model_config.json")) as f:
-    config = SamConfig.from_dict(json.load(f))
+  if kind == formats.WORKDIR:
+    config, params = _load_training_workdir(path)
+  else:
+    config, params = interop.load_model_dir(path)
   if variant is not None and not get_config(variant).same_architecture(config):
-    raise ValueError(f"training workdir {path} holds a different model than {variant}")
+    raise ValueError(f"{path} holds {config.describe()}, not {variant}")
+  return config, params
+
+
+def _load_training_workdir(path: str) -> tuple[SamConfig, dict]:
+  """Params of the newest checkpoint of a ``samjax train`` workdir."""
+  from samjax.train.checkpointing import Checkpointer
+  config = formats.read_model_config(path)
   ckpt = Checkpointer(path, async_save=False)
   try:
     params = ckpt.restore_params()

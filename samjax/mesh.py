@@ -106,4 +106,13 @@ def state_shardings(abstract_state, params_sharding, mesh: Mesh):
 
 
 def batch_sharding(mesh: Mesh, batch_axes=("data", "fsdp")) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec(tuple(batch_axes)))
+  """NamedSharding splitting dim 0 over ``batch_axes``, replicated over the rest.
+
+  The one definition for the train step and ``data_pipelines.global_batch``
+  (which passes its own ``("data",)`` default explicitly).
+  """
+  axes = tuple(batch_axes)
+  missing = [a for a in axes if a not in mesh.axis_names]
+  if missing:
+    raise ValueError(f"batch axes {missing} are not mesh axes {mesh.axis_names}")
+  return NamedSharding(mesh, PartitionSpec(axes))

@@ -4,12 +4,13 @@
   samjax train --config experiments/configs/sam_vit_b_sa1b.py --workdir gs://.../vit_b \\
       --config.data.train_dir=/data/sa1b --config.data.eval_dir=/data/sa1b_eval
 
+The same config is registered as ``sam_vit_b_sa1b`` (``--config sam_vit_b_sa1b``).
 ARG: "local" runs a few steps of the same recipe on the local devices (smoke
-test). The numbers live in sam_recipe.py.
+test). The numbers live in samjax/configs/sam_recipe.py.
 """
 
-from sam_recipe import recipe
+from samjax.configs import sam_recipe
 
 
 def get_config(arg=None):
-  return recipe("vit_b", arg)
+  return sam_recipe.recipe("vit_b", arg)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -97,13 +96,6 @@ def sa1b_record(records: list[dict], file_name: str, height: int, width: int) ->
   }
 
 
-def _write_json_atomic(doc: dict, path: str):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(doc, f)
-  os.replace(tmp, path)  # a JSON that exists is complete: resume trusts it
-
-
 def _overlay(image, records, path):
   from samjax.inference.mask_io import decode_rle
   from samjax.inference.visualize import overlay_masks
@@ -114,8 +106,9 @@ def _overlay(image, records, path):
 def run(args) -> int:
   from tqdm import tqdm
 
+  from data_pipelines import atomic_io
   from samjax import SamAutomaticMaskGenerator, load_sam
-  from samjax.commands.segment import read_image
+  from samjax.inference.image_io import read_image
   paths = list_images(args.images)
   if not paths:
     raise ValueError(f"--images: no image files ({', '.join(IMAGE_EXTS)}) in {args.images}")
@@ -154,8 +147,9 @@ def run(args) -> int:
       continue
     records = gen.generate(image)
     name = os.path.basename(path)
-    _write_json_atomic(sa1b_record(records, name, *image.shape[:2]),
-                       os.path.join(args.out, stem + ".json"))
+    # Atomic: a JSON that exists is complete, which is what resuming trusts.
+    atomic_io.write_json(os.path.join(args.out, stem + ".json"),
+                         sa1b_record(records, name, *image.shape[:2]))
     if args.copy_images and name.lower().endswith((".jpg", ".jpeg")):
       dst = os.path.join(args.out, stem + ".jpg")
       if not os.path.exists(dst):

@@ -63,21 +63,9 @@ def register(subparsers):
   p.set_defaults(func=run)
 
 
-def read_image(path: str) -> np.ndarray:
-  """Any PIL-readable file -> HxWx3 uint8 RGB (EXIF orientation applied)."""
-  from PIL import Image, ImageOps, UnidentifiedImageError
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"no such image: {path}")
-  try:
-    with Image.open(path) as im:
-      im = ImageOps.exif_transpose(im)
-      return np.asarray(im.convert("RGB"))
-  except (UnidentifiedImageError, OSError) as e:
-    raise ValueError(f"cannot read image {path}: {e}") from e
-
-
 def run(args) -> int:
   from samjax import SamPredictor, load_sam
+  from samjax.inference.image_io import read_image
   from samjax.inference.mask_io import encode_rle, mask_bbox_xywh
   from samjax.inference.visualize import overlay_masks, side_by_side
   if not args.point and args.box is None:

@@ -1,9 +1,10 @@
 """Host-side helpers of the automatic mask generator (numpy, no torch).
 
 Same semantics as ``segment_anything/utils/amg.py``: point grids, crop boxes,
-the crop-edge filter, uncompressed/COCO RLE and small-region removal. Only
-what must stay dynamic-shaped lives here; the per-mask arithmetic (upscaling,
-stability score, boxes, NMS) runs on device in ``amg_kernels``.
+the crop-edge filter, uncompressed RLE and small-region removal (compressed
+COCO RLE is ``mask_io.encode_rle``). Only what must stay dynamic-shaped lives
+here; the per-mask arithmetic (upscaling, stability score, boxes, NMS) runs on
+device in ``amg_kernels``.
 """
 
 from __future__ import annotations
@@ -84,15 +85,6 @@ def mask_to_uncompressed_rle(mask: np.ndarray) -> dict:
   if flat.size and flat[0]:
     counts = [0, *counts]
   return {"size": [h, w], "counts": counts}
-
-
-def coco_rle(mask: np.ndarray) -> dict:
-  """HxW bool -> compressed COCO RLE with a str ``counts`` (JSON-ready); the
-  same string the official ``coco_encode_rle`` makes from the uncompressed RLE."""
-  from pycocotools import mask as mask_utils
-  rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-  return {"size": [int(rle["size"][0]), int(rle["size"][1])],
-          "counts": rle["counts"].decode("utf-8")}
 
 
 def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str

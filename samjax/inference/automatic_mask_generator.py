@@ -33,6 +33,7 @@ import numpy as np
 from samjax.inference import amg_kernels as K
 from samjax.inference import amg_utils as U
 from samjax.inference import validation
+from samjax.inference.mask_io import encode_rle
 from samjax.inference.transforms import (
   apply_coords,
   get_preprocess_shape,
@@ -313,7 +314,7 @@ class SamAutomaticMaskGenerator:
       if self.output_mode == "binary_mask":
         seg = mask
       elif self.output_mode == "coco_rle":
-        seg = U.coco_rle(mask)
+        seg = encode_rle(mask)
       else:
         seg = U.mask_to_uncompressed_rle(mask)
       records.append({

@@ -14,7 +14,6 @@ Each rule is (jax path, torch key, layout kind):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -184,8 +183,3 @@ def unflatten(flat: dict[Path, np.ndarray]) -> dict:
       node = node.setdefault(k, {})
     node[path[-1]] = leaf
   return out
-
-
-def iter_paths(rules) -> Iterator[str]:
-  for r in rules:
-    yield "/".join(r.jax_path)

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from samjax import formats
+from samjax.formats import sidecar_path
 from samjax.interop.config_from_shapes import infer_config
 from samjax.interop.errors import CheckpointMismatchError
 from samjax.interop.official import constructor_kwargs
@@ -82,11 +84,6 @@ def state_dict_from_params(params, config: SamConfig) -> dict[str, np.ndarray]:
   return {r.torch_key: to_torch_layout(r, flat[r.jax_path]) for r in rules}
 
 
-def sidecar_path(pth_path: str) -> str:
-  """Where export writes the constructor arguments next to a ``.pth``."""
-  return pth_path + ".json"
-
-
 def import_official(path: str, variant: str | None = None
                     ) -> tuple[SamConfig, dict]:
   """Loads an official ``.pth`` -> (config, params).
@@ -126,7 +123,7 @@ def export_official(params, config: SamConfig, path: str) -> dict[str, np.ndarra
   state_dict written."""
   state_dict = state_dict_from_params(params, config)
   save_state_dict(state_dict, path)
-  meta = {"format": "samjax-official-export", "variant": variant_name(config),
+  meta = {"format": formats.EXPORT_FORMAT, "variant": variant_name(config),
           "official_constructor_kwargs": constructor_kwargs(config),
           "samjax_config": config.to_dict()}
   with open(sidecar_path(path), "w") as f:

@@ -216,21 +216,40 @@ class SamModel:
     return jnp.transpose(pe, (2, 0, 1))
 
   # ---- pre-processing ---------------------------------------------------
-  def preprocess(self, images):
+  def preprocess(self, images, image_hw=None):
     """[B, 3, H, W] RGB 0-255 (H, W <= S) -> normalised, zero-padded [B, 3, S, S].
 
-    Same as the official ``Sam.preprocess``: normalise, then pad bottom/right.
+    Same as the official ``Sam.preprocess``; see ``normalize_and_pad``.
     """
-    s = self.config.image_size
-    h, w = images.shape[-2:]
-    if h > s or w > s:
-      raise ValueError(f"image {h}x{w} larger than the model input {s}; resize "
-                       "the longest side to it first")
-    mean = jnp.asarray(PIXEL_MEAN, jnp.float32).reshape(3, 1, 1)
-    std = jnp.asarray(PIXEL_STD, jnp.float32).reshape(3, 1, 1)
-    x = (jnp.asarray(images, jnp.float32) - mean) / std
-    pad = [(0, 0)] * (x.ndim - 2) + [(0, s - h), (0, s - w)]
-    return jnp.pad(x, pad)
+    return normalize_and_pad(images, self.config.image_size, image_hw)
+
+
+def normalize_and_pad(images, size: int, image_hw=None):
+  """[..., 3, H, W] RGB 0-255 (H, W <= size) -> normalised [..., 3, size, size].
+
+  The official ``Sam.preprocess``: normalise, then zero-pad bottom/right.
+  ``image_hw`` [B, 2] (h, w) gives each image's own extent when a batch
+  [B, 3, H, W] arrives padded already (a training batch holds images of
+  different sizes at S x S): pixels outside it become 0, as if that image
+  had been padded here. Training and ``SamModel.preprocess`` both run this,
+  so the model sees the same input either way.
+  """
+  h, w = images.shape[-2:]
+  if h > size or w > size:
+    raise ValueError(f"image {h}x{w} larger than the model input {size}; resize "
+                     "the longest side to it first")
+  mean = jnp.asarray(PIXEL_MEAN, jnp.float32).reshape(3, 1, 1)
+  std = jnp.asarray(PIXEL_STD, jnp.float32).reshape(3, 1, 1)
+  x = (jnp.asarray(images, jnp.float32) - mean) / std
+  if image_hw is not None:
+    # Padding pixels arrive as 0, which normalises to non-zero values; the
+    # model must see exactly 0 there.
+    image_hw = jnp.asarray(image_hw)
+    rows = jnp.arange(h)[None, :, None] < image_hw[:, 0, None, None]
+    cols = jnp.arange(w)[None, None, :] < image_hw[:, 1, None, None]
+    x = jnp.where((rows & cols)[:, None], x, 0.0)
+  pad = [(0, 0)] * (x.ndim - 2) + [(0, size - h), (0, size - w)]
+  return jnp.pad(x, pad)
 
 
 def build(variant_or_config, **overrides) -> SamModel:

@@ -21,10 +21,10 @@ def make_init_params(init_cfg, model, log=print):
   Checkpoints are read (and checked against the model) here, once, so a bad
   path or a mismatched file fails before any compilation.
   """
-  kind = init_cfg.get("kind", "scratch")
+  kind = init_cfg.kind
   if kind == "scratch":
     return model.init
-  if kind in ("sam", "mae") and not init_cfg.get("checkpoint"):
+  if kind in ("sam", "mae") and not init_cfg.checkpoint:
     raise ValueError(f"init.kind={kind!r} needs init.checkpoint=PATH")
   if kind == "sam":
     from samjax.loading import load_config_and_params

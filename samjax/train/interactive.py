@@ -77,16 +77,13 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
     ``iou_first_oracle`` (first pass, best output against the ground truth),
     ``iou_per_pass`` [1 + followups].
   """
-  s = model.config.image_size
   gt = batch["masks"].astype(jnp.float32)
   if gt.shape[-1] != model.config.mask_input_size:
     raise ValueError(f"ground truth at {gt.shape[-1]} px but the decoder predicts "
                      f"{model.config.mask_input_size} px masks; set gt_size to match")
   valid = batch["valid"]
   b, k = valid.shape
-  n = 1 + cfg.num_point_iters
   r_first, r_pt, r_box, r_sched, r_loop = jax.random.split(rng, 5)
-  w = dict(focal_weight=cfg.focal_weight, dice_weight=cfg.dice_weight)
 
   def decode(coords, labels, pvalid, boxes, box_valid, masks):
     return model.decode(params, embeddings, coords, labels, boxes, masks,
@@ -94,41 +91,76 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
                         mask_valid=None if masks is None else jnp.ones((b, k), bool),
                         all_tokens=True, image_pe=image_pe, prompt_chunk=prompt_chunk)
 
-  def pass_loss(parts):
-    return masked_mean(parts["mask"] + cfg.iou_weight * parts["iou_mse"], valid)
+  prompts = _first_prompts((r_first, r_pt, r_box), batch, gt, cfg, first_prompt,
+                           model.config.image_size)
+  first = _first_pass(decode, prompts, gt, cfg)
+  outs = _followup_passes(decode, prompts, first["prev"], gt, valid, cfg, (r_sched, r_loop),
+                          model.config.image_size)
+  return _summarize(first, outs, valid, cfg)
 
-  # ---- first pass -------------------------------------------------------
+
+def _weights(cfg: InteractiveConfig) -> dict:
+  return dict(focal_weight=cfg.focal_weight, dice_weight=cfg.dice_weight)
+
+
+def _pass_loss(parts, valid, cfg: InteractiveConfig):
+  return masked_mean(parts["mask"] + cfg.iou_weight * parts["iou_mse"], valid)
+
+
+def _first_prompts(keys, batch, gt, cfg: InteractiveConfig, first_prompt: str, s: int
+                   ) -> dict:
+  """Per mask a uniform foreground point or a noisy GT box, as decoder inputs:
+  coords [B, K, N, 2], labels/pvalid [B, K, N] (slot 0 used), boxes [B, K, 4],
+  box_valid and is_point [B, K]."""
+  r_first, r_pt, r_box = keys
+  b, k = batch["valid"].shape
+  n = 1 + cfg.num_point_iters
   if first_prompt == "random":
-    first_is_point = jax.random.bernoulli(r_first, cfg.point_prob, (b, k))
+    is_point = jax.random.bernoulli(r_first, cfg.point_prob, (b, k))
   elif first_prompt in ("point", "box"):
-    first_is_point = jnp.full((b, k), first_prompt == "point")
+    is_point = jnp.full((b, k), first_prompt == "point")
   else:
     raise ValueError(f"first_prompt={first_prompt!r}")
   point, found = prompt_sampling.sample_uniform_pixel(r_pt, gt > 0.5, s)
-  first_is_point = first_is_point & found
+  is_point = is_point & found
   boxes = prompt_sampling.noisy_boxes(r_box, batch["boxes"].astype(jnp.float32),
                                       batch["image_size"], cfg.box_noise_frac,
                                       cfg.box_noise_max)
-  box_valid = ~first_is_point
-  coords = jnp.zeros((b, k, n, 2), jnp.float32).at[:, :, 0].set(point)
-  labels = jnp.ones((b, k, n), jnp.int32)
-  pvalid = jnp.zeros((b, k, n), bool).at[:, :, 0].set(first_is_point)
+  return {"is_point": is_point, "boxes": boxes, "box_valid": ~is_point,
+          "coords": jnp.zeros((b, k, n, 2), jnp.float32).at[:, :, 0].set(point),
+          "labels": jnp.ones((b, k, n), jnp.int32),
+          "pvalid": jnp.zeros((b, k, n), bool).at[:, :, 0].set(is_point)}
 
-  logits, iou = decode(coords, labels, pvalid, boxes, box_valid, None)
+
+def _first_pass(decode, prompts, gt, cfg: InteractiveConfig) -> dict:
+  """3 outputs for a point (loss on the best), the single output for a box.
+  Returns loss parts, the fed-back logits ``prev`` [B, K, G, G] and the IoUs
+  of the confident (``iou0``) and best (``oracle0``) output, [B, K]."""
+  w, is_point = _weights(cfg), prompts["is_point"]
+  logits, iou = decode(prompts["coords"], prompts["labels"], prompts["pvalid"],
+                       prompts["boxes"], prompts["box_valid"], None)
   multi, _ = per_mask_losses(logits[:, :, 1:], iou[:, :, 1:], gt, **w)
   single, _ = per_mask_losses(logits[:, :, :1], iou[:, :, :1], gt, **w)
-  parts0 = jax.tree_util.tree_map(lambda a, c: jnp.where(first_is_point, a, c), multi, single)
-  chosen = jnp.where(first_is_point, jnp.argmax(iou[:, :, 1:], axis=-1) + 1, 0)
+  parts = jax.tree_util.tree_map(lambda a, c: jnp.where(is_point, a, c), multi, single)
+  chosen = jnp.where(is_point, jnp.argmax(iou[:, :, 1:], axis=-1) + 1, 0)
   prev = jnp.take_along_axis(logits, chosen[:, :, None, None, None], axis=2)[:, :, 0]
   iou0 = mask_iou(prev, gt)
   # The paper's "oracle": the best of the 3 outputs against the GT (a box
   # first prompt has only the single output, already scored in iou0).
-  oracle0 = jnp.where(first_is_point, mask_iou(logits[:, :, 1:], gt[:, :, None]).max(-1),
-                      iou0)
+  oracle0 = jnp.where(is_point, mask_iou(logits[:, :, 1:], gt[:, :, None]).max(-1), iou0)
+  return {"parts": parts, "prev": prev, "iou0": iou0, "oracle0": oracle0}
 
-  # ---- follow-up passes ---------------------------------------------------
-  schedule = followup_schedule(r_sched, cfg)
-  keys = jax.random.split(r_loop, cfg.num_followups)
+
+def _followup_passes(decode, prompts, prev, gt, valid, cfg: InteractiveConfig, keys,
+                     s: int) -> dict:
+  """The corrective-click and mask-only passes, one ``lax.scan`` step each.
+  Returns per-pass means [num_followups]: loss, iou and the loss parts."""
+  if not cfg.num_followups:
+    return {name: jnp.zeros((0,)) for name in
+            ("loss", "iou", "mask", "focal", "dice", "iou_mse")}
+  r_sched, r_loop = keys
+  n, w = 1 + cfg.num_point_iters, _weights(cfg)
+  boxes, box_valid = prompts["boxes"], prompts["box_valid"]
 
   def body(carry, xs):
     coords, labels, pvalid, cursor, prev = carry
@@ -145,29 +177,33 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
                          jax.lax.stop_gradient(prev))
     parts, _ = per_mask_losses(logits[:, :, :1], iou[:, :, :1], gt, **w)
     prev = logits[:, :, 0]
-    out = {"loss": pass_loss(parts), "iou": masked_mean(mask_iou(prev, gt), valid),
-           **{f"{key_}": masked_mean(v, valid) for key_, v in parts.items() if key_ != "iou"}}
+    out = {"loss": _pass_loss(parts, valid, cfg),
+           "iou": masked_mean(mask_iou(prev, gt), valid),
+           **{name: masked_mean(v, valid) for name, v in parts.items() if name != "iou"}}
     return (coords, labels, pvalid, cursor, prev), out
 
-  cursor0 = first_is_point.astype(jnp.int32)
-  carry = (coords, labels, pvalid, cursor0, prev)
-  if cfg.num_followups:
-    carry, outs = jax.lax.scan(body, carry, (schedule, keys))
-  else:
-    outs = {"loss": jnp.zeros((0,)), "iou": jnp.zeros((0,)), "mask": jnp.zeros((0,)),
-            "focal": jnp.zeros((0,)), "dice": jnp.zeros((0,)), "iou_mse": jnp.zeros((0,))}
-  loss0 = pass_loss(parts0)
+  carry = (prompts["coords"], prompts["labels"], prompts["pvalid"],
+           prompts["is_point"].astype(jnp.int32), prev)
+  xs = (followup_schedule(r_sched, cfg), jax.random.split(r_loop, cfg.num_followups))
+  _, outs = jax.lax.scan(body, carry, xs)
+  return outs
+
+
+def _summarize(first, outs, valid, cfg: InteractiveConfig):
+  """(loss, metrics): means over all passes and valid masks."""
+  parts0 = first["parts"]
+  loss0 = _pass_loss(parts0, valid, cfg)
   passes = 1 + cfg.num_followups
   loss = (loss0 + outs["loss"].sum()) / passes
-  iou_per_pass = jnp.concatenate([masked_mean(iou0, valid)[None], outs["iou"]])
+  iou_per_pass = jnp.concatenate([masked_mean(first["iou0"], valid)[None], outs["iou"]])
+  mean_over_passes = {name: (masked_mean(parts0[name], valid) + outs[name].sum()) / passes
+                      for name in ("focal", "dice", "iou_mse")}
   metrics = {
       "loss": loss,
       "loss_first": loss0,
-      "focal": (masked_mean(parts0["focal"], valid) + outs["focal"].sum()) / passes,
-      "dice": (masked_mean(parts0["dice"], valid) + outs["dice"].sum()) / passes,
-      "iou_mse": (masked_mean(parts0["iou_mse"], valid) + outs["iou_mse"].sum()) / passes,
+      **mean_over_passes,
       "iou_first": iou_per_pass[0],
-      "iou_first_oracle": masked_mean(oracle0, valid),
+      "iou_first_oracle": masked_mean(first["oracle0"], valid),
       "iou_last": iou_per_pass[-1],
       "iou_per_pass": iou_per_pass,
       "num_masks": valid.sum().astype(jnp.float32),

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from samjax.model.configs import PIXEL_MEAN, PIXEL_STD
+from samjax.model.sam import normalize_and_pad
 from samjax.train.interactive import InteractiveConfig, simulate
 from samjax.train.optimizer import trainable_mask
 
@@ -23,15 +23,11 @@ from samjax.train.optimizer import trainable_mask
 def normalize_images(images, image_hw):
   """uint8 [B, S, S, 3] padded with zeros -> [B, 3, S, S] normalised, padding 0.
 
-  Matches the official ``Sam.preprocess`` (normalise, then zero-pad).
+  The model's preprocessing (``normalize_and_pad``, what ``SamModel.preprocess``
+  runs: the official ``Sam.preprocess``) on a batch the pipeline has padded
+  already; ``image_hw`` marks each image's extent so its padding ends up 0.
   """
-  x = images.astype(jnp.float32)
-  x = (x - jnp.asarray(PIXEL_MEAN)) / jnp.asarray(PIXEL_STD)
-  s = images.shape[1]
-  rows = jnp.arange(s)[None, :, None] < image_hw[:, 0, None, None]
-  cols = jnp.arange(s)[None, None, :] < image_hw[:, 1, None, None]
-  x = jnp.where((rows & cols)[..., None], x, 0.0)
-  return jnp.transpose(x, (0, 3, 1, 2))
+  return normalize_and_pad(jnp.transpose(images, (0, 3, 1, 2)), images.shape[1], image_hw)
 
 
 def make_train_step(model, tx, sim: InteractiveConfig, prompt_chunk=None):

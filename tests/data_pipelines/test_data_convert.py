@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from data_pipelines import cli as data_cli
-from data_pipelines import convert, example_codec, sample_data, tfrecord
+from data_pipelines import dataset_layout, example_codec, sa1b_to_tfrecord, sample_data, tfrecord
 
 
 def _records(out_dir):
-  m = convert.load_manifest(out_dir)
+  m = dataset_layout.load_manifest(out_dir)
   out = []
   for s in m["shards"]:
     for _, data in tfrecord.iter_frames(os.path.join(out_dir, s["file"])):
@@ -83,7 +83,7 @@ def test_bad_inputs_are_skipped_and_reported(tmp_path):
   src.mkdir()
   kept_ids = _build_bad_inputs(str(src))
   out = str(tmp_path / "out")
-  m = convert.convert([str(src)], out, num_shards=2, progress=False, log=lambda *_: None)
+  m = sa1b_to_tfrecord.convert([str(src)], out, num_shards=2, progress=False, log=lambda *_: None)
   by_member = {}
   for s in m["skipped"]:
     by_member.setdefault(s["member"], []).append(s["kind"])
@@ -110,16 +110,16 @@ def test_resume_after_interruption_gives_identical_shards(sample_dir, converted_
   out = str(tmp_path / "out")
   quiet = {"progress": False, "log": lambda *_: None}
   # "Interrupted" run: shards 0 and 2 finished, shard 1 left half-written.
-  assert convert.convert([sample_dir], out, 3, only_shards=[0, 2], **quiet) is None
-  with open(os.path.join(out, convert.shard_name(1, 3) + ".tmp-12345"), "wb") as f:
+  assert sa1b_to_tfrecord.convert([sample_dir], out, 3, only_shards=[0, 2], **quiet) is None
+  with open(os.path.join(out, dataset_layout.shard_name(1, 3) + ".tmp-12345"), "wb") as f:
     f.write(b"half a shard")
-  with open(os.path.join(out, convert.shard_name(1, 3)), "wb") as f:
+  with open(os.path.join(out, dataset_layout.shard_name(1, 3)), "wb") as f:
     f.write(b"torn, no done.json")
   before = {n: os.stat(os.path.join(out, n)).st_mtime_ns for n in os.listdir(out)
             if n.endswith(".tfrecord")}
-  m = convert.convert([sample_dir], out, 3, workers=2, **quiet)
+  m = sa1b_to_tfrecord.convert([sample_dir], out, 3, workers=2, **quiet)
   assert m is not None
-  for name in (convert.shard_name(0, 3), convert.shard_name(2, 3)):  # not rewritten
+  for name in (dataset_layout.shard_name(0, 3), dataset_layout.shard_name(2, 3)):  # not rewritten
     assert os.stat(os.path.join(out, name)).st_mtime_ns == before[name]
   ref = sorted(n for n in os.listdir(converted_dir))
   assert sorted(os.listdir(out)) == ref  # temp files cleaned up
@@ -127,20 +127,20 @@ def test_resume_after_interruption_gives_identical_shards(sample_dir, converted_
     if n != "manifest.json":
       assert pathlib.Path(os.path.join(out, n)).read_bytes() == \
           pathlib.Path(os.path.join(converted_dir, n)).read_bytes(), n
-  m_ref = convert.load_manifest(converted_dir)
+  m_ref = dataset_layout.load_manifest(converted_dir)
   assert m["shards"] == m_ref["shards"] and m["num_masks"] == m_ref["num_masks"]
 
 
 def test_changed_plan_needs_overwrite(sample_dir, tmp_path):
   out = str(tmp_path / "out")
   quiet = {"progress": False, "log": lambda *_: None}
-  convert.convert([sample_dir], out, 2, **quiet)
+  sa1b_to_tfrecord.convert([sample_dir], out, 2, **quiet)
   with pytest.raises(ValueError, match="--overwrite"):
-    convert.convert([sample_dir], out, 3, **quiet)
-  m = convert.convert([sample_dir], out, 3, overwrite=True, **quiet)
+    sa1b_to_tfrecord.convert([sample_dir], out, 3, **quiet)
+  m = sa1b_to_tfrecord.convert([sample_dir], out, 3, overwrite=True, **quiet)
   assert m["num_shards"] == 3 and sorted(
       n for n in os.listdir(out) if n.endswith(".tfrecord")) == [
-          convert.shard_name(i, 3) for i in range(3)]
+          dataset_layout.shard_name(i, 3) for i in range(3)]
 
 
 def test_cli_make_sample_convert_inspect(tmp_path, capsys):
@@ -161,7 +161,7 @@ def test_cli_make_sample_convert_inspect(tmp_path, capsys):
   assert run("data", "inspect", out) == 0
   assert "3 images" in capsys.readouterr().out
   # inspect notices a damaged shard
-  shard = os.path.join(out, convert.shard_name(1, 2))
+  shard = os.path.join(out, dataset_layout.shard_name(1, 2))
   data = bytearray(pathlib.Path(shard).read_bytes())
   data[-10] ^= 1
   pathlib.Path(shard).write_bytes(bytes(data))

@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from data_pipelines import convert, decode, example_codec, global_batch, pipeline, rle, tfrecord
+from data_pipelines import (
+  dataset_layout,
+  decode,
+  example_codec,
+  global_batch,
+  pipeline,
+  rle,
+  tfrecord,
+)
 
 
 def _cfg(data_dir, **kw):
@@ -92,7 +100,7 @@ def test_sampling_k_masks_is_random(converted_dir):
 
 
 def test_decoded_image_matches_full_decode(converted_dir):
-  src_path = os.path.join(converted_dir, convert.shard_name(0, 3))
+  src_path = os.path.join(converted_dir, dataset_layout.shard_name(0, 3))
   _, data = next(tfrecord.iter_frames(src_path))
   jpeg = example_codec.decode(data)["image/encoded"]
   reduced = decode.decode_image(jpeg, (40, 60), reduced=True)
@@ -140,7 +148,7 @@ def test_state_restore_gives_identical_next_batch(converted_dir, workers):
 def _damaged_copy(converted_dir, dst):
   """A one-shard dataset: 4 good records, a CRC failure, garbage, a bad JPEG."""
   recs = []
-  for s in convert.load_manifest(converted_dir)["shards"]:
+  for s in dataset_layout.load_manifest(converted_dir)["shards"]:
     recs += [d for _, d in tfrecord.iter_frames(os.path.join(converted_dir, s["file"]))]
   ex = example_codec.decode(recs[2])
   bad_jpeg = example_codec.encode(
@@ -150,7 +158,7 @@ def _damaged_copy(converted_dir, dst):
         "area": 1}])
   order = [recs[0], recs[1], recs[3], b"not an example", bad_jpeg, recs[4]]
   os.makedirs(dst)
-  name = convert.shard_name(0, 1)
+  name = dataset_layout.shard_name(0, 1)
   path = os.path.join(dst, name)
   with tfrecord.TFRecordWriter(path) as w:
     for r in order:
@@ -161,7 +169,7 @@ def _damaged_copy(converted_dir, dst):
   off = w.index[1][0]
   data[off + 30] ^= 0x55  # record 1 now fails its CRC
   pathlib.Path(path).write_bytes(bytes(data))
-  manifest = convert.load_manifest(converted_dir)
+  manifest = dataset_layout.load_manifest(converted_dir)
   manifest["shards"] = [{"file": name, "index": name + ".idx", "num_records": len(order),
                          "num_masks": 0, "bytes": len(data), "sha256": ""}]
   pathlib.Path(dst, "manifest.json").write_text(json.dumps(manifest))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from data_pipelines import convert, example_codec, tfrecord
+from data_pipelines import dataset_layout, example_codec, tfrecord
 
 # --- independent CRC32C (Castagnoli, reflected polynomial 0x82F63B78) -------
 
@@ -138,7 +138,7 @@ def test_crc_reference_values():
                                    "converted_plain_dir"])
 def test_frames_crc_index_and_layout_independently(which, request):
   converted_dir = request.getfixturevalue(which)
-  manifest = convert.load_manifest(converted_dir)
+  manifest = dataset_layout.load_manifest(converted_dir)
   spec = manifest["feature_spec"]
   required = {k for k, v in spec.items() if not v.get("optional")}
   assert required == set(example_codec.FEATURES)
@@ -169,7 +169,7 @@ def test_every_image_and_mask_round_trips_exactly(sample_dir, which, request):
   converted_dir = request.getfixturevalue(which)
   src = source_pairs(sample_dir)
   seen = set()
-  manifest = convert.load_manifest(converted_dir)
+  manifest = dataset_layout.load_manifest(converted_dir)
   for shard in manifest["shards"]:
     for _, _, payload in read_frames(os.path.join(converted_dir, shard["file"])):
       ex = example_codec.decode(payload)
@@ -217,14 +217,14 @@ def test_sample_has_nested_masks_and_is_deterministic(sample_dir, sample_setting
 
 def test_tensorflow_reads_the_shards_if_installed(converted_dir):
   tf = pytest.importorskip("tensorflow")
-  manifest = convert.load_manifest(converted_dir)
+  manifest = dataset_layout.load_manifest(converted_dir)
   files = [os.path.join(converted_dir, s["file"]) for s in manifest["shards"]]
   n = sum(1 for _ in tf.data.TFRecordDataset(files))
   assert n == manifest["num_records"]
 
 
 def test_corrupted_frame_is_detected(converted_dir, tmp_path):
-  manifest = convert.load_manifest(converted_dir)
+  manifest = dataset_layout.load_manifest(converted_dir)
   src = os.path.join(converted_dir, manifest["shards"][0]["file"])
   data = bytearray(pathlib.Path(src).read_bytes())
   data[40] ^= 0xFF

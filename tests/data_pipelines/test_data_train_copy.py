@@ -11,12 +11,21 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from data_pipelines import convert, decode, example_codec, pipeline, rle, tfrecord, train_copy
+from data_pipelines import (
+  dataset_layout,
+  decode,
+  example_codec,
+  pipeline,
+  rle,
+  sa1b_to_tfrecord,
+  tfrecord,
+  train_copy,
+)
 
 
 def _records(out_dir):
   out = []
-  for s in convert.load_manifest(out_dir)["shards"]:
+  for s in dataset_layout.load_manifest(out_dir)["shards"]:
     for _, data in tfrecord.iter_frames(os.path.join(out_dir, s["file"])):
       out.append(example_codec.decode(data))
   return out
@@ -35,7 +44,7 @@ def _batches(data_dir, **kw):
 
 def test_copies_decode_to_the_training_size_next_to_untouched_originals(
     converted_copy_dir, converted_plain_dir):
-  m = convert.load_manifest(converted_copy_dir)
+  m = dataset_layout.load_manifest(converted_copy_dir)
   assert m["train_copy"]["image_size"] == 64 and m["train_copy"]["gt_size"] == 32
   assert m["train_copy"]["num_image_copies"] == m["num_records"] == 10
   assert m["train_copy"]["failed"] == []
@@ -93,7 +102,7 @@ def test_pipeline_reads_the_copy_and_gives_the_same_targets(converted_copy_dir, 
 
 def test_plain_conversion_and_other_sizes_use_the_originals(converted_copy_dir,
                                                             converted_plain_dir):
-  m = convert.load_manifest(converted_plain_dir)
+  m = dataset_layout.load_manifest(converted_plain_dir)
   assert m["train_copy"] is None
   assert not any(k.startswith("train/") for k in m["feature_spec"])
   assert not any(k.startswith("train/") for r in _records(converted_plain_dir) for k in r)
@@ -114,10 +123,10 @@ def test_plain_conversion_and_other_sizes_use_the_originals(converted_copy_dir,
 def test_copy_options_are_part_of_the_plan(sample_dir, tmp_path, copy_config):
   out = str(tmp_path / "out")
   quiet = {"progress": False, "log": lambda *_: None}
-  convert.convert([sample_dir], out, 2, copy=None, **quiet)
+  sa1b_to_tfrecord.convert([sample_dir], out, 2, copy=None, **quiet)
   with pytest.raises(ValueError, match="--overwrite"):
-    convert.convert([sample_dir], out, 2, copy=copy_config, **quiet)
-  m = convert.convert([sample_dir], out, 2, copy=copy_config, overwrite=True, **quiet)
+    sa1b_to_tfrecord.convert([sample_dir], out, 2, copy=copy_config, **quiet)
+  m = sa1b_to_tfrecord.convert([sample_dir], out, 2, copy=copy_config, overwrite=True, **quiet)
   assert m["train_copy"]["num_image_copies"] == 10
 
 
@@ -148,7 +157,7 @@ def test_failed_copy_keeps_the_original_record(sample_dir, tmp_path, monkeypatch
 
   monkeypatch.setattr(train_copy, "make", flaky)
   out = str(tmp_path / "out")
-  m = convert.convert([sample_dir], out, 2, copy=copy_config, progress=False,
+  m = sa1b_to_tfrecord.convert([sample_dir], out, 2, copy=copy_config, progress=False,
                       log=lambda *_: None)
   recs = _records(out)
   failed = m["train_copy"]["failed"]

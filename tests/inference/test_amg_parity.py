@@ -17,7 +17,7 @@ import skimage.data
 import torch
 
 from samjax import SamAutomaticMaskGenerator
-from samjax.inference import amg_utils
+from samjax.inference import amg_utils, mask_io
 from samjax.loading import LoadedSam
 
 MIN_IOU, MIN_FRACTION, COUNT_TOL = 0.95, 0.99, 0.01
@@ -139,7 +139,7 @@ def test_output_modes(pair, mode):
       assert all(isinstance(c, int) for c in seg["counts"])
       np.testing.assert_array_equal(rle_to_mask(seg), b["segmentation"])
       assert sum(seg["counts"][1::2]) == r["area"]
-      assert coco_encode_rle(seg)["counts"] == amg_utils.coco_rle(b["segmentation"])["counts"]
+      assert coco_encode_rle(seg)["counts"] == mask_io.encode_rle(b["segmentation"])["counts"]
     else:
       assert isinstance(seg["counts"], str)
       decoded = mask_utils.decode({"size": seg["size"], "counts": seg["counts"].encode()})

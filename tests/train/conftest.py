@@ -2,7 +2,7 @@
 
 import pytest
 
-from data_pipelines import convert, sample_data, train_copy
+from data_pipelines import sa1b_to_tfrecord, sample_data, train_copy
 
 IMAGE, GT = 128, 32  # vit_tiny at 128 px: 8x8 embedding, 32x32 masks
 
@@ -16,7 +16,7 @@ def train_data(tmp_path_factory):
     sample_data.make_sample(raw, num_images=n, images_per_tar=8, height=96, width=128,
                             num_objects=3, seed=seed)
     out = str(root / split)
-    convert.convert([raw], out, num_shards=2, workers=1, progress=False,
+    sa1b_to_tfrecord.convert([raw], out, num_shards=2, workers=1, progress=False,
                     log=lambda *_: None,
                     copy=train_copy.TrainCopyConfig(image_size=IMAGE, gt_size=GT))
     dirs[split] = out

@@ -71,7 +71,8 @@ def test_hard_kill_then_resume_matches_uninterrupted(reference_run, train_data, 
   ref_dir, _ = reference_run
   workdir = str(tmp_path / "killed")
   env = dict(os.environ, PYTHONPATH=REPO)
-  first = subprocess.run(_cli_args(train_data, workdir, testing_kill_at_step=5), env=env,
+  first = subprocess.run(_cli_args(train_data, workdir),
+                         env=dict(env, SAMJAX_FAULT_KILL_AT_STEP="5"),
                          capture_output=True, text=True, timeout=600)
   assert first.returncode == -9, first.stderr[-2000:]      # SIGKILL, no cleanup
   second = subprocess.run(_cli_args(train_data, workdir), env=env, capture_output=True,

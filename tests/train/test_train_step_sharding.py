@@ -11,7 +11,7 @@ from samjax.mesh import batch_sharding, make_mesh, param_shardings, state_shardi
 from samjax.train.interactive import InteractiveConfig
 from samjax.train.optimizer import make_optimizer
 from samjax.train.step import make_train_step
-from samjax.train.synthetic import synthetic_batch
+from tests.synthetic_data import synthetic_batch
 
 
 def _batch(b=8, k=3, s=128, g=32, seed=0):

@@ -1,7 +1,10 @@
-"""A synthetic training batch (random pixels, rectangle masks) for benchmarks and tests.
+"""A synthetic training batch (random pixels, rectangle masks) for tests and benchmarks.
 
 Same layout as a ``data_pipelines`` batch, so the train step cannot tell the
-difference; the masks are axis-aligned rectangles with matching boxes.
+difference; the masks are axis-aligned rectangles with matching boxes. Test
+support, not part of the package: the sharding tests import it as
+``tests.synthetic_data``, ``experiments/bench_train.py`` with the repository
+root on its path.
 """
 
 from __future__ import annotations

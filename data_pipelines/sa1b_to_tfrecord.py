@@ -1,19 +1,14 @@
-"""SA-1B tar/json -> TFRecord shards of ``tf.train.Example`` + index + manifest.
+"""SA-1B tar/json -> TFRecord shards of ``tf.train.Example`` + index + manifest
+(``samjax data convert``).
 
-Output directory layout (N shards)::
-
-  plan.json                          which inputs go to which shard (resume check)
-  sa1b-00000-of-0000N.tfrecord       framed Examples (see tfrecord.py, example_codec.py)
-  sa1b-00000-of-0000N.tfrecord.idx   "offset size" per record
-  sa1b-00000-of-0000N.done.json      per-shard stats; its presence marks the shard finished
-  manifest.json                      totals, per-shard sha256, feature spec, skipped inputs
-
-Images are split into N contiguous, balanced runs of the scanned input order
-(tar locality: a worker reads one or two tars). Each shard is written to a
-temp file, fsynced, and renamed (index first, then data, then ``done.json``),
-so an interrupted run leaves only whole shards; rerunning skips them and
-rewrites the rest. Output is deterministic: rerunning or resuming gives
-byte-identical shards and manifest.
+The output directory's layout (file names, manifest format) is
+``dataset_layout``, shared with the readers. Images are split into N
+contiguous, balanced runs of the scanned input order (tar locality: a worker
+reads one or two tars). Each shard is written to a temp file, fsynced, and
+renamed (index first, then data, then ``done.json``; the JSON files through
+``atomic_io``), so an interrupted run leaves only whole shards; rerunning
+skips them and rewrites the rest. Output is deterministic: rerunning or
+resuming gives byte-identical shards and manifest.
 
 By default each record also carries training-resolution copies
 (``train_copy.py``: the image re-encoded at 1024 on its longest side, the
@@ -32,24 +27,13 @@ import json
 import multiprocessing
 import os
 
-from data_pipelines import example_codec, sa1b, tfrecord, train_copy
-
-FORMAT = "samjax-sa1b-tfrecord"
-VERSION = 2  # 2: optional train/* copies (version 1 directories read the same)
+from data_pipelines import atomic_io, example_codec, sa1b, tfrecord, train_copy
+from data_pipelines import dataset_layout as layout
 
 
-def shard_name(i: int, n: int) -> str:
-  return f"sa1b-{i:05d}-of-{n:05d}.tfrecord"
-
-
-def _atomic_write_json(path: str, obj) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-    f.write("\n")
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+def _write_json(path: str, obj) -> None:
+  """Atomic, and deterministic bytes (sorted keys): reruns give identical files."""
+  atomic_io.write_json(path, obj, indent=1, sort_keys=True, end="\n")
 
 
 def split(items: list, num_shards: int) -> list[list]:
@@ -72,7 +56,7 @@ def _copy_groups(copy: train_copy.TrainCopyConfig | None) -> tuple[str, ...]:
 
 def _plan(items: list[sa1b.Item], num_shards: int,
           copy: train_copy.TrainCopyConfig | None) -> dict:
-  return {"format": FORMAT, "version": VERSION, "num_shards": num_shards,
+  return {"format": layout.FORMAT, "version": layout.VERSION, "num_shards": num_shards,
           "train_copy": copy.describe() if _copy_groups(copy) else None,
           "shards": [[[it.source, it.key] for it in part]
                      for part in split(items, num_shards)]}
@@ -101,9 +85,9 @@ def write_shard(out_dir: str, index: int, num_shards: int, items: list[sa1b.Item
   image whose copy cannot be made is stored without it (listed in the
   stats' ``train_copy_failed``); the pipeline then reads its original.
   """
-  name = shard_name(index, num_shards)
+  name = layout.shard_name(index, num_shards)
   path = os.path.join(out_dir, name)
-  tmp = f"{path}.tmp-{os.getpid()}"
+  tmp = f"{path}{atomic_io.TEMP_MARKER}{os.getpid()}"
   skips: list[sa1b.Skip] = []
   num_masks = num_image_copies = 0
   copy_failed: list[dict] = []
@@ -141,14 +125,14 @@ def write_shard(out_dir: str, index: int, num_shards: int, items: list[sa1b.Item
            "sha256": digest, "num_image_copies": num_image_copies,
            "train_copy_failed": copy_failed,
            "skipped": [dataclasses.asdict(s) for s in skips]}
-  _atomic_write_json(os.path.join(out_dir, name.replace(".tfrecord", ".done.json")), stats)
+  _write_json(os.path.join(out_dir, layout.done_name(name)), stats)
   return stats
 
 
 def _finished(out_dir: str, index: int, num_shards: int) -> dict | None:
   """Stats of a finished shard, or None when it has to be (re)written."""
-  name = shard_name(index, num_shards)
-  done = os.path.join(out_dir, name.replace(".tfrecord", ".done.json"))
+  name = layout.shard_name(index, num_shards)
+  done = os.path.join(out_dir, layout.done_name(name))
   path = os.path.join(out_dir, name)
   try:
     with open(done) as f:
@@ -163,7 +147,7 @@ def _finished(out_dir: str, index: int, num_shards: int) -> dict | None:
 
 def _clean_temps(out_dir: str) -> None:
   for n in os.listdir(out_dir):
-    if ".tmp-" in n:
+    if atomic_io.TEMP_MARKER in n:
       os.remove(os.path.join(out_dir, n))
 
 
@@ -196,7 +180,7 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
   items, scan_skips = sa1b.scan(src)
   plan = _plan(items, num_shards, copy)
   os.makedirs(out_dir, exist_ok=True)
-  plan_path = os.path.join(out_dir, "plan.json")
+  plan_path = os.path.join(out_dir, layout.PLAN)
   if os.path.exists(plan_path):
     with open(plan_path) as f:
       old = json.load(f)
@@ -206,9 +190,9 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
             f"{out_dir} holds a conversion of other inputs or shard count "
             f"({old.get('num_shards')} shards); pass --overwrite or another --out")
       for n in os.listdir(out_dir):
-        if n.startswith("sa1b-") or n in ("manifest.json", "plan.json"):
+        if n.startswith(layout.SHARD_PREFIX) or n in (layout.MANIFEST, layout.PLAN):
           os.remove(os.path.join(out_dir, n))
-  _atomic_write_json(plan_path, plan)
+  _write_json(plan_path, plan)
   _clean_temps(out_dir)
   parts = split(items, num_shards)
   wanted = range(num_shards) if only_shards is None else sorted(set(only_shards))
@@ -257,7 +241,7 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
       stats[i] = _finished(out_dir, i, num_shards)
   manifest = _manifest(src, items, scan_skips, [stats[i] for i in range(num_shards)],
                        copy)
-  _atomic_write_json(os.path.join(out_dir, "manifest.json"), manifest)
+  _write_json(os.path.join(out_dir, layout.MANIFEST), manifest)
   n_skip = len(manifest["skipped"])
   log(f"wrote {manifest['num_records']} images, {manifest['num_masks']} masks; "
       f"skipped {n_skip} input(s)/annotation(s)"
@@ -274,8 +258,8 @@ def _manifest(src, items, scan_skips, shard_stats, copy) -> dict:
   for s in skipped:
     counts[s["kind"]] = counts.get(s["kind"], 0) + 1
   return {
-      "format": FORMAT,
-      "version": VERSION,
+      "format": layout.FORMAT,
+      "version": layout.VERSION,
       "inputs": sorted(set(src)),
       "num_images_scanned": len(items),
       "num_records": sum(s["num_records"] for s in shard_stats),
@@ -291,16 +275,3 @@ def _manifest(src, items, scan_skips, shard_stats, copy) -> dict:
       "skipped_counts": dict(sorted(counts.items())),
       "skipped": skipped,
   }
-
-
-def load_manifest(out_dir: str) -> dict:
-  """Reads ``out_dir/manifest.json``; names the directory if it is missing."""
-  path = os.path.join(out_dir, "manifest.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"{out_dir} has no manifest.json: not a finished `samjax data convert` output")
-  with open(path) as f:
-    m = json.load(f)
-  if m.get("format") != FORMAT:
-    raise ValueError(f"{path}: format {m.get('format')!r}, expected {FORMAT!r}")
-  return m

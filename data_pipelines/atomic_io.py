@@ -1,0 +1,122 @@
+"""Atomic file writes: a reader sees the old file or the whole new one, never a part.
+
+The project's helper for writing a file whole-or-not-at-all, meant as the
+single place crash-safety work builds on (used by ``samjax data convert``'s
+plan/manifest/done files and ``samjax amg``'s per-image JSONs). Each write
+goes to a temp file in the target's directory (so the rename cannot cross
+filesystems), is flushed and fsynced, renamed over the target with
+``os.replace``, and the directory is fsynced, so after a crash the path holds
+either its old content or the complete new one. On an error the temp file is
+removed and the old file is left untouched.
+
+New files get the permissions a plain ``open(path, "w")`` would give (0666
+minus the umask), not ``tempfile.mkstemp``'s 0600, so outputs stay readable
+by whoever could read them before.
+
+Temp names are ``<name>.tmp-<random>`` (``TEMP_MARKER``): a run killed mid-write
+leaves one behind, which a later run may delete by that marker.
+
+Lives in ``data_pipelines`` rather than ``samjax`` because ``import samjax``
+loads jax and the model, and the converter's spawned worker processes write
+through this module; ``samjax`` already depends on ``data_pipelines``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from typing import IO, Any
+
+TEMP_MARKER = ".tmp-"
+
+
+def _create_temp(path: str) -> tuple[int, str]:
+  """A new, empty temp file beside ``path``: (fd, temp path).
+
+  ``O_EXCL`` with mode 0o666 instead of ``mkstemp``: the kernel applies the
+  umask (and any default ACL) exactly as for an ordinary new file.
+  """
+  directory, name = os.path.split(os.path.abspath(path))
+  flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+  while True:
+    tmp = os.path.join(directory, f"{name}{TEMP_MARKER}{secrets.token_hex(4)}")
+    try:
+      return os.open(tmp, flags, 0o666), tmp
+    except FileExistsError:  # vanishingly rare: draw another name
+      continue
+
+
+def fsync_directory(directory: str) -> None:
+  """Makes a rename inside ``directory`` durable (a no-op where unsupported)."""
+  try:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+  except OSError:  # e.g. Windows cannot open a directory
+    return
+  try:
+    os.fsync(fd)
+  except OSError as e:
+    # Some filesystems cannot sync a directory; the rename stands anyway.
+    if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+      raise
+  finally:
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, mode: str = "wb",
+                  encoding: str | None = None) -> Iterator[IO[Any]]:
+  """``with atomic_writer(path, "w") as f: f.write(...)``: replaces ``path``
+  atomically when the block finishes; an exception in it leaves ``path`` as it
+  was (and no temp file).
+
+  Args:
+    mode: ``"wb"`` (bytes) or ``"w"`` (text).
+    encoding: text mode only; default UTF-8.
+  """
+  if mode not in ("w", "wb"):
+    raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
+  path = os.fspath(path)
+  if mode == "w" and encoding is None:
+    encoding = "utf-8"
+  fd, tmp = _create_temp(path)
+  try:
+    try:
+      f = os.fdopen(fd, mode, encoding=encoding)
+    except BaseException:
+      os.close(fd)
+      raise
+    with f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+  fsync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  """Atomically replaces ``path`` with ``data``."""
+  with atomic_writer(path, "wb") as f:
+    f.write(data)
+
+
+def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+  """Atomically replaces ``path`` with ``text``."""
+  with atomic_writer(path, "w", encoding=encoding) as f:
+    f.write(text)
+
+
+def write_json(path: str | os.PathLike, obj, *, end: str = "", **dump_kwargs) -> None:
+  """Atomically replaces ``path`` with ``json.dumps(obj, **dump_kwargs) + end``.
+
+  The document is serialised before the temp file is created, so an object
+  JSON cannot encode fails without touching the disk.
+  """
+  write_text(path, json.dumps(obj, **dump_kwargs) + end)

@@ -1,0 +1,121 @@
+"""The experiment-config schema: every field the training code reads, with its default.
+
+``base_config()`` is the one place a field is declared. Experiment configs
+(``sam_recipe``, ``tiny_demo``, user files) start from it and change values
+only, so a config never lacks a field the code reads, and command-line
+overrides (locked, type-checked) can reach every field. A field whose default
+is None is declared with its type (``placeholder``) so that an override can
+give it a value.
+
+Defaults are the paper's shared settings (SAM appendix A) where the paper has
+one, else the cheapest safe choice (float32, no remat, data parallelism,
+in-process data loading, training from scratch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+from ml_collections import config_dict
+
+# Model settings kept outside ``model.overrides`` because older SamConfigs lack
+# them: ``model_overrides`` passes each only when SamConfig has the field.
+OPTIONAL_MODEL_FIELDS = ("scan_layers", "remat_policy")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field of an experiment config, at its default."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # parameter init, data order and prompt sampling
+
+  c.model = ml_collections.ConfigDict()
+  c.model.variant = "vit_b"  # a name in samjax.model.configs.VARIANTS
+  # SamConfig compute fields (they leave the parameters unchanged); the values
+  # are SamConfig's defaults. A Python config may replace the whole dict (e.g.
+  # with architecture fields such as image_size).
+  c.model.overrides = ml_collections.ConfigDict({
+      "dtype": "float32",                  # float32 | bfloat16 | float16 activations
+      "attention_impl": "auto",            # auto | xla | chunked | cudnn
+      "attention_query_chunk": 256,        # queries per block of chunked attention
+      "remat": False,                      # recompute encoder blocks in the backward pass
+      "drop_path_rate": 0.0,               # stochastic depth of the image encoder
+      "decoder_factorized_attention": True,  # exact re-association for few prompt tokens
+  })
+  c.model.scan_layers = False   # encoder blocks as one scanned layer (faster compiles)
+  c.model.remat_policy = "none"  # none | block | dots_saveable | offload
+
+  c.init = ml_collections.ConfigDict()
+  c.init.kind = "scratch"  # scratch | sam (fine-tune a SAM checkpoint) | mae (paper)
+  c.init.checkpoint = ""   # the .pth / model dir / workdir of kind sam or mae
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train_dir = ""  # TFRecords from `samjax data convert`
+  c.data.eval_dir = ""   # held-out TFRecords; "" skips evaluation
+  c.data.batch_size = 128       # global images per step, over all processes
+  c.data.eval_batch_size = 128  # global images per evaluation batch
+  c.data.max_masks = 64         # masks sampled per training image (paper: 64)
+  # Masks per held-out image; None uses max_masks. Set it to keep held-out
+  # numbers comparable when max_masks changes.
+  c.data.eval_max_masks = config_dict.placeholder(int)
+  c.data.worker_count = 0  # grain worker processes; 0 loads in the training process
+
+  # Interactive prompt simulation and loss weights (InteractiveConfig).
+  c.sim = ml_collections.ConfigDict()
+  c.sim.num_point_iters = 8      # corrective clicks after the first prompt
+  c.sim.num_mask_only_iters = 2  # passes fed only the previous mask: 0, 1 or 2
+  c.sim.point_prob = 0.5         # first prompt is a point with this chance, else a box
+  c.sim.box_noise_frac = 0.1     # box jitter: fraction of the side ...
+  c.sim.box_noise_max = 20.0     # ... capped at this many pixels
+  c.sim.focal_weight = 20.0
+  c.sim.dice_weight = 1.0
+  c.sim.iou_weight = 1.0
+
+  c.total_steps = 180_000
+
+  # AdamW with layer-wise lr decay, linear warmup and step drops
+  # (samjax.train.optimizer.make_optimizer keyword arguments).
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 8e-4
+  c.optim.warmup_steps = 250
+  c.optim.decay_steps = ()  # steps at which lr is multiplied by decay_factor
+  c.optim.decay_factor = 0.1
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.weight_decay = 0.1
+  c.optim.layer_decay = 1.0  # lr * layer_decay ** (layers above): lower encoder layers learn slower
+  c.optim.grad_clip = 0.0    # global-norm clip; 0 disables
+
+  c.mesh = ml_collections.ConfigDict()
+  # (data, fsdp, model) device counts; one -1 takes the remaining devices.
+  c.mesh.shape = (-1, 1, 1)
+  c.batch_axes = ("data", "fsdp")  # mesh axes the batch dimension is split over
+  # (logical axis, mesh axis or None) pairs; None uses
+  # samjax.logical_axes.DEFAULT_LOGICAL_RULES.
+  c.logical_rules = config_dict.placeholder(tuple)
+  c.prompt_chunk = 0  # masks per decoder call; 0 decodes all masks of a batch at once
+
+  c.log_every = 50           # steps between metric lines
+  c.eval_every = 5000        # steps between held-out evaluations; 0: only at the end
+  # Held-out batches per evaluation; None evaluates the whole held-out set.
+  c.eval_batches = config_dict.placeholder(int)
+  c.eval_at_start = True     # evaluate the initial parameters too (the baseline)
+  c.checkpoint_every = 2000  # steps between checkpoints (also at the end and on SIGTERM)
+  c.keep_checkpoints = 3     # newest checkpoints kept on disk
+  c.async_checkpoints = True  # write checkpoints while training goes on
+  return c
+
+
+def model_overrides(config) -> dict:
+  """SamConfig keyword overrides of ``config.model``.
+
+  ``model.overrides`` plus the ``OPTIONAL_MODEL_FIELDS`` this SamConfig
+  has: a config that sets them still builds a SamConfig without them.
+  """
+  from samjax.model.configs import SamConfig
+  known = {f.name for f in dataclasses.fields(SamConfig)}
+  kwargs = dict(config.model.overrides)
+  for name in OPTIONAL_MODEL_FIELDS:
+    if name in known:
+      kwargs[name] = config.model[name]
+  return kwargs

@@ -1,0 +1,139 @@
+"""Every on-disk format samjax reads or writes, defined in one place.
+
+Three kinds of checkpoint path are accepted everywhere a model is loaded
+(``load_sam``, ``samjax segment/amg --checkpoint``, ``samjax convert
+--to-torch``, ``init.kind=sam``):
+
+Model directory (``samjax convert --from-torch``)::
+
+  DIR/samjax_model.json   {"format": "samjax-model", "version": 1,
+                           "config": SamConfig fields, "source", "created"}
+  DIR/params/             orbax StandardCheckpointer tree, float32, official layout
+
+Training workdir (``samjax train --workdir W``)::
+
+  W/config.json           resolved experiment config, seed, code version, jax, devices
+  W/model_config.json     the SamConfig, same envelope as samjax_model.json
+                          (workdirs written before the envelope hold the bare dict)
+  W/checkpoints/<step>/   orbax: ``state`` (step, params, opt_state, rng) and
+                          ``data`` (each process's grain iterator position)
+  W/metrics.jsonl         one JSON object per logged step ({"step", "split", ...})
+  W/tensorboard/          TensorBoard event files
+  W/final_metrics.json    held-out metrics of the last run (initial_* before training)
+
+Official checkpoint::
+
+  FILE.pth                torch state_dict (read with weights_only=True, never unpickled)
+  FILE.pth.json           optional sidecar written by export: constructor arguments
+                          and the SamConfig (sizes the shapes cannot tell)
+
+This module only knows paths and metadata; the tensors are read by
+``samjax.interop`` (model dirs, ``.pth``) and ``samjax.train.checkpointing``
+(workdirs).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+from samjax.model.configs import SamConfig
+
+# Model directory.
+MODEL_JSON = "samjax_model.json"
+MODEL_PARAMS = "params"
+MODEL_FORMAT = "samjax-model"
+MODEL_FORMAT_VERSION = 1
+
+# Training workdir.
+RUN_CONFIG = "config.json"
+WORKDIR_MODEL_CONFIG = "model_config.json"
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+FINAL_METRICS = "final_metrics.json"
+
+# Official checkpoint export.
+EXPORT_FORMAT = "samjax-official-export"
+
+WORKDIR, MODEL_DIR, TORCH_FILE = "workdir", "model_dir", "pth"
+
+
+def is_model_dir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, MODEL_JSON))
+
+
+def is_workdir(path: str) -> bool:
+  """A ``samjax train`` workdir that holds a model (config + checkpoints/)."""
+  return (os.path.isfile(os.path.join(path, WORKDIR_MODEL_CONFIG))
+          and os.path.isdir(os.path.join(path, CHECKPOINTS)))
+
+
+def checkpoint_kind(path: str) -> str:
+  """``WORKDIR``, ``MODEL_DIR`` or ``TORCH_FILE`` for a checkpoint path.
+
+  Raises FileNotFoundError naming what is missing.
+  """
+  if os.path.isdir(path):
+    if is_workdir(path):
+      return WORKDIR
+    if is_model_dir(path):
+      return MODEL_DIR
+    raise FileNotFoundError(
+        f"{path} is a directory but neither a samjax model directory (no {MODEL_JSON}) "
+        f"nor a training workdir (no {WORKDIR_MODEL_CONFIG} + {CHECKPOINTS}/)")
+  if os.path.isfile(path):
+    return TORCH_FILE
+  raise FileNotFoundError(f"no such checkpoint: {path}")
+
+
+def checkpoints_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+
+
+def model_metadata(config: SamConfig, source: str | None = None) -> dict:
+  """The JSON envelope of a model config (model dirs and workdirs alike)."""
+  return {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION,
+          "config": config.to_dict(), "source": source,
+          "created": datetime.datetime.now(datetime.UTC).isoformat()}
+
+
+def write_model_metadata(json_path: str, config: SamConfig, source: str | None = None
+                         ) -> None:
+  with open(json_path, "w") as f:
+    json.dump(model_metadata(config, source), f, indent=2, sort_keys=True)
+
+
+def parse_model_metadata(meta, where: str) -> SamConfig:
+  """SamConfig from an envelope (or, for old workdirs, a bare config dict)."""
+  if not isinstance(meta, dict):
+    raise ValueError(f"{where}: expected a JSON object, found {type(meta).__name__}")
+  if "format" not in meta:  # model_config.json of workdirs before the envelope
+    return SamConfig.from_dict(meta)
+  if meta["format"] != MODEL_FORMAT:
+    raise ValueError(f"{where}: unknown format {meta['format']!r} (expected {MODEL_FORMAT!r})")
+  if int(meta.get("version", 0)) > MODEL_FORMAT_VERSION:
+    raise ValueError(f"{where}: format version {meta['version']} is newer than this "
+                     f"samjax understands ({MODEL_FORMAT_VERSION}); upgrade samjax")
+  return SamConfig.from_dict(meta["config"])
+
+
+def read_model_config(path: str) -> SamConfig:
+  """SamConfig of a model dir or a training workdir."""
+  meta_path = os.path.join(path, WORKDIR_MODEL_CONFIG if is_workdir(path) else MODEL_JSON)
+  if not os.path.isfile(meta_path):
+    raise FileNotFoundError(f"{path} is not a samjax model directory or workdir "
+                            f"(no {MODEL_JSON}); convert a .pth with "
+                            "`samjax convert --from-torch`")
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{meta_path} is not valid JSON ({e}); the file is damaged") from e
+  return parse_model_metadata(meta, meta_path)
+
+
+def sidecar_path(pth_path: str) -> str:
+  """Where export writes the constructor arguments next to a ``.pth``."""
+  return pth_path + ".json"
