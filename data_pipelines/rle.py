@@ -7,7 +7,7 @@ them 5 bits per character (pycocotools ``rleToString``), every count after
 the second stored as a delta to the count two places earlier.
 
 Decoding 64 full-resolution (1500x2250) masks with pycocotools costs ~24x the
-JPEG decode (DESIGN.md), and a training step only needs them at the loss
+JPEG decode (docs/architecture.md), and a training step only needs them at the loss
 resolution (256 or 1024 on the padded square). ``decode_resized`` rasterises
 the runs straight into the small grid (nearest-neighbour sampling of the
 full-resolution mask, exactly equal to ``pycocotools.mask.decode(rle)[rows][:,

@@ -178,7 +178,37 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
   if num_shards < 1:
     raise ValueError(f"--shards must be >= 1, got {num_shards}")
   items, scan_skips = sa1b.scan(src)
-  plan = _plan(items, num_shards, copy)
+  _prepare_out_dir(out_dir, _plan(items, num_shards, copy), overwrite)
+  parts = split(items, num_shards)
+  wanted = range(num_shards) if only_shards is None else sorted(set(only_shards))
+  for i in wanted:
+    if not 0 <= i < num_shards:
+      raise ValueError(f"shard index {i} outside [0, {num_shards})")
+  stats = {i: s for i in wanted if (s := _finished(out_dir, i, num_shards)) is not None}
+  todo = [i for i in wanted if i not in stats]
+  log(f"{len(items)} images in {len(src)} input(s) -> {num_shards} shards in "
+      f"{out_dir}: {len(stats)} already finished, {len(todo)} to write")
+  stats.update(_write_shards(out_dir, num_shards, parts, todo, copy, workers, progress))
+  for i in range(num_shards):
+    if i not in stats and (s := _finished(out_dir, i, num_shards)) is not None:
+      stats[i] = s
+  if len(stats) < num_shards:
+    log(f"{len(stats)} of {num_shards} shards finished; rerun to write the rest")
+    return None
+  manifest = _manifest(src, items, scan_skips, [stats[i] for i in range(num_shards)],
+                       copy)
+  _write_json(os.path.join(out_dir, layout.MANIFEST), manifest)
+  n_skip = len(manifest["skipped"])
+  log(f"wrote {manifest['num_records']} images, {manifest['num_masks']} masks; "
+      f"skipped {n_skip} input(s)/annotation(s)"
+      + (": " + ", ".join(f"{k}={v}" for k, v in manifest["skipped_counts"].items())
+         if n_skip else ""))
+  return manifest
+
+
+def _prepare_out_dir(out_dir: str, plan: dict, overwrite: bool) -> None:
+  """Creates ``out_dir`` and records ``plan``; a conversion of other inputs
+  there is an error unless ``overwrite`` (then its shards are removed)."""
   os.makedirs(out_dir, exist_ok=True)
   plan_path = os.path.join(out_dir, layout.PLAN)
   if os.path.exists(plan_path):
@@ -194,21 +224,13 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
           os.remove(os.path.join(out_dir, n))
   _write_json(plan_path, plan)
   _clean_temps(out_dir)
-  parts = split(items, num_shards)
-  wanted = range(num_shards) if only_shards is None else sorted(set(only_shards))
-  for i in wanted:
-    if not 0 <= i < num_shards:
-      raise ValueError(f"shard index {i} outside [0, {num_shards})")
-  stats: dict[int, dict] = {}
-  todo = []
-  for i in wanted:
-    s = _finished(out_dir, i, num_shards)
-    if s is None:
-      todo.append(i)
-    else:
-      stats[i] = s
-  log(f"{len(items)} images in {len(src)} input(s) -> {num_shards} shards in "
-      f"{out_dir}: {len(stats)} already finished, {len(todo)} to write")
+
+
+def _write_shards(out_dir: str, num_shards: int, parts: list, todo: list[int], copy,
+                  workers: int, progress: bool) -> dict[int, dict]:
+  """Writes shards ``todo`` (in this process or ``workers`` spawned ones);
+  returns their stats by index."""
+  stats = {}
   bar = None
   if progress:
     from tqdm import tqdm
@@ -230,24 +252,7 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
           bar.update(len(parts[i]))
   if bar is not None:
     bar.close()
-  missing = [i for i in range(num_shards)
-             if i not in stats and _finished(out_dir, i, num_shards) is None]
-  if missing:
-    log(f"{num_shards - len(missing)} of {num_shards} shards finished; "
-        "rerun to write the rest")
-    return None
-  for i in range(num_shards):
-    if i not in stats:
-      stats[i] = _finished(out_dir, i, num_shards)
-  manifest = _manifest(src, items, scan_skips, [stats[i] for i in range(num_shards)],
-                       copy)
-  _write_json(os.path.join(out_dir, layout.MANIFEST), manifest)
-  n_skip = len(manifest["skipped"])
-  log(f"wrote {manifest['num_records']} images, {manifest['num_masks']} masks; "
-      f"skipped {n_skip} input(s)/annotation(s)"
-      + (": " + ", ".join(f"{k}={v}" for k, v in manifest["skipped_counts"].items())
-         if n_skip else ""))
-  return manifest
+  return stats
 
 
 def _manifest(src, items, scan_skips, shard_stats, copy) -> dict:

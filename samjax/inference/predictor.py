@@ -40,7 +40,6 @@ def _decode(params, features, image_pe, coords, labels, point_valid, boxes, box_
             masks, mask_valid, *, model: SamModel, multimask: bool, return_logits: bool,
             input_size: tuple[int, int], original_size: tuple[int, int]):
   """One image, P prompts -> (masks [P, K, H, W], iou [P, K], low-res [P, K, 4h, 4w])."""
-  _TRACES.append((multimask, return_logits, input_size, original_size))
   add = lambda x: None if x is None else x[None]
   logits, iou = model.decode(
       params, features, add(coords), add(labels), add(boxes), add(masks),
@@ -54,14 +53,6 @@ def _decode(params, features, image_pe, coords, labels, point_valid, boxes, box_
 # Prompts decoded together per step (see SamModel.decode); buckets above 1
 # are multiples of it.
 PROMPT_CHUNK = 4
-
-# Every trace (= compilation) of the decode program; tests read it to prove
-# that interactive use does not recompile per click.
-_TRACES: list = []
-
-
-def decode_trace_count() -> int:
-  return len(_TRACES)
 
 
 class SamPredictor:

@@ -3,7 +3,7 @@
 The image encoder's global-attention blocks attend over 64x64 = 4096 tokens.
 On a CPU the [B, heads, 4096, 4096] float32 score tensor (800 MB at ViT-B)
 does not fit in cache and the op becomes memory bound; processing the queries
-in chunks keeps each chunk's scores cache-resident (see DESIGN.md). On
+in chunks keeps each chunk's scores cache-resident (docs/architecture.md, measured facts). On
 GPU/TPU the fused ``jax.nn.dot_product_attention`` is used instead, which can
 dispatch to cuDNN flash attention.
 
@@ -63,7 +63,7 @@ def rel_pos_attention(q, k, v, rel_h, rel_w, *, scale: float, impl: str = "auto"
     raise ValueError(f"unknown attention impl {impl!r}")
 
   # One head and one chunk of queries at a time: each step's [c, T] score
-  # block stays in cache (DESIGN.md: the whole [N, T, T] tensor is memory
+  # block stays in cache (docs/architecture.md: the whole [N, T, T] tensor is memory
   # bound on CPU). Outer loop over heads keeps that head's K/V hot.
   c = _largest_divisor_at_most(t, query_chunk)
   nc = t // c
