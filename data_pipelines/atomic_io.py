@@ -1,13 +1,15 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a part.
 
 The project's helper for writing a file whole-or-not-at-all, meant as the
-single place crash-safety work builds on (used by ``samjax data convert``'s
-plan/manifest/done files and ``samjax amg``'s per-image JSONs). Each write
-goes to a temp file in the target's directory (so the rename cannot cross
-filesystems), is flushed and fsynced, renamed over the target with
-``os.replace``, and the directory is fsynced, so after a crash the path holds
-either its old content or the complete new one. On an error the temp file is
-removed and the old file is left untouched.
+single place crash-safety work builds on (used for every file ``samjax data
+convert`` writes: shards streamed through ``atomic_writer``, their indices,
+done/plan/manifest JSONs; ``samjax data make-sample``'s tars; ``samjax amg``'s
+per-image JSONs, image copies and overlays; ``samjax segment``'s outputs;
+exported ``.pth`` files). Each write goes to a temp file in the target's
+directory (so the rename cannot cross filesystems), is flushed and fsynced, renamed
+over the target with ``os.replace``, and the directory is fsynced, so after a
+crash the path holds either its old content or the complete new one. On an
+error the temp file is removed and the old file is left untouched.
 
 New files get the permissions a plain ``open(path, "w")`` would give (0666
 minus the umask), not ``tempfile.mkstemp``'s 0600, so outputs stay readable
@@ -15,6 +17,10 @@ by whoever could read them before.
 
 Temp names are ``<name>.tmp-<random>`` (``TEMP_MARKER``): a run killed mid-write
 leaves one behind, which a later run may delete by that marker.
+
+``ensure_dir`` creates an output folder and checks it can take new files up
+front, so an unwritable ``--out`` is one clear error naming the folder rather
+than a failure on some temp file deep inside a run.
 
 Lives in ``data_pipelines`` rather than ``samjax`` because ``import samjax``
 loads jax and the model, and the converter's spawned worker processes write
@@ -28,6 +34,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -101,6 +108,28 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb",
   fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
+def ensure_dir(path: str | os.PathLike) -> None:
+  """Creates folder ``path`` (and its parents) and checks that files can be
+  created in it.
+
+  Raises:
+    OSError: ``NotADirectoryError`` when ``path`` (or a parent) is a file,
+      ``PermissionError`` when the folder cannot be created or written; the
+      error's ``filename`` is ``path`` and its ``strerror`` says why in words.
+  """
+  path = os.fspath(path)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except FileExistsError as e:  # makedirs' answer when a file sits at ``path``
+    raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", path) from e
+  except OSError as e:
+    raise type(e)(e.errno, f"cannot create the folder: {e.strerror}", path) from e
+  # access() consults the permission bits, ACLs and read-only mounts; root
+  # passes it wherever root can actually write.
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise PermissionError(errno.EACCES, "folder is not writable", path)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
   """Atomically replaces ``path`` with ``data``."""
   with atomic_writer(path, "wb") as f:
@@ -111,6 +140,13 @@ def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> N
   """Atomically replaces ``path`` with ``text``."""
   with atomic_writer(path, "w", encoding=encoding) as f:
     f.write(text)
+
+
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+  """Atomically replaces ``dst`` with a copy of ``src``'s bytes (not its
+  metadata): a copy cut short by a crash never appears under ``dst``."""
+  with open(src, "rb") as fin, atomic_writer(dst, "wb") as fout:
+    shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def write_json(path: str | os.PathLike, obj, *, end: str = "", **dump_kwargs) -> None:

@@ -1,8 +1,15 @@
-"""``samjax data ...``: build, convert and inspect SA-1B-format datasets."""
+"""``samjax data ...``: build, convert and inspect SA-1B-format datasets.
+
+A problem the user can fix (a bad argument, a missing input, an output
+folder that cannot be written, inputs holding no images) ends a verb with
+one line on stderr and exit status 1, never a traceback or a silent success.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 import time
 
 HELP = """\
@@ -16,11 +23,22 @@ SA-1B data tools.
       validates the inputs and writes TFRecord shards of tf.train.Example
       (original JPEG bytes, RLE strings, boxes, scores, points), an offset
       index per shard and DIR/manifest.json. Bad inputs are skipped and listed
-      with reasons. Rerunning resumes: finished shards are kept. By default each
-      record also stores training-resolution copies next to the originals (the
-      image re-encoded at --train-size 1024 on its longest side, quality 95,
-      and the masks as RLEs at --train-gt-size 256), so training skips the
-      full-size decode + resize; 0 turns a copy off (~+65% bytes for SA-1B).
+      with reasons; inputs without a single image are an error, and so is
+      N above the number of images. K >= 1 processes convert (1: no worker
+      processes); workers exit if the converter is killed.
+      Every file is written atomically (temp file, fsync, rename). Rerunning
+      resumes: a shard is kept only if its files match the sizes and sha256s
+      its done.json recorded for these inputs, otherwise it is rewritten; the
+      result is byte-identical to an uninterrupted run.
+      --overwrite (when DIR holds a conversion of other inputs or shard count)
+      deletes that conversion's files and nothing else: manifest.json,
+      plan.json, sa1b-*-of-*.tfrecord, .tfrecord.idx, .done.json and their
+      temp files; other files in DIR are never touched.
+      By default each record also stores training-resolution copies next to
+      the originals (the image re-encoded at --train-size 1024 on its longest
+      side, quality 95, and the masks as RLEs at --train-gt-size 256), so
+      training skips the full-size decode + resize; 0 turns a copy off
+      (~+65% bytes for SA-1B).
   samjax data inspect DIR
       prints the manifest summary, checks every CRC and the index of each shard
       (--quick: sizes only), and shows the first record.
@@ -55,12 +73,15 @@ def register(subparsers):
   c.add_argument("--src", nargs="+", required=True, metavar="PATH",
                  help="SA-1B tar files and/or directories holding them (or loose jpg/json)")
   c.add_argument("--out", required=True, help="output directory")
-  c.add_argument("--shards", type=int, required=True, help="number of output shards")
-  c.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+  c.add_argument("--shards", type=int, required=True,
+                 help="number of output shards (at most the number of images)")
+  c.add_argument("--workers", type=int, default=1,
+                 help="processes converting shards, >= 1 (1: in this process)")
   c.add_argument("--only-shards", type=_int_list, default=None, metavar="I,J,...",
                  help="write only these shard indices (split a conversion over machines)")
   c.add_argument("--overwrite", action="store_true",
-                 help="replace a conversion of different inputs in --out")
+                 help="replace a conversion of different inputs in --out (deletes only its "
+                      "manifest/plan/shard/index/done files, never other files)")
   c.add_argument("--no-progress", action="store_true", help="no progress bar")
   c.add_argument("--train-size", type=int, default=1024,
                  help="also store the image resized to this longest side (0: no copy)")
@@ -83,6 +104,29 @@ def _int_list(s: str) -> list[int]:
     raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from e
 
 
+def _error(args, message: str) -> int:
+  print(f"samjax data {args.data_verb}: error: {message}", file=sys.stderr)
+  return 1
+
+
+def _one_line_errors(run):
+  """Turns the errors a user can fix into one line on stderr and exit status 1."""
+
+  @functools.wraps(run)
+  def wrapped(args) -> int:
+    try:
+      return run(args)
+    except OSError as e:  # unwritable --out, a file in the way, a missing input
+      if e.filename is not None and e.strerror:
+        return _error(args, f"{e.filename}: {e.strerror}")
+      return _error(args, str(e))
+    except ValueError as e:  # bad arguments, no images, conversion of other inputs
+      return _error(args, str(e))
+
+  return wrapped
+
+
+@_one_line_errors
 def run_make_sample(args) -> int:
   from data_pipelines import sample_data
   t0 = time.time()
@@ -97,6 +141,7 @@ def run_make_sample(args) -> int:
   return 0
 
 
+@_one_line_errors
 def run_convert(args) -> int:
   from data_pipelines import sa1b_to_tfrecord, train_copy
   t0 = time.time()
@@ -110,10 +155,14 @@ def run_convert(args) -> int:
       print(f"  skipped {where}: {s['kind']}: {s['reason']}")
     if len(manifest["skipped"]) > 20:
       print(f"  ... {len(manifest['skipped']) - 20} more in {args.out}/manifest.json")
+    if manifest["num_records"] == 0:
+      return _error(args, f"no usable images: all {manifest['num_images_scanned']} were "
+                          f"skipped (reasons above and in {args.out}/manifest.json)")
   print(f"done in {time.time() - t0:.1f}s")
   return 0
 
 
+@_one_line_errors
 def run_inspect(args) -> int:
   from data_pipelines import verify
   report, ok = verify.inspect(args.dir, check_crc=not args.quick)

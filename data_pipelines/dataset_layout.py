@@ -6,17 +6,23 @@ read it. Output directory of ``samjax data convert`` (N shards)::
   plan.json                          which inputs go to which shard (resume check)
   sa1b-00000-of-0000N.tfrecord       framed Examples (see tfrecord.py, example_codec.py)
   sa1b-00000-of-0000N.tfrecord.idx   "offset size" per record (``tfrecord.index_path``)
-  sa1b-00000-of-0000N.done.json      per-shard stats; its presence marks the shard finished
+  sa1b-00000-of-0000N.done.json      per-shard stats, written last: the shard is finished when
+                                     its files match the sizes and sha256s recorded here
   manifest.json                      totals, per-shard sha256, feature spec, skipped inputs
 
 The manifest's ``format`` is ``FORMAT``; ``VERSION`` is the newest layout
-this code writes (older versions read the same).
+this code writes (older versions read the same). ``is_output_file`` and
+``is_temp_file`` recognise exactly these names (and the temp files a killed
+write leaves behind), so the converter never deletes a file it did not write.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+
+from data_pipelines import atomic_io
 
 FORMAT = "samjax-sa1b-tfrecord"
 VERSION = 2  # 2: optional train/* copies (version 1 directories read the same)
@@ -36,14 +42,40 @@ def done_name(shard: str) -> str:
   return shard.replace(".tfrecord", ".done.json")
 
 
+_SHARD_FILE = re.compile(
+    re.escape(SHARD_PREFIX) + r"\d{5,}-of-\d{5,}\.(tfrecord|tfrecord\.idx|done\.json)")
+# ``atomic_io``'s temp names, and ``<shard>.tmp-<pid>[.idx]`` of older converters.
+_TEMP_FILE = re.compile(r"(?P<target>.+)" + re.escape(atomic_io.TEMP_MARKER)
+                        + r"[0-9A-Za-z]+(\.idx)?")
+
+
+def is_output_file(name: str) -> bool:
+  """Whether file name ``name`` is one the converter writes (any shard count)."""
+  return name in (MANIFEST, PLAN) or _SHARD_FILE.fullmatch(name) is not None
+
+
+def is_temp_file(name: str, targets=None) -> bool:
+  """Whether ``name`` is a temp file left by an interrupted write of an output
+  file (of one of ``targets`` when given)."""
+  m = _TEMP_FILE.fullmatch(name)
+  if m is None or not is_output_file(m["target"]):
+    return False
+  return targets is None or m["target"] in targets
+
+
 def load_manifest(out_dir: str) -> dict:
-  """Reads ``out_dir/manifest.json``; names the directory if it is missing."""
+  """Reads ``out_dir/manifest.json``; names the directory if it is missing and
+  the file if it is unreadable."""
   path = os.path.join(out_dir, MANIFEST)
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"{out_dir} has no {MANIFEST}: not a finished `samjax data convert` output")
   with open(path) as f:
-    m = json.load(f)
-  if m.get("format") != FORMAT:
-    raise ValueError(f"{path}: format {m.get('format')!r}, expected {FORMAT!r}")
+    try:
+      m = json.load(f)
+    except ValueError as e:
+      raise ValueError(f"{path}: not valid JSON ({e}); rerun `samjax data convert`") from e
+  if not isinstance(m, dict) or m.get("format") != FORMAT:
+    got = m.get("format") if isinstance(m, dict) else type(m).__name__
+    raise ValueError(f"{path}: format {got!r}, expected {FORMAT!r}")
   return m

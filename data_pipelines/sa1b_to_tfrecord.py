@@ -4,11 +4,25 @@
 The output directory's layout (file names, manifest format) is
 ``dataset_layout``, shared with the readers. Images are split into N
 contiguous, balanced runs of the scanned input order (tar locality: a worker
-reads one or two tars). Each shard is written to a temp file, fsynced, and
-renamed (index first, then data, then ``done.json``; the JSON files through
-``atomic_io``), so an interrupted run leaves only whole shards; rerunning
-skips them and rewrites the rest. Output is deterministic: rerunning or
-resuming gives byte-identical shards and manifest.
+reads one or two tars).
+
+Nothing lost, nothing half-written:
+
+* Every file goes through ``atomic_io`` (temp file, fsync, rename): a shard's
+  index, then its data, then its ``done.json``, which records the sizes and
+  sha256s of both files and a digest of the shard's inputs and settings. An
+  interrupted run leaves whole files and temp files only.
+* On a rerun a shard counts as finished only when its ``done.json`` parses
+  and both files match what it recorded for these inputs; anything else
+  (truncated, bit-flipped, missing index, empty ``done.json``) is rewritten.
+  Temp files of the shards being rewritten are deleted.
+* Output is deterministic: rerunning or resuming gives byte-identical shards
+  and manifest.
+* Spawned workers exit when the converter dies (``_worker_init``), so a
+  killed conversion leaves no processes behind.
+* ``overwrite`` deletes only file names of the layout (``dataset_layout``),
+  the manifest first, so the folder never claims a conversion it no longer
+  holds; other files in the output folder are never touched.
 
 By default each record also carries training-resolution copies
 (``train_copy.py``: the image re-encoded at 1024 on its longest side, the
@@ -22,13 +36,23 @@ originals only; the pipeline then decodes and resizes them (slower).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
+import sys
+import threading
+import time
 
 from data_pipelines import atomic_io, example_codec, sa1b, tfrecord, train_copy
 from data_pipelines import dataset_layout as layout
+
+# Test-only fault hook: seconds each worker sleeps after every record, so a
+# test can kill a conversion while its workers are mid-shard. Never set in
+# production.
+FAULT_RECORD_DELAY = "SAMJAX_FAULT_CONVERT_RECORD_DELAY"
 
 
 def _write_json(path: str, obj) -> None:
@@ -62,6 +86,26 @@ def _plan(items: list[sa1b.Item], num_shards: int,
                      for part in split(items, num_shards)]}
 
 
+def _shard_digest(index: int, num_shards: int, items: list[sa1b.Item],
+                  copy: train_copy.TrainCopyConfig | None) -> str:
+  """sha256 of what shard ``index`` is made from (its inputs and the settings),
+  recorded in its done.json: a shard left by a conversion of other inputs is
+  never taken for finished, even when plan.json is gone."""
+  doc = {"format": layout.FORMAT, "version": layout.VERSION, "index": index,
+         "num_shards": num_shards,
+         "train_copy": copy.describe() if _copy_groups(copy) else None,
+         "items": [[it.source, it.key] for it in items]}
+  return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    while chunk := f.read(1 << 20):
+      h.update(chunk)
+  return h.hexdigest()
+
+
 def _train_values(ex: dict, copy: train_copy.TrainCopyConfig | None,
                   it: sa1b.Item) -> tuple[dict, dict | None]:
   """(train/* feature values, None) or ({}, failure record) for one loaded image."""
@@ -87,68 +131,96 @@ def write_shard(out_dir: str, index: int, num_shards: int, items: list[sa1b.Item
   """
   name = layout.shard_name(index, num_shards)
   path = os.path.join(out_dir, name)
-  tmp = f"{path}{atomic_io.TEMP_MARKER}{os.getpid()}"
+  done = os.path.join(out_dir, layout.done_name(name))
+  # A shard being rewritten is unfinished from the first byte on.
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(done)
+  delay = float(os.environ.get(FAULT_RECORD_DELAY) or 0)
   skips: list[sa1b.Skip] = []
   num_masks = num_image_copies = 0
   copy_failed: list[dict] = []
-  handles: dict[str, object] = {}
-  try:
-    with tfrecord.TFRecordWriter(tmp) as w:
-      for it in items:
-        fh = None
-        if it.is_tar:
-          if it.source not in handles:
-            handles[it.source] = open(it.source, "rb")  # noqa: SIM115
-          fh = handles[it.source]
-        ex, s = sa1b.load(it, fh)
-        skips.extend(s)
-        if ex is None:
-          continue
+  with contextlib.ExitStack() as stack:
+    handles: dict[str, object] = {}
+    # Data and index each appear whole or not at all (index first); an error
+    # or a kill leaves at most temp files, which the next run deletes.
+    w = tfrecord.TFRecordWriter(stack.enter_context(atomic_io.atomic_writer(path)))
+    for it in items:
+      fh = None
+      if it.is_tar:
+        if it.source not in handles:
+          handles[it.source] = stack.enter_context(open(it.source, "rb"))
+        fh = handles[it.source]
+      ex, item_skips = sa1b.load(it, fh)
+      skips.extend(item_skips)
+      if ex is not None:
         train, failed = _train_values(ex, copy, it)
         if failed is not None:
           copy_failed.append(failed)
         num_image_copies += "train/image/encoded" in train
-        data = example_codec.encode(ex["image"], ex["jpeg"], ex["annotations"], train)
-        w.write(data)
+        w.write(example_codec.encode(ex["image"], ex["jpeg"], ex["annotations"], train))
         num_masks += len(ex["annotations"])
-      w.close()
-      index_rows = w.index
-      digest = w.sha256.hexdigest()
-  finally:
-    for fh in handles.values():
-      fh.close()
-  tfrecord.write_index(f"{tmp}.idx", index_rows)
-  os.replace(f"{tmp}.idx", tfrecord.index_path(path))
-  os.replace(tmp, path)
-  stats = {"file": name, "index": name + ".idx", "num_records": len(index_rows),
+      if delay:
+        time.sleep(delay)
+    w.close()
+    index_data = tfrecord.index_bytes(w.index)
+    atomic_io.write_bytes(tfrecord.index_path(path), index_data)
+  stats = {"file": name, "index": name + ".idx", "num_records": len(w.index),
            "num_masks": num_masks, "bytes": os.path.getsize(path),
-           "sha256": digest, "num_image_copies": num_image_copies,
+           "sha256": w.sha256.hexdigest(),
+           "index_sha256": hashlib.sha256(index_data).hexdigest(),
+           "plan_sha256": _shard_digest(index, num_shards, items, copy),
+           "num_image_copies": num_image_copies,
            "train_copy_failed": copy_failed,
            "skipped": [dataclasses.asdict(s) for s in skips]}
-  _write_json(os.path.join(out_dir, layout.done_name(name)), stats)
+  _write_json(done, stats)
   return stats
 
 
-def _finished(out_dir: str, index: int, num_shards: int) -> dict | None:
-  """Stats of a finished shard, or None when it has to be (re)written."""
+def _finished(out_dir: str, index: int, num_shards: int, digest: str) -> dict | None:
+  """Stats of shard ``index`` when it is finished, or None when it has to be
+  (re)written.
+
+  Finished means: its done.json parses, was written for the same inputs and
+  settings (``digest``, see ``_shard_digest``), and the data and index files
+  have exactly the size and sha256s it recorded. Hashing a finished shard
+  reads it once, far cheaper than converting it again, and catches truncation,
+  bit flips and a lost or stale index alike.
+  """
   name = layout.shard_name(index, num_shards)
-  done = os.path.join(out_dir, layout.done_name(name))
   path = os.path.join(out_dir, name)
   try:
-    with open(done) as f:
+    with open(os.path.join(out_dir, layout.done_name(name))) as f:
       stats = json.load(f)
-    if (os.path.getsize(path) == stats["bytes"]
-        and os.path.exists(tfrecord.index_path(path))):
+    if (stats["file"] == name and stats.get("plan_sha256") == digest
+        and os.path.getsize(path) == stats["bytes"]
+        and _file_sha256(tfrecord.index_path(path)) == stats["index_sha256"]
+        and _file_sha256(path) == stats["sha256"]):
       return stats
-  except (OSError, ValueError, KeyError):
+  except (OSError, ValueError, KeyError, TypeError):  # missing, unreadable, not our JSON
     pass
   return None
 
 
-def _clean_temps(out_dir: str) -> None:
+def _check_finished(out_dir: str, num_shards: int, indices, digests: list[str],
+                    workers: int) -> dict[int, dict]:
+  """Stats of the finished shards among ``indices`` (``_finished``), hashed by
+  ``workers`` threads: hashlib releases the GIL, so verifying a large resumed
+  conversion goes as fast as the disk allows."""
+  with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+    found = pool.map(lambda i: (i, _finished(out_dir, i, num_shards, digests[i])), indices)
+    return {i: s for i, s in found if s is not None}
+
+
+def _clean_temps(out_dir: str, targets: set[str]) -> None:
+  """Deletes temp files that killed writes of ``targets`` left behind.
+
+  Only the files this run is about to write: another machine converting
+  other ``--only-shards`` into the same folder keeps its temp files.
+  """
   for n in os.listdir(out_dir):
-    if atomic_io.TEMP_MARKER in n:
-      os.remove(os.path.join(out_dir, n))
+    if layout.is_temp_file(n, targets):
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(out_dir, n))
 
 
 def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
@@ -158,40 +230,64 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
             ) -> dict | None:
   """Converts SA-1B inputs; returns the manifest (None if shards remain).
 
+  Arguments are checked and the inputs scanned before anything is written.
+
   Args:
     src: tar files and/or directories (see ``sa1b.scan``).
     out_dir: output directory (created).
-    num_shards: number of TFRecord shards.
-    workers: worker processes (spawned); <= 1 converts in this process.
+    num_shards: number of TFRecord shards, at most the number of images.
+    workers: processes converting shards, >= 1; 1 converts in this process,
+      more spawn that many workers (which exit if this process dies).
     only_shards: write just these shard indices (e.g. to spread one
       conversion over machines); the manifest is written once all exist.
-    overwrite: discard an existing conversion of different inputs.
+    overwrite: discard an existing conversion of different inputs (only the
+      layout's files are deleted, see ``_prepare_out_dir``).
     progress: show a tqdm bar (images).
     log: where one-line messages go.
     copy: training-resolution copies stored next to the originals (default
       image 1024 / masks 256, see ``train_copy``); None stores originals only.
 
   Raises:
-    ValueError: ``out_dir`` holds a conversion of other inputs/shard count
-      and ``overwrite`` is False, or ``num_shards`` < 1.
+    ValueError: ``num_shards`` < 1, ``workers`` < 1, a shard index outside
+      the range, no images in the inputs, more shards than images, or
+      ``out_dir`` holds a conversion of other inputs/shard count and
+      ``overwrite`` is False.
+    OSError: an input is missing or ``out_dir`` cannot be written.
   """
   if num_shards < 1:
     raise ValueError(f"--shards must be >= 1, got {num_shards}")
-  items, scan_skips = sa1b.scan(src)
-  _prepare_out_dir(out_dir, _plan(items, num_shards, copy), overwrite)
-  parts = split(items, num_shards)
+  if workers < 1:
+    raise ValueError(f"--workers must be >= 1 (1 converts in this process), got {workers}")
   wanted = range(num_shards) if only_shards is None else sorted(set(only_shards))
   for i in wanted:
     if not 0 <= i < num_shards:
       raise ValueError(f"shard index {i} outside [0, {num_shards})")
-  stats = {i: s for i in wanted if (s := _finished(out_dir, i, num_shards)) is not None}
+  items, scan_skips = sa1b.scan(src)
+  if not items:
+    why = f"; first problem: {scan_skips[0]}" if scan_skips else ""
+    shown = ", ".join(src[:3]) + (", ..." if len(src) > 3 else "")
+    raise ValueError(f"no SA-1B images (jpg + json pairs) in {len(src)} input(s) "
+                     f"({shown}){why}")
+  if num_shards > len(items):
+    raise ValueError(f"--shards {num_shards} is more than the {len(items)} image(s) found "
+                     f"in the inputs; every shard needs at least one image")
+  atomic_io.ensure_dir(out_dir)
+  _prepare_out_dir(out_dir, _plan(items, num_shards, copy), overwrite)
+  parts = split(items, num_shards)
+  digests = [_shard_digest(i, num_shards, parts[i], copy) for i in range(num_shards)]
+  stats = _check_finished(out_dir, num_shards, wanted, digests, workers)
   todo = [i for i in wanted if i not in stats]
+  targets = {layout.PLAN, layout.MANIFEST}
+  for i in todo:
+    name = layout.shard_name(i, num_shards)
+    targets |= {name, tfrecord.index_path(name), layout.done_name(name)}
+  _clean_temps(out_dir, targets)
   log(f"{len(items)} images in {len(src)} input(s) -> {num_shards} shards in "
       f"{out_dir}: {len(stats)} already finished, {len(todo)} to write")
   stats.update(_write_shards(out_dir, num_shards, parts, todo, copy, workers, progress))
-  for i in range(num_shards):
-    if i not in stats and (s := _finished(out_dir, i, num_shards)) is not None:
-      stats[i] = s
+  stats.update(_check_finished(out_dir, num_shards,
+                               [i for i in range(num_shards) if i not in stats], digests,
+                               workers))
   if len(stats) < num_shards:
     log(f"{len(stats)} of {num_shards} shards finished; rerun to write the rest")
     return None
@@ -207,23 +303,74 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
 
 
 def _prepare_out_dir(out_dir: str, plan: dict, overwrite: bool) -> None:
-  """Creates ``out_dir`` and records ``plan``; a conversion of other inputs
-  there is an error unless ``overwrite`` (then its shards are removed)."""
-  os.makedirs(out_dir, exist_ok=True)
+  """Records ``plan`` in ``out_dir``; a conversion of other inputs there (or an
+  unreadable plan.json) is an error unless ``overwrite``.
+
+  ``overwrite`` deletes that conversion's files, and only files named by the
+  layout (``dataset_layout.is_output_file`` / ``is_temp_file``): the manifest
+  first (the folder stops claiming a finished dataset), then every done.json
+  (no old shard can pass for finished), then shards, indices and temp files;
+  plan.json goes last, replaced by the new one, so a crash part-way leaves
+  the old plan and the next run needs ``overwrite`` again.
+  """
   plan_path = os.path.join(out_dir, layout.PLAN)
   if os.path.exists(plan_path):
-    with open(plan_path) as f:
-      old = json.load(f)
-    if old != plan:
+    try:
+      with open(plan_path) as f:
+        old = json.load(f)
+      differs = old != plan
+      what = (f"a conversion of other inputs or shard count "
+              f"({old.get('num_shards') if isinstance(old, dict) else '?'} shards)")
+    except ValueError as e:
+      differs, what = True, f"an unreadable {layout.PLAN} ({e})"
+    if differs:
       if not overwrite:
-        raise ValueError(
-            f"{out_dir} holds a conversion of other inputs or shard count "
-            f"({old.get('num_shards')} shards); pass --overwrite or another --out")
-      for n in os.listdir(out_dir):
-        if n.startswith(layout.SHARD_PREFIX) or n in (layout.MANIFEST, layout.PLAN):
+        raise ValueError(f"{out_dir} holds {what}; pass --overwrite to replace it "
+                         "or choose another --out")
+      names = sorted((n for n in os.listdir(out_dir) if n != layout.PLAN
+                      and (layout.is_output_file(n) or layout.is_temp_file(n))),
+                     key=lambda n: (n != layout.MANIFEST, not n.endswith(".done.json"), n))
+      for n in names:
+        with contextlib.suppress(FileNotFoundError):
           os.remove(os.path.join(out_dir, n))
   _write_json(plan_path, plan)
-  _clean_temps(out_dir)
+
+
+def _worker_init(parent_pid: int) -> None:
+  """Initializer of each spawned worker: the worker exits when the converter dies.
+
+  An idle pool worker blocks on its task queue, and a busy one finishes its
+  shard and then blocks; a killed parent (kill -9, the OOM killer) can close
+  neither, so without this its workers, hundreds of MB each, would run on
+  until killed by hand. Two layers, each skipped where unsupported:
+
+  * a daemon thread waits on multiprocessing's parent sentinel (a pipe whose
+    write end only the parent holds; a process handle on Windows), ready the
+    moment the parent dies, and ends the worker with ``os._exit``: portable,
+    and no polling;
+  * on Linux, ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes the kernel kill the
+    worker at once, even one busy in C code that holds the GIL. (The kernel
+    fires it when the spawning *thread* exits: without max_tasks_per_child
+    the pool spawns every worker from the thread that submits, which
+    outlives the pool.)
+
+  A worker killed mid-shard leaves temp files only; the next run deletes them
+  and rewrites that shard.
+  """
+  if sys.platform.startswith("linux"):
+    import ctypes
+    import signal
+    with contextlib.suppress(OSError, AttributeError):
+      pr_set_pdeathsig = 1
+      ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+      os._exit(1)
+  parent = multiprocessing.parent_process()
+  if parent is not None:
+    def watch():
+      parent.join()  # returns when the sentinel is ready: the parent is gone
+      os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _write_shards(out_dir: str, num_shards: int, parts: list, todo: list[int], copy,
@@ -235,21 +382,28 @@ def _write_shards(out_dir: str, num_shards: int, parts: list, todo: list[int], c
   if progress:
     from tqdm import tqdm
     bar = tqdm(total=sum(len(parts[i]) for i in todo), unit="img", desc="convert")
-  if workers <= 1 or len(todo) <= 1:
+  if workers == 1 or len(todo) <= 1:
     for i in todo:
       stats[i] = write_shard(out_dir, i, num_shards, parts[i], copy)
       if bar is not None:
         bar.update(len(parts[i]))
   else:
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                                initializer=_worker_init, initargs=(os.getpid(),)) as pool:
       futs = {pool.submit(write_shard, out_dir, i, num_shards, parts[i], copy): i
               for i in todo}
-      for fut in cf.as_completed(futs):
-        i = futs[fut]
-        stats[i] = fut.result()
-        if bar is not None:
-          bar.update(len(parts[i]))
+      try:
+        for fut in cf.as_completed(futs):
+          i = futs[fut]
+          stats[i] = fut.result()
+          if bar is not None:
+            bar.update(len(parts[i]))
+      except BaseException:
+        # A failed shard (or Ctrl-C) stops the run: shards not started are
+        # dropped, running ones finish whole.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
   if bar is not None:
     bar.close()
   return stats

@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from data_pipelines import atomic_io
+
 BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                "retina", "immunohistochemistry", "colorwheel")
 TEXTURES = ("brick", "grass", "gravel", "camera", "moon", "coins", "cell", "page")
@@ -209,8 +211,18 @@ def make_sample(out_dir: str, num_images: int = 8, images_per_tar: int = 4,
 
   SA-1B-sized settings: ``height=1500, width=2250, num_objects=34`` gives ~100
   masks per image.
+
+  Each tar is written atomically (``atomic_io``): an interrupted run leaves
+  whole tars and temp files only.
+
+  Raises:
+    ValueError: ``num_images`` or ``images_per_tar`` < 1.
+    OSError: ``out_dir`` cannot be created or written.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  if num_images < 1 or images_per_tar < 1:
+    raise ValueError(f"--images and --per-tar must be >= 1, got {num_images} and "
+                     f"{images_per_tar}")
+  atomic_io.ensure_dir(out_dir)
   lib = _Library()
   paths = []
   n_tars = (num_images + images_per_tar - 1) // images_per_tar
@@ -221,14 +233,13 @@ def make_sample(out_dir: str, num_images: int = 8, images_per_tar: int = 4,
   it = iter(bar)
   for t in range(n_tars):
     path = os.path.join(out_dir, f"sa_{t:06d}.tar")
-    tmp = path + ".tmp"
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tf:
+    with atomic_io.atomic_writer(path) as f, \
+        tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tf:
       for i in range(t * images_per_tar, min(num_images, (t + 1) * images_per_tar)):
         next(it)
         jpg, meta = make_pair(i, height, width, num_objects, seed, quality, lib,
                                object_size=object_size, subpart_size=subpart_size)
         add_member(tf, f"sa_{i + 1}.jpg", jpg)
         add_member(tf, f"sa_{i + 1}.json", meta)
-    os.replace(tmp, path)
     paths.append(path)
   return paths

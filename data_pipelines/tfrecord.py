@@ -22,6 +22,8 @@ import struct
 import google_crc32c
 import numpy as np
 
+from data_pipelines import atomic_io
+
 _MASK_DELTA = 0xA282EAD8
 HEADER_SIZE = 12  # uint64 length + uint32 crc
 FOOTER_SIZE = 4
@@ -68,17 +70,21 @@ def index_path(path: str) -> str:
 
 
 class TFRecordWriter:
-  """Appends framed records to ``path`` and remembers (offset, size) of each.
+  """Appends framed records to ``target`` and remembers (offset, size) of each.
 
-  ``close()`` flushes and fsyncs; the caller writes the index (see
-  ``write_index``) and renames both into place, so readers never see a
-  half-written shard.
+  ``target``: a path (opened, truncated, and closed by ``close()``) or a
+  binary file object the caller owns, such as ``atomic_io.atomic_writer``'s,
+  which is how the converter makes a shard appear whole or not at all.
+  ``close()`` flushes, and fsyncs a file this writer opened; the caller then
+  writes the index (``write_index``).
   """
 
-  def __init__(self, path: str):
-    self.path = path
-    self._f = open(path, "wb")  # noqa: SIM115 - closed in close()
+  def __init__(self, target):
+    self._owned = isinstance(target, (str, os.PathLike))
+    self._f = open(target, "wb") if self._owned else target  # noqa: SIM115
+    self.path = os.fspath(target) if self._owned else None
     self._offset = 0
+    self._closed = False
     self.index: list[tuple[int, int]] = []
     self.sha256 = hashlib.sha256()  # of the file's bytes, for the manifest
 
@@ -90,21 +96,32 @@ class TFRecordWriter:
     self._offset += len(buf)
 
   def close(self) -> None:
+    if self._closed:
+      return
+    self._closed = True
     self._f.flush()
-    os.fsync(self._f.fileno())
-    self._f.close()
+    if self._owned:
+      os.fsync(self._f.fileno())
+      self._f.close()
 
   def __enter__(self):
     return self
 
   def __exit__(self, *exc):
-    if not self._f.closed:
+    # On an error the file is closed without fsync; a borrowed one is left open.
+    if self._owned and not self._f.closed:
       self._f.close()
+    self._closed = True
+
+
+def index_bytes(index: list[tuple[int, int]]) -> bytes:
+  """The ``.idx`` file's content for ``index`` rows of (offset, frame_size)."""
+  return "".join(f"{o} {n}\n" for o, n in index).encode("ascii")
 
 
 def write_index(path: str, index: list[tuple[int, int]]) -> None:
-  with open(path, "w") as f:
-    f.writelines(f"{o} {n}\n" for o, n in index)
+  """Writes the index atomically (``atomic_io``): readers never see half of one."""
+  atomic_io.write_bytes(path, index_bytes(index))
 
 
 def read_index(path: str) -> np.ndarray:

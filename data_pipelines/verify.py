@@ -17,7 +17,13 @@ def check_shard(path: str, entry: dict, check_crc: bool = True) -> list[str]:
     return [f"{path}: missing"]
   if os.path.getsize(path) != entry["bytes"]:
     problems.append(f"{path}: {os.path.getsize(path)} bytes, manifest says {entry['bytes']}")
-  index = tfrecord.read_index(tfrecord.index_path(path))
+  idx = tfrecord.index_path(path)
+  if not os.path.exists(idx):
+    return problems + [f"{idx}: missing"]
+  try:
+    index = tfrecord.read_index(idx)
+  except tfrecord.CorruptRecordError as e:
+    return problems + [str(e)]
   if len(index) != entry["num_records"]:
     problems.append(f"{path}.idx: {len(index)} rows, manifest says {entry['num_records']}")
   if check_crc:

@@ -2,13 +2,26 @@
 
 Verbs live in ``samjax/commands/`` (and ``data_pipelines/cli.py`` for
 ``samjax data``); each registers its own sub-parser and help text.
+
+Errors are for people: whatever a verb raises ends as a message,
+``samjax VERB: error: ...``, and exit status 1 (130 for Ctrl-C), not a
+traceback. The errors verbs raise on purpose (``_HANDLED``) print their own
+text; anything else prints as one line with its type. ``--debug`` (before
+the verb) or ``SAMJAX_DEBUG=1`` lets the exception through instead, with its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# Environment variable that turns on --debug (e.g. for a command run by a script).
+DEBUG_ENV = "SAMJAX_DEBUG"
+# The errors verbs raise on purpose for a bad input; their text is the message.
+_HANDLED = (FileNotFoundError, FileExistsError, ValueError, ImportError)
 
 # (module, attribute) of each verb's ``register`` function, in --help order.
 _VERBS = (
@@ -16,6 +29,7 @@ _VERBS = (
     ("samjax.commands.segment", "register"),
     ("samjax.commands.amg", "register"),
     ("samjax.commands.train", "register"),
+    ("samjax.commands.plan", "register"),
     ("data_pipelines.cli", "register"),
 )
 
@@ -25,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
       prog="samjax",
       description="Segment Anything in JAX: convert weights, segment, label "
                   "images, build datasets and train.")
+  parser.add_argument("--debug", action="store_true",
+                      help=f"show the full traceback of an error (also: {DEBUG_ENV}=1)")
   sub = parser.add_subparsers(dest="verb", metavar="VERB")
   sub.required = True
   for module, attr in _VERBS:
@@ -45,11 +61,29 @@ def main(argv=None) -> int:
     if not getattr(args, "accepts_overrides", False):
       parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
+  debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
   try:
     return int(args.func(args) or 0)
-  except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
-    print(f"samjax {args.verb}: error: {e}", file=sys.stderr)
+  except KeyboardInterrupt:
+    if debug:
+      raise
+    print(f"samjax {args.verb}: interrupted", file=sys.stderr)
+    return 130
+  except Exception as e:  # every failure of a verb ends here, as one line
+    if debug:
+      raise
+    print(f"samjax {args.verb}: error: {_one_line(e)}", file=sys.stderr)
     return 1
+
+
+def _one_line(e: Exception) -> str:
+  """The message of ``e`` for a person: the text of an error a verb raised on
+  purpose, else one line with the exception type (an unexpected error) and a
+  pointer to --debug."""
+  if isinstance(e, _HANDLED):
+    return str(e)
+  text = " ".join(str(e).split()) or "(no message)"
+  return f"{type(e).__name__}: {text} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

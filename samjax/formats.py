@@ -17,6 +17,7 @@ Training workdir (``samjax train --workdir W``)::
                           (workdirs written before the envelope hold the bare dict)
   W/checkpoints/<step>/   orbax: ``state`` (step, params, opt_state, rng) and
                           ``data`` (each process's grain iterator position)
+  W/checkpoints_unrestorable/<step>-<time>/   corrupt steps a resume skipped
   W/metrics.jsonl         one JSON object per logged step ({"step", "split", ...})
   W/tensorboard/          TensorBoard event files
   W/final_metrics.json    held-out metrics of the last run (initial_* before training)
@@ -38,6 +39,7 @@ import datetime
 import json
 import os
 
+from data_pipelines import atomic_io
 from samjax.model.configs import SamConfig
 
 # Model directory.
@@ -50,6 +52,7 @@ MODEL_FORMAT_VERSION = 1
 RUN_CONFIG = "config.json"
 WORKDIR_MODEL_CONFIG = "model_config.json"
 CHECKPOINTS = "checkpoints"
+UNRESTORABLE_CHECKPOINTS = "checkpoints_unrestorable"  # corrupt steps moved aside
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 FINAL_METRICS = "final_metrics.json"
@@ -101,8 +104,7 @@ def model_metadata(config: SamConfig, source: str | None = None) -> dict:
 
 def write_model_metadata(json_path: str, config: SamConfig, source: str | None = None
                          ) -> None:
-  with open(json_path, "w") as f:
-    json.dump(model_metadata(config, source), f, indent=2, sort_keys=True)
+  atomic_io.write_json(json_path, model_metadata(config, source), indent=2, sort_keys=True)
 
 
 def parse_model_metadata(meta, where: str) -> SamConfig:

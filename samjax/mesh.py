@@ -116,3 +116,20 @@ def batch_sharding(mesh: Mesh, batch_axes=("data", "fsdp")) -> NamedSharding:
   if missing:
     raise ValueError(f"batch axes {missing} are not mesh axes {mesh.axis_names}")
   return NamedSharding(mesh, PartitionSpec(axes))
+
+
+def replicated_large_leaves(abstract_state, shardings, mesh: Mesh, min_bytes: int
+                            ) -> list[str]:
+  """Paths of leaves over ``min_bytes`` that are fully replicated although the
+  mesh has devices to split them over (``fsdp`` or ``model`` > 1)."""
+  if not min_bytes or mesh.shape["fsdp"] * mesh.shape["model"] == 1:
+    return []
+  bad = []
+  flat_shardings = jax.tree_util.tree_leaves(shardings)
+  flat = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+  for (path, leaf), sharding in zip(flat, flat_shardings):
+    nbytes = int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+    if nbytes > min_bytes and sharding.is_fully_replicated:
+      bad.append(f"{'/'.join(_path_names(path))} {tuple(leaf.shape)} "
+                 f"({nbytes / 2**20:.1f} MiB)")
+  return bad

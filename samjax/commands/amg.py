@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import json
 import os
 import re
-import shutil
 import sys
 import zlib
+
+from data_pipelines import atomic_io
 
 HELP = """\
 Fully automatic masks for every image (SAM's data engine), one SA-1B-format
@@ -23,16 +27,34 @@ For each image <stem>.<ext>, --out gets <stem>.json:
                     "area", "predicted_iou", "stability_score",
                     "crop_box": [x, y, w, h], "point_coords": [[x, y]]}]}
 image_id is N for files named sa_N.*, else a CRC32 of the file name.
---copy-images puts the JPEG beside its JSON (the layout the converter reads);
---overlays writes <stem>.png with the masks tinted.
+--copy-images puts each JPEG input beside its JSON as <stem>.jpg (the layout
+the converter reads): byte for byte, or re-encoded upright (quality 95) when
+its EXIF orientation rotates it, since masks are in the upright frame.
+--overlays writes <stem>.png with the masks tinted (for images labelled in
+this run). Images are read like `samjax segment` reads them (EXIF
+orientation, 16-bit and alpha handling: see samjax/inference/image_io.py).
 
-Resumable: images whose JSON exists are skipped (JSONs are written
-atomically), so rerun the same command after an interruption. Unreadable
-images are reported and skipped. Exit status is non-zero (1) only if
-nothing could be processed; failures next to successes are listed at the end.
+Resumable: every file is written atomically and the JSON last, so a kill at
+any moment leaves each output whole or absent; rerun the same command. An
+image counts as done when its JSON parses with the schema above (and, with
+--copy-images, its copy is complete); anything else is redone, and temp
+files of an interrupted run are removed. Unreadable images (not an image,
+truncated, an unsupported pixel mode, over PIL's decompression-bomb size
+limit) are reported with the reason and skipped. Exit status is non-zero (1)
+only if nothing could be processed; failures next to successes are listed at
+the end.
 """
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Inputs --copy-images puts beside their JSON (the converter reads JPEGs).
+COPY_EXTS = (".jpg", ".jpeg")
+# Keys of a finished JSON (``sa1b_record``); resuming checks them.
+IMAGE_KEYS = ("image_id", "width", "height", "file_name")
+ANNOTATION_KEYS = ("id", "segmentation", "bbox", "area", "predicted_iou",
+                   "stability_score", "crop_box", "point_coords")
+# Temp files of this command's atomic writes (``atomic_io.TEMP_MARKER``).
+_TEMP_FILE = re.compile(r"(.+)\.(?:json|jpg|png)" + re.escape(atomic_io.TEMP_MARKER)
+                        + r"[0-9a-f]+")
 
 
 def register(subparsers):
@@ -96,70 +118,206 @@ def sa1b_record(records: list[dict], file_name: str, height: int, width: int) ->
   }
 
 
-def _overlay(image, records, path):
+def record_problem(path: str, file_name: str) -> tuple[dict | None, str | None]:
+  """(document, None) if ``path`` is a finished record of ``file_name``,
+  else (None, why not); why is None when there is no JSON at all.
+
+  Finished means: it parses and has the schema ``sa1b_record`` writes. A
+  JSON cut short or emptied (by a crash of an older version, a full disk, a
+  copy tool) fails this and its image is redone.
+  """
+  try:
+    with open(path, "rb") as f:
+      doc = json.load(f)
+  except FileNotFoundError:
+    return None, None
+  except (OSError, ValueError) as e:  # ValueError: JSON and UTF-8 decoding
+    return None, f"{os.path.basename(path)} is unreadable ({type(e).__name__}: {e})"
+  name = os.path.basename(path)
+  image = doc.get("image") if isinstance(doc, dict) else None
+  if not isinstance(image, dict) or not all(k in image for k in IMAGE_KEYS):
+    return None, f"{name} has no complete 'image' record"
+  if image["file_name"] != file_name:
+    return None, f"{name} describes {image['file_name']!r}, not {file_name!r}"
+  anns = doc.get("annotations")
+  if not isinstance(anns, list) or not all(
+      isinstance(a, dict) and all(k in a for k in ANNOTATION_KEYS) for a in anns):
+    return None, f"{name} has incomplete 'annotations'"
+  return doc, None
+
+
+def copy_problem(dst: str, src: str, width: int, height: int) -> str | None:
+  """Why the image copy ``dst`` of ``src`` is not complete (None: it is).
+
+  Complete: a JPEG of the JSON's width x height, stored upright, that is
+  either a byte-for-byte-sized copy of ``src`` or decodes to the end (a
+  re-encoded copy, see ``write_copy``).
+  """
+  from PIL import Image
+  name = os.path.basename(dst)
+  try:
+    size = os.path.getsize(dst)
+    with Image.open(dst) as im:
+      if im.format != "JPEG" or im.size != (width, height):
+        return (f"{name} is a {im.format} of {im.size[0]}x{im.size[1]}, the JSON "
+                f"says a JPEG of {width}x{height}")
+      if im.getexif().get(0x0112) not in (None, 1):
+        return f"{name} is stored rotated (EXIF orientation)"
+      if size == os.path.getsize(src):
+        return None
+      im.load()  # a truncated file fails here
+  except FileNotFoundError:
+    return f"{name} is missing"
+  except Exception as e:  # PIL raises OSError, SyntaxError, ...
+    return f"{name} is damaged ({type(e).__name__}: {e})"
+  return None
+
+
+def write_copy(src: str, dst: str, decoded) -> None:
+  """Atomically puts the JPEG the converter will pair with the JSON at ``dst``.
+
+  A JPEG stored upright is copied byte for byte. One with an EXIF rotation
+  (or a non-JPEG under a .jpg name) is re-encoded upright at quality 95,
+  because the JSON's masks and size are in the upright frame and
+  ``samjax data convert`` reads the pixels as stored.
+  """
+  if decoded.format == "JPEG" and not decoded.rotated:
+    atomic_io.copy_file(src, dst)
+    return
+  from PIL import Image
+  with atomic_io.atomic_writer(dst) as f:
+    Image.fromarray(decoded.rgb).save(f, format="JPEG", quality=95)
+
+
+def write_overlay(image, records, path):
+  """Atomically writes the PNG of ``records``' masks tinted over ``image``."""
   from samjax.inference.mask_io import decode_rle
   from samjax.inference.visualize import overlay_masks
   by_area = sorted(records, key=lambda r: -r["area"])[:255]
-  overlay_masks(image, [decode_rle(r["segmentation"]) for r in by_area]).save(path)
+  img = overlay_masks(image, [decode_rle(r["segmentation"]) for r in by_area])
+  with atomic_io.atomic_writer(path) as f:
+    img.save(f, format="PNG")
+
+
+@dataclasses.dataclass
+class _Task:
+  """One image with something left to write."""
+  path: str
+  stem: str
+  masks: bool              # the JSON (and overlay) must be made; else only the copy
+  why: str | None = None   # what was wrong with earlier outputs (None: none existed)
+
+
+def _remove_temp_files(out: str, stems) -> int:
+  """Deletes temp files a killed run left for this run's outputs; their count.
+
+  Only ``<stem>.{json,jpg,png}.tmp-*`` of the stems being processed, so no
+  other file in ``--out`` is touched.
+  """
+  n = 0
+  for entry in os.listdir(out):
+    m = _TEMP_FILE.fullmatch(entry)
+    if m and m.group(1) in stems:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(out, entry))
+        n += 1
+  return n
+
+
+def _plan(paths, out: str, copy_images: bool):
+  """Sorts the inputs: (tasks, number already complete, failures)."""
+  tasks, failed, seen = [], [], {}
+  done = 0
+  for p in paths:
+    name = os.path.basename(p)
+    stem = os.path.splitext(name)[0]
+    if stem in seen:
+      failed.append((p, f"same name as {seen[stem]} (outputs would collide)"))
+      continue
+    seen[stem] = p
+    doc, why = record_problem(os.path.join(out, stem + ".json"), name)
+    if doc is None:
+      tasks.append(_Task(p, stem, True, why))
+      continue
+    if copy_images and name.lower().endswith(COPY_EXTS):
+      image = doc["image"]
+      why = copy_problem(os.path.join(out, stem + ".jpg"), p, image["width"],
+                         image["height"])
+      if why is not None:
+        tasks.append(_Task(p, stem, False, why))
+        continue
+    done += 1
+  return tasks, done, failed, set(seen)
 
 
 def run(args) -> int:
   from tqdm import tqdm
 
-  from data_pipelines import atomic_io
-  from samjax import SamAutomaticMaskGenerator, load_sam
-  from samjax.inference.image_io import read_image
+  from samjax.inference.image_io import decode_image_file
   paths = list_images(args.images)
   if not paths:
     raise ValueError(f"--images: no image files ({', '.join(IMAGE_EXTS)}) in {args.images}")
-  os.makedirs(args.out, exist_ok=True)
-  todo, failed, seen = [], [], {}
-  for p in paths:
-    stem = os.path.splitext(os.path.basename(p))[0]
-    if stem in seen:
-      failed.append((p, f"same name as {seen[stem]} (outputs would collide)"))
-      continue
-    seen[stem] = p
-    if not os.path.exists(os.path.join(args.out, stem + ".json")):
-      todo.append((p, stem))
-  done_before = len(seen) - len(todo)
-  if not todo:
-    print(f"all {done_before} image(s) already done in {args.out}")
-    return 0
-  gen = SamAutomaticMaskGenerator(
-      load_sam(args.checkpoint, args.variant), points_per_side=args.points_per_side,
-      points_per_batch=args.points_per_batch, pred_iou_thresh=args.pred_iou_thresh,
-      stability_score_thresh=args.stability_score_thresh,
-      stability_score_offset=args.stability_score_offset,
-      box_nms_thresh=args.box_nms_thresh, crop_n_layers=args.crop_n_layers,
-      crop_nms_thresh=args.crop_nms_thresh, crop_overlap_ratio=args.crop_overlap_ratio,
-      crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
-      min_mask_region_area=args.min_mask_region_area, output_mode="coco_rle")
-  ok = n_masks = 0
-  bar = tqdm(todo, unit="img", disable=args.no_progress, file=sys.stderr)
-  for path, stem in bar:
-    bar.set_postfix_str(os.path.basename(path))
+  try:
+    atomic_io.ensure_dir(args.out)
+  except OSError as e:
+    raise ValueError(f"--out {args.out}: {e.strerror or e}") from e
+  tasks, done_before, failed, stems = _plan(paths, args.out, args.copy_images)
+  removed = _remove_temp_files(args.out, stems)
+  if removed:
+    print(f"samjax amg: removed {removed} temp file(s) of an interrupted run",
+          file=sys.stderr)
+  gen = None
+  if any(t.masks for t in tasks):
+    from samjax import SamAutomaticMaskGenerator, load_sam
+    gen = SamAutomaticMaskGenerator(
+        load_sam(args.checkpoint, args.variant), points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch, pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        stability_score_offset=args.stability_score_offset,
+        box_nms_thresh=args.box_nms_thresh, crop_n_layers=args.crop_n_layers,
+        crop_nms_thresh=args.crop_nms_thresh, crop_overlap_ratio=args.crop_overlap_ratio,
+        crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
+        min_mask_region_area=args.min_mask_region_area, output_mode="coco_rle")
+  ok = n_masks = redone = recopied = 0
+  bar = tqdm(tasks, unit="img", disable=args.no_progress or not tasks, file=sys.stderr)
+  for task in bar:
+    path, stem = task.path, task.stem
+    name = os.path.basename(path)
+    bar.set_postfix_str(name)
+    if task.why:
+      tqdm.write(f"samjax amg: redoing {name}: {task.why}", file=sys.stderr)
     try:
-      image = read_image(path)
+      decoded = decode_image_file(path)
     except (ValueError, FileNotFoundError) as e:
       failed.append((path, str(e)))
       tqdm.write(f"samjax amg: skipped {path}: {e}", file=sys.stderr)
       continue
-    records = gen.generate(image)
-    name = os.path.basename(path)
-    # Atomic: a JSON that exists is complete, which is what resuming trusts.
-    atomic_io.write_json(os.path.join(args.out, stem + ".json"),
-                         sa1b_record(records, name, *image.shape[:2]))
-    if args.copy_images and name.lower().endswith((".jpg", ".jpeg")):
-      dst = os.path.join(args.out, stem + ".jpg")
-      if not os.path.exists(dst):
-        shutil.copyfile(path, dst)
-    if args.overlays:
-      _overlay(image, records, os.path.join(args.out, stem + ".png"))
+    try:
+      # Order matters: the JSON is the completion marker, so it is written
+      # last; every write is atomic, so a kill at any moment leaves each file
+      # whole or absent, and an image without its JSON is redone.
+      if args.copy_images and name.lower().endswith(COPY_EXTS):
+        write_copy(path, os.path.join(args.out, stem + ".jpg"), decoded)
+      if not task.masks:
+        recopied += 1
+        continue
+      records = gen.generate(decoded.rgb)
+      if args.overlays:
+        write_overlay(decoded.rgb, records, os.path.join(args.out, stem + ".png"))
+      atomic_io.write_json(os.path.join(args.out, stem + ".json"),
+                           sa1b_record(records, name, *decoded.rgb.shape[:2]))
+    except OSError as e:
+      raise OSError(e.errno, f"cannot write the outputs of {name} in {args.out}: "
+                    f"{e.strerror or e} ({ok + recopied} image(s) finished in this run; "
+                    "rerun to resume)") from e
     ok += 1
+    redone += task.why is not None
     n_masks += len(records)
-  print(f"{ok} image(s) labelled ({n_masks} masks), {done_before} already done, "
-        f"{len(failed)} failed -> {args.out}")
+  if not tasks and not failed:
+    print(f"all {done_before} image(s) already done in {args.out}")
+    return 0
+  print(f"{ok} image(s) labelled ({n_masks} masks; {redone} redone), {recopied} image "
+        f"copies repaired, {done_before} already done, {len(failed)} failed -> {args.out}")
   for path, why in failed:
     print(f"  failed: {path}: {why}", file=sys.stderr)
-  return 1 if ok == 0 and done_before == 0 else 0
+  return 1 if ok == 0 and recopied == 0 and done_before == 0 else 0

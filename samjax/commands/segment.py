@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import numpy as np
+
+from data_pipelines import atomic_io
 
 HELP = """\
 Segment one image with point and/or box prompts.
@@ -20,6 +21,12 @@ default; 0 = background); the box is x0,y0,x1,y1. --multimask returns the
 three ambiguity-aware masks (one panel each in the PNG, best first); without it
 a single mask. --json writes the masks as COCO RLE with predicted IoU, area
 and bbox (xywh).
+
+The image is read like `samjax amg` reads images (EXIF orientation applied,
+16-bit scaled, alpha composited over white). Output paths are checked before
+the model runs; both files are written atomically (a kill leaves each one
+whole or absent, never truncated). Exit status 1 with a one-line error when
+anything fails; 0 only when every requested file was written.
 """
 
 
@@ -63,14 +70,47 @@ def register(subparsers):
   p.set_defaults(func=run)
 
 
+def check_output_file(path: str, flag: str, image: bool = False) -> str | None:
+  """Fails now, before the model runs, if ``path`` cannot become the output:
+  it is a folder, has no image extension PIL writes (``image``), or its
+  folder cannot be created or written. Returns the PIL format if ``image``.
+
+  Creates the folder (as the old ``os.makedirs`` did), nothing else.
+  """
+  from PIL import Image
+  if os.path.isdir(path):
+    raise ValueError(f"{flag} {path}: is a folder; give a file name inside it")
+  fmt = None
+  if image:
+    ext = os.path.splitext(path)[1].lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+      raise ValueError(f"{flag} {path}: cannot tell an image format from the extension "
+                       f"{ext or '(none)'!r}; use e.g. .png")
+  folder = os.path.dirname(os.path.abspath(path))
+  try:
+    atomic_io.ensure_dir(folder)
+  except OSError as e:
+    raise ValueError(f"{flag} {path}: cannot write there: {e.filename}: "
+                     f"{e.strerror or e}") from e
+  return fmt
+
+
 def run(args) -> int:
-  from samjax import SamPredictor, load_sam
   from samjax.inference.image_io import read_image
   from samjax.inference.mask_io import encode_rle, mask_bbox_xywh
   from samjax.inference.visualize import overlay_masks, side_by_side
   if not args.point and args.box is None:
     raise ValueError("give at least one --point or a --box")
+  # Every check that can fail runs before the model is loaded and run, so a
+  # typo in an output path costs seconds, not a forward pass.
+  out_format = check_output_file(args.out, "--out", image=True)
+  if args.json:
+    check_output_file(args.json, "--json")
+    if os.path.abspath(args.json) == os.path.abspath(args.out):
+      raise ValueError(f"--json {args.json}: the same file as --out")
   image = read_image(args.image)
+  from samjax import SamPredictor, load_sam
   t0 = time.time()
   predictor = SamPredictor(load_sam(args.checkpoint, args.variant))
   t1 = time.time()
@@ -88,8 +128,10 @@ def run(args) -> int:
   panels = [overlay_masks(image, [masks[i]], points=coords, labels=labels, boxes=box,
                           captions=[f"mask {i}: predicted IoU {scores[i]:.3f}"])
             for i in order]
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  side_by_side(panels).save(args.out)
+  # Atomic writes: a kill or a full disk leaves each output whole (new or
+  # the previous one) or absent, never a truncated file.
+  with atomic_io.atomic_writer(args.out) as f:
+    side_by_side(panels).save(f, format=out_format)
   if args.json:
     record = {
         "image": {"file_name": os.path.basename(args.image), "height": image.shape[0],
@@ -102,8 +144,7 @@ def run(args) -> int:
                          "area": int(masks[i].sum()), "bbox": mask_bbox_xywh(masks[i]),
                          "predicted_iou": float(scores[i])} for i in order],
     }
-    with open(args.json, "w") as f:
-      json.dump(record, f)
+    atomic_io.write_json(args.json, record)
   print(f"{len(masks)} mask(s), predicted IoU {np.round(scores[order], 3).tolist()} -> "
         f"{args.out}{' + ' + args.json if args.json else ''} (load {t1 - t0:.1f}s, "
         f"embed {t2 - t1:.1f}s, decode {t3 - t2:.2f}s)")

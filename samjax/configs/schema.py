@@ -70,6 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.sim.focal_weight = 20.0
   c.sim.dice_weight = 1.0
   c.sim.iou_weight = 1.0
+  # Recompute each follow-up decoder pass in the backward pass instead of
+  # storing its activations: at 64 masks x 11 passes the stored residuals,
+  # not the encoder, exhaust HBM (see `samjax plan`).
+  c.sim.remat_passes = False
 
   c.total_steps = 180_000
 
@@ -93,6 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
   # (logical axis, mesh axis or None) pairs; None uses
   # samjax.logical_axes.DEFAULT_LOGICAL_RULES.
   c.logical_rules = config_dict.placeholder(tuple)
+  # Any param / optimizer leaf above this many bytes must be split over the
+  # fsdp or model axis when the mesh has one (no silent replication of a big
+  # tree); 0 turns the check off.
+  c.min_sharded_bytes = 4 * 2**20
   c.prompt_chunk = 0  # masks per decoder call; 0 decodes all masks of a batch at once
 
   c.log_every = 50           # steps between metric lines

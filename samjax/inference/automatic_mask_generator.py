@@ -102,6 +102,12 @@ class SamAutomaticMaskGenerator:
       raise ValueError("give exactly one of points_per_side or point_grids")
     if output_mode not in OUTPUT_MODES:
       raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+    # NaN compares False with everything: a nan threshold would keep no mask
+    # (or skip a filter) without a word.
+    validation.check_finite_settings(
+        pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
+        stability_score_offset=stability_score_offset, box_nms_thresh=box_nms_thresh,
+        crop_nms_thresh=crop_nms_thresh, crop_overlap_ratio=crop_overlap_ratio)
     if crop_n_layers < 0:
       raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
     if points_per_batch < 1 or points_per_batch % prompt_chunk:
@@ -122,7 +128,7 @@ class SamAutomaticMaskGenerator:
         raise ValueError(f"the point grid of crop layer {i} is empty (points_per_side "
                          "too small for crop_n_points_downscale_factor?)")
     self.model = model
-    self._sam: SamModel = model.model
+    self._model: SamModel = model.model
     self._params = model.params
     self.point_grids = grids
     self.points_per_batch = int(points_per_batch)
@@ -138,7 +144,7 @@ class SamAutomaticMaskGenerator:
     self.output_mode = output_mode
     self.encoder_batch = int(encoder_batch)
     self.prompt_chunk = int(prompt_chunk)
-    self._image_pe = K.dense_pe(self._params, model=self._sam)
+    self._image_pe = K.dense_pe(self._params, model=self._model)
     # Seconds spent in each stage by the last generate() (benchmarks read it).
     self.last_timings: dict[str, float] = {}
 
@@ -183,32 +189,32 @@ class SamAutomaticMaskGenerator:
     """One [1, C, h, w] embedding per crop. The whole image is embedded
     alone; the crops in batches of exactly ``encoder_batch`` (zero-padded),
     so the encoder compiles for two batch sizes at most."""
-    s = self._sam.config.image_size
+    s = self._model.config.image_size
 
     def prep(box):
       x0, y0, x1, y1 = box
       crop = resize_longest_side(np.ascontiguousarray(image[y0:y1, x0:x1]), s)
-      return np.asarray(self._sam.preprocess(crop.transpose(2, 0, 1)[None]
+      return np.asarray(self._model.preprocess(crop.transpose(2, 0, 1)[None]
                                              .astype(np.float32)))[0]
 
-    out = [K.embed(self._params, prep(crop_boxes[0])[None], model=self._sam)]
+    out = [K.embed(self._params, prep(crop_boxes[0])[None], model=self._model)]
     rest, eb = crop_boxes[1:], self.encoder_batch
     for i in range(0, len(rest), eb):
       group = [prep(b) for b in rest[i:i + eb]]
       batch = np.zeros((eb, *group[0].shape), np.float32)
       batch[:len(group)] = group
-      emb = K.embed(self._params, batch, model=self._sam)
+      emb = K.embed(self._params, batch, model=self._model)
       out.extend(emb[j:j + 1] for j in range(len(group)))
     return jax.block_until_ready(out)
 
   def _process_crop(self, image, embedding, crop_box, layer: int, orig_size) -> _Masks:
     x0, y0, x1, y1 = crop_box
     crop_size = (y1 - y0, x1 - x0)
-    s = self._sam.config.image_size
+    s = self._model.config.image_size
     input_size = get_preprocess_shape(*crop_size, s)
     points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
     coords = apply_coords(points, crop_size, s).astype(np.float32)
-    low_size = 4 * self._sam.config.embedding_size
+    low_size = 4 * self._model.config.embedding_size
     ops = K.upscale_operands(low_size, s, input_size, crop_size)
     k = K.gather_size(len(ops[2]), len(ops[3]))
     offset = np.float32(self.stability_score_offset)
@@ -221,7 +227,7 @@ class SamAutomaticMaskGenerator:
       batch = np.zeros((ppb, 2), np.float32)
       batch[:n] = coords[start:start + n]
       low, iou = K.decode_points(self._params, embedding, self._image_pe, batch,
-                                 model=self._sam, prompt_chunk=self.prompt_chunk)
+                                 model=self._model, prompt_chunk=self.prompt_chunk)
       iou = np.asarray(jax.device_get(iou))[:3 * n]
       idx = np.arange(3 * n)
       if self.pred_iou_thresh > 0.0:

@@ -72,19 +72,19 @@ class SamPredictor:
       raise TypeError("SamPredictor takes the result of samjax.load_sam(...) "
                       f"(model + params), got {type(sam_model).__name__}")
     self.model = sam_model
-    self._sam: SamModel = sam_model.model
+    self._model: SamModel = sam_model.model
     self._params = sam_model.params
     self._point_buckets = tuple(point_buckets)
     self._prompt_buckets = tuple(prompt_buckets)
-    self._embed = jax.jit(self._sam.embed_images)
+    self._embed = jax.jit(self._model.embed_images)
     # The image positional encoding depends on params only: compute it once.
-    self._image_pe = jax.jit(self._sam.dense_pe)(self._params)
+    self._image_pe = jax.jit(self._model.dense_pe)(self._params)
     self.reset_image()
 
   # ---- image ------------------------------------------------------------
   @property
   def image_size(self) -> int:
-    return self._sam.config.image_size
+    return self._model.config.image_size
 
   def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
     """Embeds an HxWx3 uint8 image (resize longest side, normalise, pad)."""
@@ -106,7 +106,7 @@ class SamPredictor:
                        f"{tuple(original_image_size)} (expected {expected})")
     self.reset_image()
     chw = np.ascontiguousarray(transformed_image.transpose(2, 0, 1))[None]
-    x = self._sam.preprocess(chw.astype(np.float32))
+    x = self._model.preprocess(chw.astype(np.float32))
     self.features = self._embed(self._params, x)
     self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
     self.input_size = (h, w)
@@ -136,8 +136,9 @@ class SamPredictor:
 
     Args:
       point_coords: Nx2 (x, y) pixels in the original image.
-      point_labels: N labels, 1 foreground / 0 background.
-      box: length-4 (x0, y0, x1, y1).
+      point_labels: N labels, 1 foreground / 0 background / -1 not a point
+        (official padding: coordinates ignored).
+      box: length-4 or 1x4 (x0, y0, x1, y1).
       mask_input: 1x256x256 low-res logits from a previous call.
       multimask_output: 3 masks (ambiguity-aware) if True, else 1.
       return_logits: return mask logits instead of booleans.
@@ -146,7 +147,7 @@ class SamPredictor:
       low_res_logits Cx256x256.
     """
     self._require_image()
-    hw, ms = self.original_size, self._sam.config.mask_input_size
+    hw, ms = self.original_size, self._model.config.mask_input_size
     if point_coords is None and box is None and mask_input is None:
       raise ValueError("give at least one prompt: point_coords, box or mask_input")
     coords = labels = None
@@ -159,6 +160,7 @@ class SamPredictor:
       box = validation.check_boxes(box, hw, batched=False)[None]
     if mask_input is not None:
       mask_input = validation.check_mask_input(mask_input, ms, batched=False)[None]
+    validation.check_some_prompt(labels, [box is not None], [mask_input is not None])
     masks, iou, low = self._predict(coords, labels, box, mask_input, 1,
                                     multimask_output, return_logits)
     return masks[0], iou[0], low[0]
@@ -171,13 +173,14 @@ class SamPredictor:
     """B prompts for the current image in one call (cf. official ``predict_torch``).
 
     Args:
-      point_coords: BxNx2 (x, y) in the original image; point_labels BxN.
+      point_coords: BxNx2 (x, y) in the original image; point_labels BxN
+        (1 / 0 / -1 as in ``predict``; -1 pads prompts with fewer points).
       boxes: Bx4; mask_input: Bx1x256x256.
     Returns:
       masks BxCxHxW, iou_predictions BxC, low_res_logits BxCx256x256.
     """
     self._require_image()
-    hw, ms = self.original_size, self._sam.config.mask_input_size
+    hw, ms = self.original_size, self._model.config.mask_input_size
     if point_coords is None and boxes is None and mask_input is None:
       raise ValueError("give at least one prompt: point_coords, boxes or mask_input")
     counts = set()
@@ -196,14 +199,17 @@ class SamPredictor:
     if len(counts) != 1:
       raise ValueError("point_coords, boxes and mask_input must describe the same number "
                        f"of prompts B; got leading sizes {sorted(counts)}")
-    return self._predict(coords, labels, boxes, mask_input, counts.pop(),
+    b = counts.pop()
+    validation.check_some_prompt(labels, np.full(b, boxes is not None),
+                                 np.full(b, mask_input is not None))
+    return self._predict(coords, labels, boxes, mask_input, b,
                          multimask_output, return_logits)
 
   def _predict(self, coords, labels, boxes, mask_input, b, multimask_output,
                return_logits):
     """Validated [B, ...] prompts (original frame) -> padded, jitted decode."""
     hw, s = self.original_size, self.image_size
-    ms = self._sam.config.mask_input_size
+    ms = self._model.config.mask_input_size
     pb = bucket(b, self._prompt_buckets)
     n = coords.shape[1] if coords is not None else 1
     nb = bucket(n, self._point_buckets)
@@ -227,7 +233,7 @@ class SamPredictor:
 
     masks, iou, low = _decode(
         self._params, self.features, self._image_pe, c_in, l_in, pv, b_in, bv, m_in, mv,
-        model=self._sam, multimask=bool(multimask_output),
+        model=self._model, multimask=bool(multimask_output),
         return_logits=bool(return_logits), input_size=self.input_size,
         original_size=self.original_size)
     # Slice on the host: slicing device arrays would dispatch extra programs.

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# Official point labels: 1 foreground, 0 background, -1 "not a point".
+POINT_LABELS = (1, 0, -1)
+LABELS_TEXT = "1 (foreground), 0 (background) or -1 (not a point: ignored)"
+
 
 def check_image(image, image_format: str) -> np.ndarray:
   """HxWx3 uint8 RGB/BGR; returns it as RGB."""
@@ -35,7 +39,12 @@ def _finite(name: str, array: np.ndarray):
 
 def check_points(coords, labels, image_hw: tuple[int, int], batched: bool
                  ) -> tuple[np.ndarray, np.ndarray]:
-  """coords [(B,) N, 2] (x, y) pixels inside the image; labels [(B,) N] in {0, 1}."""
+  """coords [(B,) N, 2] (x, y) pixels inside the image; labels [(B,) N] in {1, 0, -1}.
+
+  Label -1 is the official "not a point" (what the official code pads point
+  lists with): its coordinates are ignored (not even range-checked) and it
+  enters the decoder as the not-a-point token, exactly as officially.
+  """
   if labels is None:
     raise ValueError("point_labels must be given with point_coords")
   coords = np.asarray(coords, np.float64)
@@ -50,13 +59,13 @@ def check_points(coords, labels, image_hw: tuple[int, int], batched: bool
   if coords.shape[-2] == 0:
     raise ValueError("point_coords holds no points; pass None instead")
   _finite("point_coords", coords)
-  bad = ~np.isin(labels, (0, 1))
+  bad = ~np.isin(labels, POINT_LABELS)
   if bad.any():
-    raise ValueError(f"point_labels must be 1 (foreground) or 0 (background); got "
+    raise ValueError(f"point_labels must be {LABELS_TEXT}; got "
                      f"{sorted(set(np.asarray(labels)[bad].tolist()))}")
   h, w = image_hw
   outside = ((coords[..., 0] < 0) | (coords[..., 0] > w) |
-             (coords[..., 1] < 0) | (coords[..., 1] > h))
+             (coords[..., 1] < 0) | (coords[..., 1] > h)) & (labels != -1)
   if outside.any():
     first = coords[outside][0].tolist()
     raise ValueError(f"{int(outside.sum())} point(s) outside the {w}x{h} (WxH) image, "
@@ -64,12 +73,35 @@ def check_points(coords, labels, image_hw: tuple[int, int], batched: bool
   return coords, labels.astype(np.int32)
 
 
+def check_some_prompt(labels, has_box, has_mask) -> None:
+  """Each prompt needs a real point, a box or a mask input: points that are
+  all "not a point" (-1) alone give the model nothing to segment.
+
+  Args:
+    labels: [B, N] checked labels, or None; has_box / has_mask: [B] bool.
+  """
+  if labels is None:
+    return
+  empty = np.all(labels == -1, axis=-1) & ~np.asarray(has_box) & ~np.asarray(has_mask)
+  if empty.any():
+    which = "" if len(empty) == 1 else f" (prompt {int(np.flatnonzero(empty)[0])})"
+    raise ValueError(f"every point label is -1 (not a point) and no box or mask_input is "
+                     f"given{which}: nothing to segment; point_labels must be "
+                     f"{LABELS_TEXT}")
+
+
 def check_boxes(boxes, image_hw: tuple[int, int], batched: bool) -> np.ndarray:
-  """[(B,) 4] x0, y0, x1, y1 with x0 <= x1, y0 <= y1."""
+  """[(B,) 4] x0, y0, x1, y1 with x0 <= x1, y0 <= y1.
+
+  Unbatched, a 1x4 box is taken too (the official notebook passes
+  ``input_box[None, :]``); it comes back as length 4.
+  """
   boxes = np.asarray(boxes, np.float64)
+  if not batched and boxes.shape == (1, 4):
+    boxes = boxes[0]
   want = (boxes.shape[0], 4) if batched and boxes.ndim == 2 else (4,)
   if boxes.shape != want or (batched and boxes.ndim != 2):
-    raise ValueError(f"box must be {'Bx4' if batched else 'a length-4 array'} "
+    raise ValueError(f"box must be {'Bx4' if batched else 'a length-4 (or 1x4) array'} "
                      f"(x0, y0, x1, y1), got shape {boxes.shape}")
   _finite("box", boxes)
   b = boxes.reshape(-1, 4)
@@ -95,3 +127,15 @@ def check_mask_input(mask_input, size: int, batched: bool) -> np.ndarray | None:
                      f"prediction's low_res_logits[i:i+1]), got shape {mask_input.shape}")
   _finite("mask_input", mask_input)
   return mask_input
+
+
+def check_finite_settings(**settings: float) -> None:
+  """Threshold-like settings must be finite numbers: NaN compares False with
+  everything, so ``pred_iou_thresh=nan`` would silently keep no mask at all."""
+  for name, value in settings.items():
+    try:
+      ok = np.isfinite(float(value))
+    except (TypeError, ValueError):
+      raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not ok:
+      raise ValueError(f"{name} must be a finite number, got {value!r}")

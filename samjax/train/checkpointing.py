@@ -1,4 +1,11 @@
-"""Orbax checkpoints of the train state and the grain iterator, with preemption saves.
+"""Orbax checkpoints of the train state and the grain iterator.
+
+Resuming takes the newest step that restores: a step with a missing,
+truncated or corrupt file is reported in one line (step and reason) and
+skipped. Steps newer than the one resumed from are moved aside to
+``WORKDIR/checkpoints_unrestorable/`` (never deleted) so the run can save
+those step numbers again; if no step restores, nothing is moved and the run
+stops with every step's reason.
 
 Layout (see ``samjax.formats``): WORKDIR/checkpoints/<step>/{state, data}. ``state`` is the plain
 state pytree (restorable onto any mesh: targets carry the new shardings);
@@ -8,9 +15,13 @@ exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
-import signal
+import os
+import shutil
+import time
 
 import grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from samjax import formats
@@ -22,14 +33,78 @@ def _grain_iterator(it):
   return getattr(it, "pipeline_iterator", it)
 
 
+def _reason(e: Exception) -> str:
+  """One line out of an exception (TensorStore's run to dozens of lines)."""
+  first = (str(e).strip().splitlines() or [""])[0]
+  return f"{type(e).__name__}: {first[:200]}"
+
+
+def _all_processes_ok(ok: bool) -> bool:
+  """True only if ``ok`` on every process (a restore must not succeed on one
+  host and fall back on another)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
+
+
+class NoRestorableCheckpointError(RuntimeError):
+  pass
+
+
 class Checkpointer:
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+    self.workdir = os.path.abspath(workdir)
     self.directory = formats.checkpoints_dir(workdir)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=async_save)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=("state", "data"))
-    self.preempted = False
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 enable_async_checkpointing=async_save)
+    self.manager = self._open()
+
+  def _open(self):
+    return ocp.CheckpointManager(self.directory, options=self._options,
+                                 item_names=("state", "data"))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def restore_newest(self, abstract_state, data_iterator, log=print):
+    """(step, state) of the newest step that restores, or (None, None) when
+    there is no checkpoint. Raises NoRestorableCheckpointError (one line per
+    step) when checkpoints exist and none restores."""
+    failures = []
+    for step in reversed(self.all_steps()):
+      try:
+        state, reason = self.restore(step, abstract_state, data_iterator), None
+      except Exception as e:  # any unreadable file: try the step before
+        state, reason = None, _reason(e)
+      if _all_processes_ok(reason is None):
+        self._move_aside([s for s in self.all_steps() if s > step], log)
+        return step, state
+      failures.append(f"step {step}: {reason or 'failed on another process'}")
+      log(f"[checkpoint] {failures[-1]}; trying the previous step")
+    if failures:
+      raise NoRestorableCheckpointError(
+          f"no checkpoint in {self.directory} restores with this config: "
+          + "; ".join(failures))
+    return None, None
+
+  def _move_aside(self, steps: list[int], log) -> None:
+    """Unrestorable steps newer than the resumed one leave the manager's folder
+    (process 0 moves them) so their step numbers can be saved again."""
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      aside = os.path.join(self.workdir, formats.UNRESTORABLE_CHECKPOINTS)
+      os.makedirs(aside, exist_ok=True)
+      for step in steps:
+        dest = os.path.join(aside, f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
+        shutil.move(os.path.join(self.directory, str(step)), dest)
+        log(f"[checkpoint] moved unrestorable step {step} to {dest}")
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("samjax_checkpoint_move_aside")
+    self.manager.close()
+    self.manager = self._open()
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -48,14 +123,24 @@ class Checkpointer:
     out = self.manager.restore(int(step), args=ocp.args.Composite(**args))
     return out["state"]
 
-  def restore_params(self, step: int | None = None):
-    """Just the params of a checkpoint (for inference), host numpy arrays."""
-    step = self.latest_step() if step is None else step
-    if step is None:
+  def restore_params(self, step: int | None = None, log=print):
+    """Just the params of a checkpoint (for inference), host numpy arrays: of
+    ``step``, or of the newest step that restores (corrupt ones reported and
+    skipped, never moved or deleted)."""
+    steps = [step] if step is not None else list(reversed(self.all_steps()))
+    if not steps:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    out = self.manager.restore(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))
-    return out["state"]["params"]
+    failures = []
+    for s in steps:
+      try:
+        out = self.manager.restore(int(s), args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))
+        return out["state"]["params"]
+      except Exception as e:  # an unreadable step: the one before may be fine
+        failures.append(f"step {s}: {_reason(e)}")
+        log(f"[checkpoint] {self.directory} step {s} does not restore ({_reason(e)})")
+    raise NoRestorableCheckpointError(
+        f"no checkpoint in {self.directory} restores: " + "; ".join(failures))
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -63,10 +148,3 @@ class Checkpointer:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
-
-  def install_preemption_handler(self):
-    """SIGTERM (preemption notice) -> save at the next step boundary, then stop."""
-    def handler(signum, frame):
-      del signum, frame
-      self.preempted = True
-    signal.signal(signal.SIGTERM, handler)

@@ -37,6 +37,7 @@ class InteractiveConfig:
   focal_weight: float = 20.0
   dice_weight: float = 1.0
   iou_weight: float = 1.0
+  remat_passes: bool = False         # recompute follow-up passes in the backward pass
 
   def __post_init__(self):
     if self.num_mask_only_iters not in (0, 1, 2):
@@ -182,6 +183,10 @@ def _followup_passes(decode, prompts, prev, gt, valid, cfg: InteractiveConfig, k
            **{name: masked_mean(v, valid) for name, v in parts.items() if name != "iou"}}
     return (coords, labels, pvalid, cursor, prev), out
 
+  if cfg.remat_passes:
+    # Each pass keeps its [B*K, 4096, 256] token tensors for the backward pass
+    # otherwise: 10 of them per step dominate memory at paper batch sizes.
+    body = jax.checkpoint(body, prevent_cse=False)
   carry = (prompts["coords"], prompts["labels"], prompts["pvalid"],
            prompts["is_point"].astype(jnp.int32), prev)
   xs = (followup_schedule(r_sched, cfg), jax.random.split(r_loop, cfg.num_followups))

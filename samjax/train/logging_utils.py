@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from samjax import formats
+
 
 class RunLogger:
   def __init__(self, workdir: str, total_steps: int, enabled: bool = True):
@@ -15,20 +17,27 @@ class RunLogger:
     self.total_steps = total_steps
     self._t0 = time.time()
     self._last_time, self._last_step = None, None
+    self.workdir = workdir
     self.writer = None
     self._jsonl = None
-    if enabled:
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115 - open for the run
-      try:
-        from tensorboardX import SummaryWriter
-        self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      except ImportError:  # pragma: no cover - tensorboardX is a dependency
-        self.writer = None
+
+  def _open(self):
+    """Files open at the first write: a run that fails before it (e.g. a
+    config that does not fit the workdir) leaves no trace in the workdir."""
+    if self._jsonl is not None:
+      return
+    os.makedirs(self.workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(self.workdir, formats.METRICS), "a")  # noqa: SIM115 - open for the run
+    try:
+      from tensorboardX import SummaryWriter
+      self.writer = SummaryWriter(os.path.join(self.workdir, formats.TENSORBOARD))
+    except ImportError:  # pragma: no cover - tensorboardX is a dependency
+      self.writer = None
 
   def scalars(self, step: int, metrics: dict, prefix: str = "train"):
     if not self.enabled:
       return
+    self._open()
     clean = {k: float(np.asarray(v)) for k, v in metrics.items()
              if not k.startswith("_") and np.ndim(v) == 0}
     self._jsonl.write(json.dumps({"step": int(step), "split": prefix, **clean}) + "\n")
@@ -38,6 +47,8 @@ class RunLogger:
         self.writer.add_scalar(f"{prefix}/{k}", v, int(step))
 
   def image(self, step: int, tag: str, image_hwc_uint8):
+    if self.enabled:
+      self._open()
     if self.enabled and self.writer is not None:
       self.writer.add_image(tag, image_hwc_uint8, int(step), dataformats="HWC")
 

@@ -29,14 +29,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import atomic_io
 from samjax import __version__, formats
 from samjax.mesh import maybe_initialize_distributed
 from samjax.train.checkpointing import Checkpointer
 from samjax.train.evaluation import evaluate_and_log
-from samjax.train.faults import maybe_kill
+from samjax.train.faults import maybe_inject
 from samjax.train.init import make_init_params
 from samjax.train.input import train_iterator
 from samjax.train.logging_utils import RunLogger
+from samjax.train.preemption import PreemptionWatch
 from samjax.train.setup import TrainProgram, build_model, build_program
 
 __all__ = ["NonFiniteLossError", "build_model", "train_and_evaluate"]
@@ -59,6 +61,7 @@ class Run:
   program: TrainProgram
   log: RunLogger
   ckpt: Checkpointer
+  preemption: PreemptionWatch
   train_iter: object
   results: dict = dataclasses.field(default_factory=dict)
   t_start: float = 0.0
@@ -79,6 +82,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return {"preempted_at": int(jax.device_get(state["step"]))}
       finish_run(run, state)
   finally:
+    run.preemption.restore_default_handlers()
     run.ckpt.close()
     run.log.close()
   return run.results
@@ -97,15 +101,13 @@ def start_run(config, workdir: str) -> Run:
       raise ValueError(f"{workdir} holds a run of {found.describe()}, but the config "
                        f"builds {model_config.describe()}; use another --workdir")
   os.makedirs(workdir, exist_ok=True)
+  # Opens its files at the first write, after a successful restore.
   log = RunLogger(workdir, config.total_steps, enabled=main)
   program = build_program(
       config, make_init=lambda model: make_init_params(config.init, model, log=log.info))
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints,
                       async_save=config.async_checkpoints)
-  ckpt.install_preemption_handler()
-  if main:
-    _write_run_metadata(config, workdir, program)
-  return Run(config, workdir, program, log, ckpt, train_iterator(program))
+  return Run(config, workdir, program, log, ckpt, PreemptionWatch(), train_iterator(program))
 
 
 def _code_version() -> str:
@@ -120,11 +122,12 @@ def _code_version() -> str:
 def _write_run_metadata(config, workdir: str, program: TrainProgram) -> None:
   """config.json (resolved config, seed, code version) and the model config
   that lets ``samjax.load_sam(workdir)`` rebuild the model."""
-  with open(os.path.join(workdir, formats.RUN_CONFIG), "w") as f:
-    json.dump({"config": json.loads(config.to_json_best_effort()), "seed": config.seed,
-               "code_version": _code_version(), "jax": jax.__version__,
-               "devices": jax.device_count(), "processes": jax.process_count()},
-              f, indent=2, sort_keys=True)
+  atomic_io.write_json(
+      os.path.join(workdir, formats.RUN_CONFIG),
+      {"config": json.loads(config.to_json_best_effort()), "seed": config.seed,
+       "code_version": _code_version(), "jax": jax.__version__,
+       "devices": jax.device_count(), "processes": jax.process_count()},
+      indent=2, sort_keys=True)
   formats.write_model_metadata(os.path.join(workdir, formats.WORKDIR_MODEL_CONFIG),
                                program.model.config, source="samjax train")
 
@@ -132,11 +135,15 @@ def _write_run_metadata(config, workdir: str, program: TrainProgram) -> None:
 # --- state ---------------------------------------------------------------------------
 
 def restore_or_init(run: Run) -> dict:
-  """The newest checkpoint onto this run's shardings, or a fresh state."""
-  latest = run.ckpt.latest_step()
-  if latest is not None:
-    state = run.ckpt.restore(latest, run.program.abstract_state, run.train_iter)
-    run.log.info(f"[train] resumed from step {latest} in {run.workdir}")
+  """The newest checkpoint that restores onto this run's shardings, or a fresh
+  state. The run's metadata is written only once that has succeeded, so a
+  config that does not fit the workdir's checkpoints leaves it untouched."""
+  step, state = run.ckpt.restore_newest(run.program.abstract_state, run.train_iter,
+                                        log=run.log.info)
+  if jax.process_index() == 0:
+    _write_run_metadata(run.config, run.workdir, run.program)
+  if step is not None:
+    run.log.info(f"[train] resumed from step {step} in {run.workdir}")
     return state
   state = run.program.init_state(jax.random.PRNGKey(run.config.seed))
   if run.config.eval_at_start:
@@ -193,18 +200,20 @@ def _all_finite(tree) -> jax.Array:
 def after_step(run: Run, step: int, state: dict) -> bool:
   """Checkpoint / preemption / fault injection / eval after ``step``; True = stop."""
   cfg, ckpt = run.config, run.ckpt
-  if itstime(step, cfg.checkpoint_every, cfg.total_steps) or ckpt.preempted:
+  preempted = run.preemption.reached(step)  # every process, every step: collective
+  if itstime(step, cfg.checkpoint_every, cfg.total_steps) or preempted:
     read_metrics(run, run.pending)  # never save a state a finite loss cannot vouch for
     if not bool(_all_finite(state["params"])):
       raise NonFiniteLossError(
           f"non-finite parameters after step {step}; stopping without saving. The last "
           f"good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is intact.")
     ckpt.save(step, state, run.train_iter, force=True)
-  if ckpt.preempted:
+  if preempted:
+    log_train_metrics(run, run.pending, force=True)
     ckpt.wait()
-    run.log.info(f"[train] SIGTERM: saved step {step}, exiting")
+    run.log.info(f"[train] preemption notice (SIGTERM / Ctrl-C): saved step {step}, exiting")
     return True
-  maybe_kill(step, flush=ckpt.wait)
+  maybe_inject(step, flush=ckpt.wait)
   if itstime(step, cfg.eval_every) and step < cfg.total_steps:
     evaluate_and_log(run.program, run.log, step, state["params"], "")
   return False
@@ -236,5 +245,4 @@ def _write_final_metrics(workdir: str, results: dict) -> None:
     except (OSError, ValueError):
       merged = {}
   merged.update({k: float(v) for k, v in results.items()})
-  with open(path, "w") as f:
-    json.dump(merged, f, indent=2, sort_keys=True)
+  atomic_io.write_json(path, merged, indent=2, sort_keys=True)

@@ -25,7 +25,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from samjax.configs.schema import model_overrides
 from samjax.logical_axes import DEFAULT_LOGICAL_RULES
-from samjax.mesh import batch_sharding, make_mesh, param_shardings, state_shardings
+from samjax.mesh import (
+  batch_sharding,
+  make_mesh,
+  param_shardings,
+  replicated_large_leaves,
+  state_shardings,
+)
 from samjax.model.sam import SamModel, build
 from samjax.train.interactive import InteractiveConfig
 from samjax.train.optimizer import make_optimizer
@@ -124,6 +130,13 @@ def build_program(config, devices=None, make_init: Callable | None = None
 
   shapes = jax.eval_shape(init_state_fn, jax.random.PRNGKey(0))
   shardings = state_shardings(shapes, param_shardings(model, mesh, rules), mesh)
+  replicated_big = replicated_large_leaves(shapes, shardings, mesh, config.min_sharded_bytes)
+  if replicated_big:
+    raise ValueError(
+        f"{len(replicated_big)} large state leaves would be replicated on every device of "
+        f"mesh {dict(mesh.shape)} (logical rules map none of their axes to fsdp/model): "
+        + "; ".join(replicated_big[:5]) + (" ..." if len(replicated_big) > 5 else "")
+        + ". Fix config.logical_rules, or raise config.min_sharded_bytes (0 = no check)")
   abstract = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
   bsharding = batch_sharding(mesh, tuple(config.batch_axes))

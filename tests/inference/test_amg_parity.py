@@ -173,3 +173,15 @@ def test_bad_arguments(pair):
   with pytest.raises(ValueError, match="RGBA"):
     SamAutomaticMaskGenerator(loaded, points_per_side=2).generate(
         np.zeros((8, 8, 4), np.uint8))
+
+
+@pytest.mark.parametrize("setting", ["pred_iou_thresh", "stability_score_thresh",
+                                     "stability_score_offset", "box_nms_thresh",
+                                     "crop_nms_thresh", "crop_overlap_ratio"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_settings_are_errors_not_zero_masks(pair, setting, value):
+  """NaN compares False with everything: pred_iou_thresh=nan would silently
+  keep no mask at all (the official generator returns []). A clear error instead."""
+  _, loaded = pair
+  with pytest.raises(ValueError, match=rf"{setting} must be a finite number"):
+    SamAutomaticMaskGenerator(loaded, points_per_side=2, **{setting: value})

@@ -123,3 +123,50 @@ def test_load_sam_from_pth_and_dir(tmp_path):
     load_sam(str(tmp_path / "nope.pth"))
   with pytest.raises(TypeError, match="load_sam"):
     SamPredictor(params)
+
+
+def test_not_a_point_label_and_1x4_box_are_accepted(predictor):
+  """Official conventions: label -1 pads a point list ("not a point": its
+  coordinates are ignored, even outside the image) and the notebook passes
+  ``input_box[None, :]``."""
+  box = np.array([100.0, 50.0, 400.0, 300.0])
+  pts, labels = np.array([[200.0, 150.0]]), np.array([1])
+  ref = predictor.predict(box=box)
+  got = predictor.predict(box=box[None, :])
+  for a, b in zip(got, ref):
+    np.testing.assert_array_equal(a, b)
+  ref = predictor.predict(pts, labels, box)
+  got = predictor.predict(pts, labels, box[None, :])
+  for a, b in zip(got, ref):
+    np.testing.assert_array_equal(a, b)
+  # A -1 point anywhere (here far outside the image) gives the same result as
+  # a -1 point at the origin: its coordinates are not used.
+  far = predictor.predict(np.array([[200.0, 150.0], [-5000.0, 9000.0]]), np.array([1, -1]),
+                          box[None, :])
+  origin = predictor.predict(np.array([[200.0, 150.0], [0.0, 0.0]]), np.array([1, -1]), box)
+  for a, b in zip(far, origin):
+    np.testing.assert_array_equal(a, b)
+  # Batched: -1 pads the prompt with fewer points.
+  masks, iou, _ = predictor.predict_batch(np.array([[[200.0, 150.0], [0.0, 0.0]],
+                                                    [[300.0, 200.0], [310.0, 220.0]]]),
+                                          np.array([[1, -1], [1, 0]]))
+  assert masks.shape == (2, 3, 400, 600) and np.isfinite(iou).all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(point_coords=np.array([[10.0, 10.0], [20.0, 20.0]]), point_labels=np.array([-1, -1])),
+     "not a point"),
+    (dict(box=np.zeros((2, 4))), "1x4"),
+    (dict(box=np.zeros((1, 1, 4))), "1x4"),
+])
+def test_not_a_point_alone_and_other_box_shapes_are_explained(predictor, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    predictor.predict(**kwargs)
+  # With a box, points that are all "not a point" are fine (the box is the prompt).
+  if "point_labels" in kwargs:
+    predictor.predict(**kwargs, box=np.array([10.0, 10.0, 50.0, 50.0]))
+
+
+def test_batched_prompt_of_only_not_a_point_is_explained(predictor):
+  with pytest.raises(ValueError, match=r"not a point.*\(prompt 1\)"):
+    predictor.predict_batch(np.ones((2, 1, 2)), np.array([[1], [-1]]))

@@ -109,6 +109,29 @@ def test_batched_form_matches_official_predict_torch(predictors):
     _compare(got, ref)
 
 
+def test_not_a_point_labels_and_1x4_box_match_official(predictors):
+  """Label -1 (official "not a point") and the notebook's ``box[None, :]``,
+  alone and together, give the official results."""
+  official, ours = predictors
+  image = PHOTOS["odd"]
+  h, w = image.shape[:2]
+  official.set_image(image)
+  ours.set_image(image)
+  pts = np.array([[0.3 * w, 0.4 * h], [0.0, 0.0], [0.6 * w, 0.5 * h]])
+  labels = np.array([1, -1, 0])
+  box = np.array([[0.1 * w, 0.2 * h, 0.7 * w, 0.9 * h]])
+  cases = [
+      dict(point_coords=pts, point_labels=labels),
+      dict(box=box),
+      dict(point_coords=pts, point_labels=labels, box=box),
+      dict(point_coords=pts[1:2], point_labels=labels[1:2], box=box),
+  ]
+  for kwargs in cases:
+    for multimask in (True, False):
+      _compare(ours.predict(**kwargs, multimask_output=multimask),
+               official.predict(**kwargs, multimask_output=multimask))
+
+
 @pytest.mark.slow
 def test_vit_b_predictor_on_photograph(vit_b_pair):
   from segment_anything import SamPredictor as OfficialPredictor

@@ -45,3 +45,13 @@ def small_config(train_data, **changes):
       node = node[p]
     node[leaf] = v
   return c
+
+
+@pytest.fixture(scope="session")
+def reference_run(train_data, tmp_path_factory):
+  """An uninterrupted 6-step run of ``small_config``, in-process (checkpoints
+  at steps 3 and 6); shared by the loop and fault tests."""
+  from samjax.train.loop import train_and_evaluate
+  workdir = str(tmp_path_factory.mktemp("ref"))
+  results = train_and_evaluate(small_config(train_data), workdir)
+  return workdir, results

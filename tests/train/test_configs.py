@@ -260,6 +260,7 @@ def test_tiny_demo_is_unchanged():
   assert model_configs.get_config("vit_tiny", **overrides) == model_configs.get_config("vit_tiny")
   assert (c["model"].pop("scan_layers"), c["model"].pop("remat_policy")) == (False, "none")
   assert c.pop("logical_rules") is None
+  assert c["sim"].pop("remat_passes") is False and c.pop("min_sharded_bytes") == 4 * 2**20
   before = dict(TINY_DEMO_BEFORE, model={"variant": "vit_tiny"})
   assert _tuples(c) == _tuples(before)
 
@@ -274,6 +275,8 @@ def test_paper_recipe_is_unchanged():
              if k not in VIT_B_BEFORE["model"]["overrides"])
   assert (c["model"].pop("scan_layers"), c["model"].pop("remat_policy")) == (True, "block")
   assert c.pop("logical_rules") is None and c["data"].pop("eval_max_masks") is None
+  # Added for pod scale: decoder-pass remat (memory) and the replication check.
+  assert c["sim"].pop("remat_passes") is True and c.pop("min_sharded_bytes") == 4 * 2**20
   before = dict(VIT_B_BEFORE, model={"variant": "vit_b"})
   assert _tuples(c) == _tuples(before)
 

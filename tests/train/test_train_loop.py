@@ -3,6 +3,7 @@ two-process jax.distributed training, loading a workdir for inference."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -39,15 +40,6 @@ def _cli_args(train_data, workdir, **overrides):
   args += [f"--config.{k}={v!r}" if not isinstance(v, str) else f"--config.{k}={v}"
            for k, v in base.items()]
   return args
-
-
-@pytest.fixture(scope="module")
-def reference_run(train_data, tmp_path_factory):
-  """An uninterrupted 6-step run, in-process."""
-  from samjax.train.loop import train_and_evaluate
-  workdir = str(tmp_path_factory.mktemp("ref"))
-  results = train_and_evaluate(small_config(train_data), workdir)
-  return workdir, results
 
 
 def test_same_seed_same_losses(reference_run, train_data, tmp_path):
@@ -124,35 +116,75 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_process_distributed_train_checkpoint_restore(train_data, tmp_path):
+def _launch_two_processes(train_data, workdir, total_steps, fault_env=None):
+  """2 local processes (1 CPU device each) via jax.distributed; ``fault_env``
+  is added to process 1's environment only. Returns [(rc, stdout, stderr)]."""
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid), JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    if pid == 1 and fault_env:
+      env.update(fault_env)
+    procs.append(subprocess.Popen(
+        _cli_args(train_data, workdir, total_steps=total_steps, checkpoint_every=2,
+                  **{"mesh.shape": (2, 1, 1)}),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outs = [p.communicate(timeout=600) for p in procs]
+  return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(train_data, tmp_path_factory):
+  """Train 2 steps on 2 processes, then restart both and resume to step 4."""
+  workdir = str(tmp_path_factory.mktemp("multi"))
+  first = _launch_two_processes(train_data, workdir, 2)
+  saved_after_first = os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+  second = _launch_two_processes(train_data, workdir, 4)
+  return workdir, first, second, saved_after_first
+
+
+def test_two_process_distributed_train_checkpoint_restore(two_process_run):
   """2 local processes (1 CPU device each) via jax.distributed: train, checkpoint,
   then restart both and resume."""
-  workdir = str(tmp_path / "multi")
-
-  def launch(total_steps):
-    port = _free_port()
-    procs = []
-    for pid in range(2):
-      env = dict(os.environ, PYTHONPATH=REPO, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                 JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid), JAX_PLATFORMS="cpu",
-                 XLA_FLAGS="--xla_force_host_platform_device_count=1")
-      procs.append(subprocess.Popen(
-          _cli_args(train_data, workdir, total_steps=total_steps, checkpoint_every=2,
-                    **{"mesh.shape": (2, 1, 1)}),
-          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-      assert p.returncode == 0, err[-3000:]
-    return outs
-
-  outs = launch(2)
-  assert "2 steps done" in outs[0][0]
-  assert outs[1][0].strip() == "" or "step" not in outs[1][0]  # only process 0 logs
-  assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
-  outs = launch(4)
-  assert "resumed from step 2" in outs[0][0]
+  workdir, first, second, saved_after_first = two_process_run
+  for rc, _, err in first + second:
+    assert rc == 0, err[-3000:]
+  assert "2 steps done" in first[0][1]
+  assert first[1][1].strip() == "" or "step" not in first[1][1]  # only process 0 logs
+  assert saved_after_first
+  assert "resumed from step 2" in second[0][1]
   losses = _losses(workdir)
   assert set(losses) >= {1, 2, 3, 4} and all(np.isfinite(v) for v in losses.values())
+
+
+def test_sigterm_on_one_process_saves_the_same_step_on_both(two_process_run, train_data,
+                                                             tmp_path):
+  """Only process 1 gets SIGTERM (after step 1): both processes agree on one
+  step, save it together and exit 0; the restart resumes from it and replays
+  exactly what the uninterrupted run computed."""
+  ref_dir = two_process_run[0]
+  workdir = str(tmp_path / "preempted")
+  outs = _launch_two_processes(train_data, workdir, 4,
+                               fault_env={"SAMJAX_FAULT_SIGTERM_AT_STEP": "1"})
+  for rc, _, err in outs:
+    assert rc == 0, err[-3000:]
+  match = re.search(r"preemption notice .*: saved step (\d+)", outs[0][1])
+  assert match, outs[0][1][-2000:]
+  saved = int(match.group(1))
+  assert 2 <= saved <= 4
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                 if d.isdigit())
+  assert steps[-1] == saved  # one checkpoint both processes wrote, nothing after it
+  resumed = _launch_two_processes(train_data, workdir, 4)
+  for rc, _, err in resumed:
+    assert rc == 0, err[-3000:]
+  assert f"resumed from step {saved}" in resumed[0][1]
+  ref, got = _losses(ref_dir), _losses(workdir)
+  assert sorted(got) == list(range(1, 5))
+  for step in range(1, 5):
+    np.testing.assert_allclose(got[step], ref[step], rtol=1e-5)
 
 
 def test_non_finite_training_stops_and_keeps_last_good_checkpoint(train_data, tmp_path):
