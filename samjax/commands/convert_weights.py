@@ -35,7 +35,9 @@ def register(subparsers):
                       "file; inferred from the shapes when omitted)")
   p.add_argument("--out", required=True, help="output directory / .pth path")
   p.add_argument("--overwrite", action="store_true",
-                 help="replace an existing output directory")
+                 help="replace an existing output: a samjax model directory (only one "
+                      "samjax wrote, and only once the new one is complete) or a .pth "
+                      "(+ its .pth.json)")
   p.set_defaults(func=run)
 
 
@@ -52,6 +54,11 @@ def run(args) -> int:
     if args.variant:
       print("--variant is only used with --from-torch", file=sys.stderr)
       return 2
+    import os
+    if os.path.isdir(args.out):
+      raise FileExistsError(f"--out {args.out} is a directory; give a .pth file path")
+    if os.path.exists(args.out) and not args.overwrite:
+      raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
     from samjax.loading import load_config_and_params
     config, params = load_config_and_params(args.to_torch)
     sd = interop.export_official(params, config, args.out)
