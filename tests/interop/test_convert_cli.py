@@ -58,7 +58,8 @@ def test_convert_never_clobbers_what_it_did_not_write(tiny_pair, tmp_path, capsy
     f.write(b"user data")
   assert main(["convert", "--to-torch", model_dir, "--out", pth]) == 1
   assert "exists (pass --overwrite" in capsys.readouterr().err
-  assert open(pth, "rb").read() == b"user data"
+  with open(pth, "rb") as f:
+    assert f.read() == b"user data"
   assert main(["convert", "--to-torch", model_dir, "--out", pth, "--overwrite"]) == 0
   assert oct(os.stat(pth).st_mode & 0o777) != oct(0o600)  # umask, not mkstemp's 0600
   # A folder samjax did not write survives --overwrite.
