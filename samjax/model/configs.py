@@ -14,6 +14,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+# Allowed ``SamConfig.remat_policy`` values (see the SamConfig docstring).
+REMAT_POLICIES = ("none", "block", "dots_saveable", "offload")
+
 # Pixel statistics of the official model (RGB, 0-255).
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -26,7 +29,38 @@ class SamConfig:
   Architecture fields mirror the official constructor arguments
   (``ImageEncoderViT``, ``PromptEncoder``, ``MaskDecoder``,
   ``TwoWayTransformer``). Compute fields (``dtype``, ``attention_impl``,
-  ``remat``, ``drop_path_rate``) do not change the parameters.
+  ``remat``, ``remat_policy``, ``scan_layers``, ``drop_path_rate``) do not
+  change the parameters: the param tree, checkpoints and ``.pth`` export are
+  the same whatever their values.
+
+  Encoder memory / compile-time fields:
+    remat_policy: what each image-encoder block keeps for the backward pass
+      (see ``REMAT_POLICIES``):
+        "none"          keep every activation (no rematerialisation);
+        "block"         ``jax.checkpoint`` each block saving nothing but its
+                        input: the whole block is recomputed in the backward;
+        "dots_saveable" save the outputs of the weight matmuls (qkv, proj,
+                        lin1, lin2; ``dots_with_no_batch_dims_saveable``) and
+                        recompute the rest. Attention score / rel-pos einsums
+                        have batch dims and are *not* saved: a global block's
+                        scores are [B, heads, 4096, 4096] at 1024px, which is
+                        what remat exists to avoid keeping;
+        "offload"       as "dots_saveable", but the saved matmul outputs go
+                        to pinned host memory
+                        (``offload_dot_with_no_batch_dims("device",
+                        "pinned_host")``). Meant for backends with host
+                        offload (TPU, GPU); on CPU host memory is device
+                        memory, so it runs but moves nothing.
+    remat: legacy switch, kept as an alias: ``remat=True`` with
+      ``remat_policy="none"`` means "block". An explicit ``remat_policy``
+      other than "none" wins. ``encoder_remat_policy`` is the resolved value.
+    scan_layers: run the encoder blocks with ``jax.lax.scan`` over groups of
+      identical blocks (the official layouts repeat "k windowed + 1 global"
+      4 times; the k windowed blocks are an inner scan), so the compiled
+      graph holds one windowed and one global block whatever the depth.
+      Params keep their unrolled names (``blocks_0`` ...
+      ``blocks_{depth-1}``); layouts with no repeating period fall back to
+      the unrolled loop (see ``encoder_scan_period``).
   """
 
   # Image encoder (ViTDet backbone).
@@ -51,7 +85,9 @@ class SamConfig:
   dtype: str = "float32"
   attention_impl: str = "auto"  # auto | xla | chunked | cudnn
   attention_query_chunk: int = 256
-  remat: bool = False
+  remat: bool = False  # legacy alias of remat_policy="block"
+  remat_policy: str = "none"  # none | block | dots_saveable | offload
+  scan_layers: bool = False
   drop_path_rate: float = 0.0
   # Re-associate decoder cross-attention when prompt tokens are few (exact).
   decoder_factorized_attention: bool = True
@@ -74,6 +110,42 @@ class SamConfig:
                        "auto, xla, chunked or cudnn")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"dtype={self.dtype!r}; expected float32/bfloat16/float16")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy={self.remat_policy!r}; expected one of "
+                       f"{', '.join(REMAT_POLICIES)}")
+    for name in ("remat", "scan_layers"):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f"{name}={getattr(self, name)!r}; expected True or False")
+
+  @property
+  def encoder_remat_policy(self) -> str:
+    """Resolved remat policy of the encoder blocks (``remat`` alias applied)."""
+    if self.remat_policy == "none" and self.remat:
+      return "block"
+    return self.remat_policy
+
+  @property
+  def encoder_block_windows(self) -> tuple[int, ...]:
+    """Attention window of each encoder block (0 = global attention)."""
+    return tuple(0 if i in self.encoder_global_attn_indexes else self.window_size
+                 for i in range(self.encoder_depth))
+
+  @property
+  def encoder_scan_period(self) -> int | None:
+    """Blocks per scanned group, or None when the layout cannot be scanned.
+
+    The smallest period p (dividing the depth, at least 2 groups) with which
+    the windowed/global pattern repeats: 3 for ViT-B ([2, 5, 8, 11] -> 4 x
+    (2 windowed + 1 global)), 6 for ViT-L, 8 for ViT-H, 2 for ``vit_tiny``.
+    Blocks with the same position in their group have identical param shapes
+    (windowed and global rel-pos tables differ), so they can be stacked.
+    """
+    kinds = self.encoder_block_windows
+    depth = len(kinds)
+    for p in range(1, depth // 2 + 1):
+      if depth % p == 0 and all(kinds[i] == kinds[i % p] for i in range(depth)):
+        return p
+    return None
 
   @property
   def embedding_size(self) -> int:

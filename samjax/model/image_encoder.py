@@ -9,11 +9,21 @@ Shapes (ViT-B at 1024): input [B, 1024, 1024, 3] normalised and padded,
 patch tokens [B, 64, 64, 768], windowed blocks attend within 14x14 windows
 (grid zero-padded 64 -> 70), global blocks over all 4096 tokens; the neck
 returns [B, 64, 64, 256]. Channels-last throughout.
+
+Block loop (``SamConfig.scan_layers``, ``SamConfig.remat_policy``): the
+blocks either run unrolled (one HLO copy per block) or under ``lax.scan``
+over groups of ``encoder_scan_period`` blocks (ViT-B: 4 groups of 2 windowed
++ 1 global), with the windowed run of each group scanned again, so the
+compiled graph holds one windowed and one global block at any depth.
+Windowed and global blocks have rel-pos tables of different lengths, so only
+blocks of the same kind are stacked. The param tree is the unrolled one in
+both cases; the scan stacks ``blocks_i`` inside the forward pass only.
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -151,19 +161,10 @@ class ImageEncoderViT(nn.Module):
                            (1, grid, grid, cfg.encoder_embed_dim), jnp.float32)
     x = x + pos_embed.astype(dtype)
 
-    block_cls = Block
-    if cfg.remat:
-      block_cls = nn.remat(Block, static_argnums=(2,))
-    rates = np.linspace(0.0, cfg.drop_path_rate, cfg.encoder_depth)
-    for i in range(cfg.encoder_depth):
-      is_global = i in cfg.encoder_global_attn_indexes
-      x = block_cls(
-          dim=cfg.encoder_embed_dim, num_heads=cfg.encoder_num_heads,
-          mlp_ratio=cfg.mlp_ratio,
-          window_size=0 if is_global else cfg.window_size,
-          input_size=(grid, grid), drop_path=float(rates[i]), dtype=dtype,
-          impl=cfg.attention_impl, query_chunk=cfg.attention_query_chunk,
-          name=f"blocks_{i}")(x, deterministic)
+    if self._uses_scan():
+      x = self._scanned_blocks(x, deterministic)
+    else:
+      x = self._unrolled_blocks(x, deterministic)
 
     out = cfg.prompt_embed_dim
     x = Conv(out, 1, use_bias=False, dtype=dtype, name="neck_0")(x)
@@ -172,6 +173,149 @@ class ImageEncoderViT(nn.Module):
              kernel_axes=(None, None, "embed", None), name="neck_2")(x)
     x = LayerNorm(eps=1e-6, dtype=jnp.float32, name="neck_3")(x)
     return x
+
+  def _uses_scan(self) -> bool:
+    """Whether this call runs the blocks under ``lax.scan``.
+
+    Init always unrolls, so params are created as ``blocks_0..blocks_{d-1}``
+    exactly as without scan; layouts with no repeating period (custom sizes,
+    e.g. depth 5 with global blocks [1, 3]) also fall back to the unrolled
+    loop.
+    """
+    cfg = self.config
+    return (cfg.scan_layers and cfg.encoder_scan_period is not None
+            and not self.is_initializing())
+
+  def _block_kwargs(self) -> dict:
+    cfg = self.config
+    grid = cfg.embedding_size
+    return dict(dim=cfg.encoder_embed_dim, num_heads=cfg.encoder_num_heads,
+                mlp_ratio=cfg.mlp_ratio, input_size=(grid, grid),
+                dtype=to_dtype(cfg.dtype), impl=cfg.attention_impl,
+                query_chunk=cfg.attention_query_chunk)
+
+  def _unrolled_blocks(self, x, deterministic: bool):
+    """[B, h, w, C] -> [B, h, w, C] through ``blocks_0..blocks_{depth-1}``."""
+    cfg = self.config
+    block_cls = Block
+    policy = cfg.encoder_remat_policy
+    if policy != "none":
+      block_cls = nn.remat(Block, static_argnums=(2,), policy=checkpoint_policy(policy))
+    rates = np.linspace(0.0, cfg.drop_path_rate, cfg.encoder_depth)
+    for i, window in enumerate(cfg.encoder_block_windows):
+      x = block_cls(window_size=window, drop_path=float(rates[i]),
+                    name=f"blocks_{i}", **self._block_kwargs())(x, deterministic)
+    return x
+
+  def _scanned_blocks(self, x, deterministic: bool):
+    """[B, h, w, C] -> [B, h, w, C]: ``lax.scan`` over groups of blocks.
+
+    With period p and G = depth / p groups, block g * p + j is the j-th block
+    of group g. Inside a group, consecutive blocks of the same kind form a
+    run (ViT-B: [windowed x 2, global], ViT-H: [windowed x 7, global]); a run
+    of length L > 1 is itself a ``lax.scan`` over L blocks, so the compiled
+    body holds one windowed and one global block whatever the depth. A run
+    starting at position j stacks the params of blocks g * p + j + l to
+    leaves [G, L, ...] ([G, ...] when L == 1); the bodies call
+    ``Block.apply`` on those plain arrays. Gradients flow back through the
+    stacks to the unrolled ``blocks_i`` leaves, so callers see the same
+    param and gradient trees as unrolled. With ``deterministic=True`` this is
+    the unrolled computation exactly.
+
+    Drop path: block i's rate (``linspace(0, drop_path_rate, depth)[i]``) is
+    a scanned input, and its ``dropout`` key is
+    ``split(make_rng("dropout"), depth)[i]``, with the encoder's own dropout
+    stream, so the same rngs give the same masks run to run (they are not the
+    masks of the unrolled path, which folds each block's name into the key).
+    """
+    cfg = self.config
+    depth, period = cfg.encoder_depth, cfg.encoder_scan_period
+    groups = depth // period
+    windows = cfg.encoder_block_windows[:period]
+    runs = []  # (first position in the group, length, window)
+    for j, window in enumerate(windows):
+      if runs and runs[-1][2] == window:
+        runs[-1] = (runs[-1][0], runs[-1][1] + 1, window)
+      else:
+        runs.append((j, 1, window))
+
+    params = nn.unbox(self.variables["params"])
+    stacked = []
+    for j0, length, _ in runs:
+      # One stack per leaf (g-major), reshaped to [G, L, ...]: a single
+      # concatenate forward and one slice per block backward.
+      names = [f"blocks_{g * period + j0 + l}" for g in range(groups) for l in range(length)]
+      lead = (groups,) if length == 1 else (groups, length)
+      stacked.append(jax.tree.map(
+          lambda *leaves, lead=lead: jnp.stack(leaves).reshape(lead + leaves[0].shape),
+          *[params[n] for n in names]))
+
+    use_drop = not deterministic and cfg.drop_path_rate > 0.0
+    if use_drop:
+      rates = jnp.asarray(np.linspace(0.0, cfg.drop_path_rate, depth),
+                          jnp.float32).reshape(groups, period)
+      keys = jax.random.split(self.make_rng("dropout"), depth)
+      keys = keys.reshape((groups, period) + keys.shape[1:])
+    else:
+      rates = keys = None
+
+    policy = cfg.encoder_remat_policy
+    kwargs = self._block_kwargs()
+
+    def block_fn(window):
+      def apply_block(p, h, rate, key):
+        # parent=None: a standalone module on plain arrays, not a child of
+        # this encoder (whose scope cannot be used inside lax.scan).
+        block = Block(window_size=window, drop_path=rate if use_drop else 0.0,
+                      parent=None, **kwargs)
+        return block.apply({"params": p}, h, deterministic,
+                           rngs={"dropout": key} if use_drop else None)
+      if policy == "none":
+        return apply_block
+      # prevent_cse=False is safe under scan: the forward and the backward
+      # recomputation live in different loops, so XLA cannot merge them.
+      return jax.checkpoint(apply_block, policy=checkpoint_policy(policy),
+                            prevent_cse=False)
+
+    def run_fn(length, window):
+      fn = block_fn(window)
+      if length == 1:
+        return fn
+
+      def apply_run(p, h, rate, key):  # leaves [L, ...], rate [L], key [L, 2]
+        def step(h, xs):
+          p_l, rate_l, key_l = xs
+          return fn(p_l, h, rate_l, key_l), None
+        h, _ = jax.lax.scan(step, h, (p, rate, key))
+        return h
+      return apply_run
+    fns = [run_fn(length, window) for _, length, window in runs]
+
+    def group(h, xs):
+      ps, r, k = xs  # one group: run params, rates [p], keys [p, 2]
+      for (j0, length, _), fn, p in zip(runs, fns, ps):
+        sl = j0 if length == 1 else slice(j0, j0 + length)
+        h = fn(p, h, None if r is None else r[sl], None if k is None else k[sl])
+      return h, None
+    x, _ = jax.lax.scan(group, x, (tuple(stacked), rates, keys))
+    return x
+
+
+def checkpoint_policy(name: str):
+  """``jax.checkpoint`` policy of a ``SamConfig.remat_policy`` value ("none" excluded).
+
+  "block" saves nothing (the block's input is the only residual);
+  "dots_saveable" keeps weight-matmul outputs, not batched attention einsums;
+  "offload" keeps the same matmul outputs in pinned host memory (TPU/GPU).
+  """
+  if name == "block":
+    return None
+  if name == "dots_saveable":
+    return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+  if name == "offload":
+    return jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host")
+  raise ValueError(f"remat_policy={name!r} has no checkpoint policy; expected "
+                   "block, dots_saveable or offload")
 
 
 class _PatchEmbed(nn.Module):

@@ -148,14 +148,22 @@ class ConvTranspose2x2(nn.Module):
 
 
 class DropPath(nn.Module):
-  """Stochastic depth per sample (timm ``DropPath``); identity when deterministic."""
-  rate: float = 0.0
+  """Stochastic depth per sample (timm ``DropPath``); identity when deterministic.
+
+  ``rate`` is a Python float or a traced scalar (the scanned encoder passes
+  each block's rate as a scanned input); a traced rate of 0 keeps every
+  sample, since ``bernoulli(p=1)`` is always True.
+  """
+  rate: float | jax.Array = 0.0
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
-    if deterministic or self.rate == 0.0:
+    if deterministic or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
       return x
     keep = 1.0 - self.rate
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
     mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+    # A traced float32 rate would promote bf16 activations; a Python float is
+    # weakly typed and already keeps x's dtype.
+    scale = keep if isinstance(keep, float) else jnp.asarray(keep, x.dtype)
+    return jnp.where(mask, x / scale, jnp.zeros_like(x))
