@@ -75,8 +75,24 @@ def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
 
 
 def param_shardings(model, mesh: Mesh, rules):
-  """NamedSharding per param from the model's logical axis names."""
-  return nn.logical_to_mesh_sharding(model.logical_axes(), mesh, rules)
+  """NamedSharding per param from the model's logical axis names.
+
+  A dim whose size the mapped mesh axes do not divide (e.g. the decoder's
+  32-channel upscaling conv on 64 chips) is replicated instead: jax cannot
+  lower an uneven split, and such leaves are a few KiB.
+  """
+  shardings = nn.logical_to_mesh_sharding(model.logical_axes(), mesh, rules)
+  return jax.tree_util.tree_map(lambda sh, leaf: _divisible(sh, leaf.shape, mesh),
+                                shardings, model.param_shapes())
+
+
+def _divisible(sharding: NamedSharding, shape, mesh: Mesh) -> NamedSharding:
+  spec = []
+  for i, axes in enumerate(tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    spec.append(axes if size == 1 or shape[i] % size == 0 else None)
+  return NamedSharding(mesh, PartitionSpec(*spec[:len(sharding.spec)]))
 
 
 def _path_names(path) -> tuple:

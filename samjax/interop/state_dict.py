@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from data_pipelines import atomic_io
 from samjax import formats
 from samjax.formats import sidecar_path
 from samjax.interop.config_from_shapes import infer_config
@@ -96,8 +97,12 @@ def import_official(path: str, variant: str | None = None
   shapes = {k: np.shape(v) for k, v in state_dict.items()}
   sidecar = None
   if os.path.isfile(sidecar_path(path)):
-    with open(sidecar_path(path)) as f:
-      sidecar = SamConfig.from_dict(json.load(f)["samjax_config"])
+    try:
+      with open(sidecar_path(path)) as f:
+        sidecar = SamConfig.from_dict(json.load(f)["samjax_config"])
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"{sidecar_path(path)}: not a samjax export sidecar "
+                       f"({type(e).__name__}: {e}); fix or remove it") from None
   if variant is not None:
     config = get_config(variant)
     try:
@@ -126,6 +131,5 @@ def export_official(params, config: SamConfig, path: str) -> dict[str, np.ndarra
   meta = {"format": formats.EXPORT_FORMAT, "variant": variant_name(config),
           "official_constructor_kwargs": constructor_kwargs(config),
           "samjax_config": config.to_dict()}
-  with open(sidecar_path(path), "w") as f:
-    json.dump(meta, f, indent=2, sort_keys=True)
+  atomic_io.write_json(sidecar_path(path), meta, indent=2, sort_keys=True)
   return state_dict

@@ -76,3 +76,15 @@ def test_convert_never_clobbers_what_it_did_not_write(tiny_pair, tmp_path, capsy
   assert sorted(os.listdir(model_dir)) == before
   load_config_and_params(model_dir)
   assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n or ".old-" in n]
+
+
+def test_malformed_sidecar_is_named(tiny_pair, tmp_path, capsys):
+  sam, _, _ = tiny_pair
+  src = str(tmp_path / "tiny.pth")
+  save_state_dict({k: v.numpy() for k, v in sam.state_dict().items()}, src)
+  for text in ("{not json", '{"other": 1}'):
+    with open(src + ".json", "w") as f:
+      f.write(text)
+    assert main(["convert", "--from-torch", src, "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "tiny.pth.json: not a samjax export sidecar" in err and len(err.splitlines()) == 1

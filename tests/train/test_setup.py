@@ -29,6 +29,13 @@ def test_state_is_abstract_and_sharded_over_fsdp():
   assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)  # nothing materialised
   qkv = prog.abstract_state["params"]["image_encoder"]["blocks_0"]["attn"]["qkv"]["kernel"]
   assert not qkv.sharding.is_fully_replicated
+  # Dims 8 does not divide (the 4-channel mask-downscaling conv) are replicated
+  # rather than split unevenly, which jax could not lower.
+  for leaf in leaves:
+    for dim, axes in zip(leaf.shape, leaf.sharding.spec):
+      names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      size = int(np.prod([prog.mesh.shape[a] for a in names])) if names else 1
+      assert dim % size == 0, (leaf.shape, leaf.sharding.spec)
 
 
 def test_large_leaves_must_be_sharded():
