@@ -85,7 +85,6 @@ class PlanReport:
   opt_state_bytes: int = 0
   batch_bytes: int = 0
   other_state_bytes: int = 0
-  resharded_leaves: list = dataclasses.field(default_factory=list)
   # XLA memory_analysis of the per-device program (per chip).
   compiled: bool = False
   xla_argument_bytes: int | None = None
@@ -205,41 +204,6 @@ def resolve_mesh(shape, num_devices: int) -> tuple:
 def _shard_bytes(leaf) -> int:
   shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
   return math.prod(shape) * leaf.dtype.itemsize
-
-
-def fix_indivisible(abstract_tree):
-  """Replicates the dims of leaves whose size the mesh axes do not divide.
-
-  jax refuses such a sharding (IndivisibleError), so a program with one
-  cannot be lowered at all. Returns (fixed tree, ["path shape spec -> spec"]).
-  """
-  import jax
-  from jax.sharding import NamedSharding, PartitionSpec
-
-  changed = []
-
-  def fix(path, leaf):
-    sh = leaf.sharding
-    if not isinstance(sh, NamedSharding):
-      return leaf
-    spec = list(sh.spec) + [None] * (len(leaf.shape) - len(sh.spec))
-    new = list(spec)
-    for i, entry in enumerate(spec):
-      if entry is None:
-        continue
-      axes = entry if isinstance(entry, tuple) else (entry,)
-      if leaf.shape[i] % math.prod(sh.mesh.shape[a] for a in axes):
-        new[i] = None
-    if new == spec:
-      return leaf
-    changed.append(f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)} "
-                   f"{sh.spec} -> {PartitionSpec(*new)}")
-    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                sharding=NamedSharding(sh.mesh, PartitionSpec(*new)))
-
-  fixed = jax.tree_util.tree_map_with_path(fix, abstract_tree)
-  # Parameters first: the optimizer moments repeat them.
-  return fixed, sorted(changed, key=lambda c: not c.startswith("['params']"))
 
 
 def state_bytes(abstract_state) -> dict:
@@ -426,17 +390,8 @@ def plan(config, topology: str | None = None, gpu: int | None = None,
     notes.append(f"config asks scan_layers={bool(want_scan)} but the built model has "
                  f"{model_desc['scan_layers']} (build_model does not pass it)")
 
-  state, resharded = fix_indivisible(prog.abstract_state)
-  step = prog.train_step
-  if resharded:
-    # Same step function, jitted with the fixed shardings (samjax train would
-    # stop with IndivisibleError on this mesh).
-    shs = jax.tree_util.tree_map(lambda a: a.sharding, state)
-    step = jax.jit(prog.train_step.__wrapped__, in_shardings=(shs, prog.batch_sharding),
-                   out_shardings=(shs, prog.replicated), donate_argnums=(0,))
-    notes.append(f"{len(resharded)} state leaves have dims the mesh does not divide; "
-                 "planned with those dims replicated (samjax train cannot run this "
-                 "mesh until param_shardings does the same)")
+  # Dims the mesh cannot divide are already replicated by mesh.param_shardings.
+  state, step = prog.abstract_state, prog.train_step
   batch = prog.abstract_batch()
   sizes = state_bytes(state)
   sim = dict(config.sim)
@@ -454,7 +409,7 @@ def plan(config, topology: str | None = None, gpu: int | None = None,
       other_state_bytes=int(sizes["other"] / per_device_chips),
       batch_bytes=int(sum(_shard_bytes(x) for x in jax.tree_util.tree_leaves(batch))
                       / per_device_chips),
-      resharded_leaves=resharded, notes=notes, limitations=limitations)
+      notes=notes, limitations=limitations)
 
   with prog.context():
     log("[plan] tracing the train step...")
@@ -678,9 +633,6 @@ def format_report(r: PlanReport) -> str:
     lines.append(f"  note: {n}")
   for n in r.limitations:
     lines.append(f"  not reported: {n}")
-  if r.resharded_leaves:
-    lines.append("  replicated (indivisible) leaves: " + "; ".join(r.resharded_leaves[:6])
-                 + (" ..." if len(r.resharded_leaves) > 6 else ""))
   return "\n".join(lines)
 
 
