@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="samjax",
       description="Segment Anything in JAX: convert weights, segment, label "
-                  "images, build datasets and train.")
+                  "images, build datasets and train.",
+      epilog="Compiled programs are cached between runs in ~/.cache/samjax/xla "
+             "(SAMJAX_COMPILATION_CACHE=DIR to move it, =off to turn it off); "
+             "`samjax plan` never uses the cache.")
   parser.add_argument("--debug", action="store_true",
                       help=f"show the full traceback of an error (also: {DEBUG_ENV}=1)")
   sub = parser.add_subparsers(dest="verb", metavar="VERB")
@@ -62,6 +65,11 @@ def main(argv=None) -> int:
       parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
   debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+  if getattr(args, "compile_cache", True):
+    # A second run of a command loads its compiled programs instead of
+    # compiling them again (samjax.compile_cache).
+    from samjax.compile_cache import enable_compile_cache
+    enable_compile_cache()
   try:
     return int(args.func(args) or 0)
   except KeyboardInterrupt:

@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from samjax.hardware import has_accelerator
+
 MESH_AXES = ("data", "fsdp", "model")
 TOP_LEVEL = ("image_encoder", "prompt_encoder", "mask_decoder")
 
@@ -31,22 +33,13 @@ def maybe_initialize_distributed() -> None:
     return
   addr = os.environ.get("JAX_COORDINATOR_ADDRESS")
   if addr:
-    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not _has_accelerator():
+    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not has_accelerator():
       # Cross-process collectives on CPU need an explicit implementation.
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=addr,
         num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
         process_id=int(os.environ["JAX_PROCESS_ID"]))
-
-
-def _has_accelerator() -> bool:
-  try:
-    import importlib.util
-    return any(importlib.util.find_spec(m) is not None
-               for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu"))
-  except (ImportError, ValueError):
-    return False
 
 
 def make_mesh(shape: Sequence[int], devices=None) -> Mesh:

@@ -5,13 +5,27 @@ import os
 # Must happen before jax is imported anywhere (sharding tests use 8 devices).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
+import atexit
 import functools
+import shutil
+import tempfile
 
-import jax
-import numpy as np
-import pytest
+# One compilation cache for the whole session, inherited by the subprocesses
+# the CLI tests start: the same train step is compiled once, not per run.
+# A fresh folder per session, so no test depends on an earlier session.
+_CACHE = tempfile.mkdtemp(prefix="samjax-test-xla-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["SAMJAX_COMPILATION_CACHE"] = _CACHE
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+from samjax.compile_cache import enable_compile_cache  # noqa: E402
+
+enable_compile_cache()
 
 
 def randomize_official(sam, seed: int = 0):

@@ -90,7 +90,8 @@ def register(subparsers):
   p.add_argument("--no-compile", action="store_true",
                  help="stop after tracing: state bytes and FLOPs only (seconds, not minutes)")
   p.add_argument("--json", metavar="OUT", help="also write the report(s) as JSON")
-  p.set_defaults(func=run, accepts_overrides=True)
+  # No compilation cache: compile time is one of the things plan measures.
+  p.set_defaults(func=run, accepts_overrides=True, compile_cache=False)
 
 
 def _prepare_jax(args) -> None:
@@ -100,7 +101,7 @@ def _prepare_jax(args) -> None:
   backend start-up tries the TPU plugin and falls back to the CPU as fast as
   without libtpu (measured), and the compile-only devices need no backend.
   """
-  from samjax.planning.report import quiet_libtpu_env
+  from samjax.hardware import quiet_libtpu_env
   quiet_libtpu_env()
   from jax._src import xla_bridge
   if xla_bridge.backends_are_initialized():
@@ -114,14 +115,14 @@ def _prepare_jax(args) -> None:
 
 def run(args) -> int:
   from samjax.commands.train import load_config
-  from samjax.planning import chips, report
+  from samjax.planning import chips, devices, planner, report
 
   # Cheap checks first: a bad name or a missing libtpu is one line, at once.
   mesh = report.parse_mesh(args.mesh) if args.mesh else None
   if args.topology is not None:
     chips.parse_topology(args.topology)
-    if not report.libtpu_available():
-      raise ImportError(f"planning for TPU needs libtpu: {report.INSTALL_HINT}")
+    if not devices.libtpu_available():
+      raise ImportError(f"planning for TPU needs libtpu: {devices.INSTALL_HINT}")
   else:
     if args.gpu < 1:
       raise ValueError("--gpu N needs N >= 1")
@@ -134,7 +135,7 @@ def run(args) -> int:
                 config_name=args.config, compile=not args.no_compile)
   t0 = time.perf_counter()
   if not args.sweep:
-    rep = report.plan(config, mesh_shape=mesh, **common)
+    rep = planner.plan(config, mesh_shape=mesh, **common)
     print(f"\nsamjax plan: {args.config} on {rep.target}")
     print(rep.table())
     results = [rep]
@@ -151,7 +152,7 @@ def run(args) -> int:
 
 
 def _sweep(args, config, common) -> list:
-  from samjax.planning import report
+  from samjax.planning import planner, report
   meshes = [report.parse_mesh(m) for m in args.sweep_meshes.split(";") if m.strip()]
   policies = [p.strip() for p in args.sweep_remat.split(",") if p.strip()]
   probe = report.set_model_option(config, "remat_policy",
@@ -169,7 +170,7 @@ def _sweep(args, config, common) -> list:
     if policy:
       report.set_model_option(cfg, "remat_policy", policy)
     try:
-      rep = report.plan(cfg, mesh_shape=mesh, **common)
+      rep = planner.plan(cfg, mesh_shape=mesh, **common)
     except (ValueError, ImportError) as e:  # e.g. a mesh the batch does not divide
       print(f"[sweep] {label}: {e}", file=sys.stderr)
       results.append((label, str(e).splitlines()[0]))

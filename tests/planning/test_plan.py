@@ -17,7 +17,8 @@ import pytest
 
 from samjax.cli import main
 from samjax.planning import chips, flops
-from samjax.planning.report import parse_hbm_oom, parse_mesh
+from samjax.planning.hbm_errors import parse_hbm_oom
+from samjax.planning.report import parse_mesh
 
 # vit_tiny cut down for a fast TPU compile: 64 px, 2 encoder blocks, one
 # decoder layer, one decoder pass (no follow-up scan), batch 8 x 2 masks.
@@ -117,8 +118,8 @@ def test_bad_topology_is_one_line_error():
 
 
 def test_missing_libtpu_is_one_line_error(monkeypatch):
-  from samjax.planning import report
-  monkeypatch.setattr(report, "libtpu_available", lambda: False)
+  from samjax.planning import devices
+  monkeypatch.setattr(devices, "libtpu_available", lambda: False)
   rc, _, err = _run_cli(["plan", *TINY, "--topology", "v5p:2x2x1"])
   assert rc == 1 and err.strip().count("\n") == 0 and "pip install" in err
 
@@ -228,7 +229,7 @@ def test_tpu_cost_model_counts_scan_bodies_once():
   import numpy as np
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-  from samjax.planning.report import tpu_devices
+  from samjax.planning.devices import tpu_devices
   mesh = Mesh(np.array(tpu_devices(chips.parse_topology("v5p:2x2x1"))), ("x",))
   x = jax.ShapeDtypeStruct((2048, 2048), jnp.bfloat16,
                            sharding=NamedSharding(mesh, PartitionSpec("x")))

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from samjax import build
 from samjax.logical_axes import DEFAULT_LOGICAL_RULES
@@ -58,3 +59,21 @@ def test_one_device_and_2x4_mesh_agree():
   adam = next(x for x in sh8["opt_state"] if hasattr(x, "mu"))
   mu = adam.mu["image_encoder"]["blocks_0"]["attn"]["qkv"]["kernel"]
   assert mu.spec[0] == "fsdp"  # Adam moments follow their params
+
+
+def test_installed_libtpu_without_a_tpu_is_not_an_accelerator(monkeypatch):
+  """``make install`` adds libtpu for ``samjax plan``; a CPU-only multi-process
+  run must still pick CPU collectives (gloo), so libtpu alone is no TPU."""
+  import glob
+  import importlib.util
+
+  from samjax import hardware
+  if importlib.util.find_spec("libtpu") is None:
+    pytest.skip("libtpu is not installed (the tpu-plan extra)")
+  assert not glob.glob("/dev/accel*") and not glob.glob("/dev/nvidia[0-9]*")
+  assert hardware.has_accelerator() is False
+  # And the device nodes do count when they are there.
+  real_glob = glob.glob
+  monkeypatch.setattr(glob, "glob", lambda p: ["/dev/accel0"] if p == "/dev/accel*"
+                      else real_glob(p))
+  assert hardware.has_accelerator() is True
