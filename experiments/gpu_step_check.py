@@ -113,17 +113,16 @@ def _one(name: str, batch: int, steps: int, gpu_kind: str, log) -> dict:
 
 
 def _markdown(rows) -> str:
-  lines = ["| recipe | imgs/GPU | plan: peak GiB | plan: step floor s | measured s/step "
-           "| img/s/GPU | MFU | HFU | XLA temp GiB | GPU peak GiB | compile s |", "|" + "---|" * 11]
+  lines = ["| recipe | imgs/GPU | plan: step floor s | measured s/step "
+           "| img/s/GPU | MFU | HFU | XLA temp GiB | GPU peak GiB | compile s |", "|" + "---|" * 10]
   for r in rows:
     p, m = r.get("plan", {}), r.get("measured", {})
     if not m:
-      lines.append(f"| {r['recipe']} | {r['images_per_gpu']} | "
-                   f"{(p.get('peak_bytes') or 0) / 2**30:.1f} | | "
+      lines.append(f"| {r['recipe']} | {r['images_per_gpu']} | | "
                    f"{r.get('measure_error', '')[:120]} | | | | | | |")
       continue
     lines.append(
-        f"| {r['recipe']} | {r['images_per_gpu']} | {(p.get('peak_bytes') or 0) / 2**30:.1f} | "
+        f"| {r['recipe']} | {r['images_per_gpu']} | "
         f"{p.get('step_time_s') or float('nan'):.3f} | {m['step_s']:.3f} | "
         f"{m.get('images_per_s_per_gpu', float('nan')):.2f} | {m.get('mfu', float('nan')):.3f} | "
         f"{m.get('hfu', float('nan')):.3f} | {m['temp_bytes'] / 2**30:.1f} | "

@@ -81,8 +81,8 @@ def plan(config, topology: str | None = None, gpu: int | None = None,
   prog = build_program(config, devices=target.devices)
   log(f"[plan] mesh (data, fsdp, model) = {tuple(prog.mesh.devices.shape)}; program "
       f"built in {time.perf_counter() - t:.1f}s")
-  report = _new_report(config, config_name, target, prog, notes)
   batch = prog.abstract_batch()
+  report = _new_report(config, config_name, target, prog, batch, notes)
   traced = _trace_and_count(report, prog, batch, log)
   report.model_flops = _model_flops(config, target.devices, prog.abstract_state, batch,
                                     report.program_flops, log)
@@ -114,7 +114,8 @@ def _check_batch_divides(config, num_devices: int) -> None:
                      f"(mesh {tuple(axis_sizes.values())})")
 
 
-def _new_report(config, config_name: str, target, prog, notes: list) -> PlanReport:
+def _new_report(config, config_name: str, target, prog, batch: dict,
+                notes: list) -> PlanReport:
   """The report's static part: target, model, batch and state bytes per chip.
   (Dims the mesh cannot divide are already replicated by mesh.param_shardings.)"""
   import jax
@@ -135,7 +136,6 @@ def _new_report(config, config_name: str, target, prog, notes: list) -> PlanRepo
   sim = dict(config.sim)
   passes = 1 + int(sim.get("num_point_iters", 0)) + int(sim.get("num_mask_only_iters", 0))
   per = target.per_device_chips
-  batch = prog.abstract_batch()
   chip = target.chip
   return PlanReport(
       config=config_name, target=target.name, chip=chip.name, platform=chip.platform,
