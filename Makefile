@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.samjax-installed
 # Tests see 8 fake CPU devices (sharding tests); set before jax is imported.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
 PYTEST_ARGS ?=
+# pytest-xdist workers: most tests wait on a single-threaded XLA compile, so a
+# second worker uses the second core. Expensive session fixtures are built
+# once for both (tests/shared_fixtures.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 
 .PHONY: install test demo bench lint clean
 
@@ -20,7 +24,7 @@ $(STAMP): setup.cfg pyproject.toml
 # pytest exits 5 when it collects nothing: treat that as a failure, a suite
 # that silently ran no test must not pass CI.
 test: install
-	$(TEST_ENV) $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests; \
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS) tests; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 demo: install

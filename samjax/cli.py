@@ -30,6 +30,7 @@ _VERBS = (
     ("samjax.commands.amg", "register"),
     ("samjax.commands.train", "register"),
     ("samjax.commands.plan", "register"),
+    ("samjax.commands.evaluate", "register"),
     ("data_pipelines.cli", "register"),
 )
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="samjax",
       description="Segment Anything in JAX: convert weights, segment, label "
-                  "images, build datasets and train.",
+                  "images, build datasets, train and evaluate.",
       epilog="Compiled programs are cached between runs in ~/.cache/samjax/xla "
              "(SAMJAX_COMPILATION_CACHE=DIR to move it, =off to turn it off); "
              "`samjax plan` never uses the cache.")

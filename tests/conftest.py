@@ -11,15 +11,20 @@ import shutil
 import tempfile
 
 # One compilation cache for the whole session, inherited by the subprocesses
-# the CLI tests start: the same train step is compiled once, not per run.
-# A fresh folder per session, so no test depends on an earlier session.
-_CACHE = tempfile.mkdtemp(prefix="samjax-test-xla-cache-")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-os.environ["SAMJAX_COMPILATION_CACHE"] = _CACHE
+# the CLI tests start and by pytest-xdist's workers (they are started after
+# this module ran in the controlling process, with its environment): the same
+# train step is compiled once, not per run or per worker. jax locks the folder
+# around reads and writes, so concurrent workers are safe. A fresh folder per
+# session, so no test depends on an earlier session; the process that made it
+# removes it.
+if "SAMJAX_TEST_XLA_CACHE" not in os.environ:
+  os.environ["SAMJAX_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="samjax-test-xla-cache-")
+  atexit.register(shutil.rmtree, os.environ["SAMJAX_TEST_XLA_CACHE"], ignore_errors=True)
+os.environ["SAMJAX_COMPILATION_CACHE"] = os.environ["SAMJAX_TEST_XLA_CACHE"]
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import numpy as np
+import pytest
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -89,3 +94,4 @@ def vit_b_pair():
 @pytest.fixture
 def rng():
   return np.random.default_rng(1234)
+

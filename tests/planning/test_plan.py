@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from samjax.cli import main
 from samjax.planning import chips, flops
 from samjax.planning.hbm_errors import parse_hbm_oom
 from samjax.planning.report import parse_mesh
+from tests.shared_fixtures import build_once
 
 # vit_tiny cut down for a fast TPU compile: 64 px, 2 encoder blocks, one
 # decoder layer, one decoder pass (no follow-up scan), batch 8 x 2 masks.
@@ -40,11 +42,14 @@ def _run_cli(argv):
 def tiny_plan(tmp_path_factory):
   """(exit code, stdout, report dict) of one compiled plan on v5p:2x2x1."""
   pytest.importorskip("libtpu", reason="planning for TPU needs libtpu (extra tpu-plan)")
-  path = tmp_path_factory.mktemp("plan") / "plan.json"
-  rc, out, _ = _run_cli(["plan", *TINY, "--topology", "v5p:2x2x1", "--mesh", "1,-1,1",
-                         "--json", str(path)])
-  with open(path) as f:
-    return rc, out, json.load(f)
+
+  def build(folder):
+    path = os.path.join(folder, "plan.json")
+    rc, out, _ = _run_cli(["plan", *TINY, "--topology", "v5p:2x2x1", "--mesh", "1,-1,1",
+                           "--json", path])
+    with open(path) as f:
+      return [rc, out, json.load(f)]
+  return build_once(tmp_path_factory, "tiny_plan", build)
 
 
 def test_plan_memory_report(tiny_plan):

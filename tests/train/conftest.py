@@ -1,32 +1,35 @@
 """Training fixtures: a small converted sample dataset and a fast config."""
 
+import os
+
 import pytest
 
 from data_pipelines import sa1b_to_tfrecord, sample_data, train_copy
+from tests.shared_fixtures import build_once
 
 IMAGE, GT = 128, 32  # vit_tiny at 128 px: 8x8 embedding, 32x32 masks
 
 
 @pytest.fixture(scope="session")
 def train_data(tmp_path_factory):
-  root = tmp_path_factory.mktemp("train_data")
-  dirs = {}
-  for split, seed, n in (("train", 0, 16), ("eval", 1, 8)):
-    raw = str(root / f"raw_{split}")
-    sample_data.make_sample(raw, num_images=n, images_per_tar=8, height=96, width=128,
-                            num_objects=3, seed=seed)
-    out = str(root / split)
-    sa1b_to_tfrecord.convert([raw], out, num_shards=2, workers=1, progress=False,
-                    log=lambda *_: None,
-                    copy=train_copy.TrainCopyConfig(image_size=IMAGE, gt_size=GT))
-    dirs[split] = out
-  return dirs
+  """{"train": dir, "eval": dir} of converted sample data (one copy per session)."""
+  def build(root):
+    dirs = {}
+    for split, seed, n in (("train", 0, 16), ("eval", 1, 8)):
+      raw = os.path.join(root, f"raw_{split}")
+      sample_data.make_sample(raw, num_images=n, images_per_tar=8, height=96, width=128,
+                              num_objects=3, seed=seed)
+      out = os.path.join(root, split)
+      sa1b_to_tfrecord.convert([raw], out, num_shards=2, workers=1, progress=False,
+                               log=lambda *_: None,
+                               copy=train_copy.TrainCopyConfig(image_size=IMAGE, gt_size=GT))
+      dirs[split] = out
+    return dirs
+  return build_once(tmp_path_factory, "train_data", build)
 
 
 def small_config(train_data, **changes):
   """tiny_demo shrunk for tests: 128 px, 1 click + 1 mask-only pass, batch 8."""
-  import os
-
   from samjax.commands.train import load_config
   c = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "experiments",
                                "configs", "tiny_demo.py"))
@@ -50,8 +53,9 @@ def small_config(train_data, **changes):
 @pytest.fixture(scope="session")
 def reference_run(train_data, tmp_path_factory):
   """An uninterrupted 6-step run of ``small_config``, in-process (checkpoints
-  at steps 3 and 6); shared by the loop and fault tests."""
-  from samjax.train.loop import train_and_evaluate
-  workdir = str(tmp_path_factory.mktemp("ref"))
-  results = train_and_evaluate(small_config(train_data), workdir)
-  return workdir, results
+  at steps 3 and 6); shared by the loop and fault tests (read-only: tests
+  copy it before changing anything). Returns [workdir, final metrics]."""
+  def build(workdir):
+    from samjax.train.loop import train_and_evaluate
+    return [workdir, train_and_evaluate(small_config(train_data), workdir)]
+  return build_once(tmp_path_factory, "reference_run", build)

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.shared_fixtures import build_once
 from tests.train.conftest import small_config
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -110,15 +111,36 @@ def test_load_sam_from_training_workdir(reference_run, tmp_path):
   official.load_state_dict(torch.load(out, weights_only=True), strict=True)
 
 
+def test_eval_points_directly_from_a_training_workdir(reference_run, tmp_path, capsys):
+  """`samjax eval` takes a `samjax train` workdir as its checkpoint (newest step)."""
+  from samjax.cli import main
+  from samjax.evaluation.sample_sets import make_eval_set
+  ref_dir, _ = reference_run
+  data = make_eval_set(str(tmp_path / "eval_set"))
+  out = tmp_path / "r.json"
+  rc = main(["eval", "points", "--checkpoint", ref_dir, "--annotations", data["annotations"],
+             "--images", data["images"], "--out", str(out), "--max-points", "2",
+             "--limit", "1", "--no-progress"])
+  assert rc == 0, capsys.readouterr().err
+  doc = json.loads(out.read_text())
+  assert doc["model"]["config"]["image_size"] == 128  # the workdir's model
+  assert doc["num_masks"] > 0 and 0.0 <= doc["miou_1pt"] <= doc["miou_1pt_oracle"] <= 1.0
+  assert len(doc["miou_curve"]) == 2
+
+
 def _free_port():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
 
 
-def _launch_two_processes(train_data, workdir, total_steps, fault_env=None):
+def _launch_two_processes(train_data, workdir, total_steps, fault_env=None, evaluate=False):
   """2 local processes (1 CPU device each) via jax.distributed; ``fault_env``
-  is added to process 1's environment only. Returns [(rc, stdout, stderr)]."""
+  is added to process 1's environment only; ``evaluate`` keeps the held-out
+  evaluation after training (off: one program less to compile, and process 1
+  compiles every program itself: jax keys a CPU program by the process's own
+  topology, and only process 0 writes the compilation cache).
+  Returns [(rc, stdout, stderr)]."""
   port = _free_port()
   procs = []
   for pid in range(2):
@@ -129,20 +151,23 @@ def _launch_two_processes(train_data, workdir, total_steps, fault_env=None):
       env.update(fault_env)
     procs.append(subprocess.Popen(
         _cli_args(train_data, workdir, total_steps=total_steps, checkpoint_every=2,
-                  **{"mesh.shape": (2, 1, 1)}),
+                  **{"mesh.shape": (2, 1, 1)},
+                  **({} if evaluate else {"data.eval_dir": ""})),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   outs = [p.communicate(timeout=600) for p in procs]
   return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_process_run(train_data, tmp_path_factory):
-  """Train 2 steps on 2 processes, then restart both and resume to step 4."""
-  workdir = str(tmp_path_factory.mktemp("multi"))
-  first = _launch_two_processes(train_data, workdir, 2)
-  saved_after_first = os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
-  second = _launch_two_processes(train_data, workdir, 4)
-  return workdir, first, second, saved_after_first
+  """Train 2 steps on 2 processes, then restart both and resume to step 4.
+  Returns [workdir, first launch, second launch, step 2 saved after the first]."""
+  def build(workdir):
+    first = _launch_two_processes(train_data, workdir, 2, evaluate=True)
+    saved_after_first = os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+    second = _launch_two_processes(train_data, workdir, 4)
+    return [workdir, first, second, saved_after_first]
+  return build_once(tmp_path_factory, "two_process_run", build)
 
 
 def test_two_process_distributed_train_checkpoint_restore(two_process_run):
@@ -152,6 +177,7 @@ def test_two_process_distributed_train_checkpoint_restore(two_process_run):
   for rc, _, err in first + second:
     assert rc == 0, err[-3000:]
   assert "2 steps done" in first[0][1]
+  assert "[eval] step 2 (after training)" in first[0][1]  # held-out eval across 2 hosts
   assert first[1][1].strip() == "" or "step" not in first[1][1]  # only process 0 logs
   assert saved_after_first
   assert "resumed from step 2" in second[0][1]

@@ -1,0 +1,230 @@
+"""``samjax eval edges``: SAM's zero-shot edge detection on BSDS500 (ODS / OIS / AP / R50)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+PROTOCOL = "edges"
+
+HELP = """\
+Zero-shot edge detection (SAM paper section 7.2, appendix D.2) scored with
+the BSDS500 boundary benchmark.
+
+  samjax eval edges --checkpoint sam_vit_h_4b8939.pth \\
+      --images BSR/BSDS500/data/images/test --gt BSR/BSDS500/data/groundTruth/test \\
+      --out results/edges_vit_h.json
+
+Per image: a 16x16 grid of foreground points -> 768 masks (3 per point) ->
+box NMS (0.7) -> Sobel of each kept mask's probability map on its boundary
+pixels -> max over masks -> normalised to [0, 1] -> edge NMS. Scored at 99
+thresholds, matching within 0.0075 x the image diagonal against every
+annotator (see docs/evaluation_edges.md for each choice).
+
+--images: the images (<id>.jpg or any image format). --gt: for each <id>,
+<id>.mat in the BSDS500 layout (a groundTruth cell of Boundaries maps, one
+per annotator) or plain PNG boundary maps <id>.png / <id>_<k>.png (nonzero =
+boundary, one file per annotator).
+
+--out gets ods, ois, ap, r50 (and the precision / recall / threshold behind
+ODS and OIS), the settings, the model and the code version, written
+atomically in the other protocols' results layout. Per-image counts go to
+<out>.images.jsonl as each image finishes: rerun the same command after a
+kill to continue (a log made with other settings is refused). Scoring
+(thinning and matching at 99 thresholds, CPU bound) runs in --workers
+processes beside the model.
+"""
+
+
+def add_parser(eval_subparsers):
+  """Adds ``edges`` to the ``samjax eval`` sub-commands."""
+  p = eval_subparsers.add_parser(
+      "edges", help="zero-shot edge detection on BSDS500 (ODS, OIS, AP, R50)",
+      description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--checkpoint", required=True,
+                 help="official .pth, samjax model directory or training workdir")
+  p.add_argument("--variant", help="expected model size (inferred if omitted)")
+  p.add_argument("--images", required=True, help="folder of images (<id>.<ext>)")
+  p.add_argument("--gt", required=True, help="folder of <id>.mat or <id>[_<k>].png")
+  p.add_argument("--out", required=True, help="results JSON to write")
+  p.add_argument("--points-per-side", type=int, default=16,
+                 help="point grid side (default 16: 768 masks)")
+  p.add_argument("--thresholds", type=int, default=99,
+                 help="number of evaluation thresholds (default 99)")
+  p.add_argument("--max-dist", type=float, default=0.0075,
+                 help="matching tolerance as a fraction of the image diagonal "
+                      "(default 0.0075)")
+  p.add_argument("--limit", type=int, help="evaluate only the first N images (sorted ids)")
+  p.add_argument("--workers", type=int, default=None,
+                 help="scoring processes (default: CPU cores - 1, at most 8; "
+                      "0 scores in this process)")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.set_defaults(func=run)
+  return p
+
+
+def list_image_ids(images_dir: str) -> dict[str, str]:
+  """{id: path} of the image files in ``images_dir`` (id = file stem)."""
+  from samjax.commands.amg import IMAGE_EXTS
+  if not os.path.isdir(images_dir):
+    raise FileNotFoundError(f"--images {images_dir}: no such folder")
+  out: dict[str, str] = {}
+  for name in sorted(os.listdir(images_dir)):
+    stem, ext = os.path.splitext(name)
+    if ext.lower() in IMAGE_EXTS and os.path.isfile(os.path.join(images_dir, name)):
+      if stem in out:
+        raise ValueError(f"--images {images_dir}: two images with the id {stem!r} "
+                         f"({os.path.basename(out[stem])}, {name})")
+      out[stem] = os.path.join(images_dir, name)
+  if not out:
+    raise ValueError(f"--images {images_dir}: no image files ({', '.join(IMAGE_EXTS)})")
+  return out
+
+
+def _check_args(args) -> None:
+  if args.points_per_side < 1:
+    raise ValueError(f"--points-per-side must be >= 1, got {args.points_per_side}")
+  if args.thresholds < 1:
+    raise ValueError(f"--thresholds must be >= 1, got {args.thresholds}")
+  if not 0 < args.max_dist < 1:
+    raise ValueError(f"--max-dist must be in (0, 1) (a fraction of the diagonal), "
+                     f"got {args.max_dist}")
+  if args.limit is not None and args.limit < 1:
+    raise ValueError(f"--limit must be >= 1, got {args.limit}")
+  if args.workers is not None and args.workers < 0:
+    raise ValueError(f"--workers must be >= 0, got {args.workers}")
+
+
+def _score(edges, gt_paths, n_thresholds, max_dist):
+  """One image's counts (runs in a worker process)."""
+  from samjax.evaluation.edges_gt import read_ground_truth
+  from samjax.evaluation.edges_metrics import image_counts
+  return image_counts(edges, read_ground_truth(gt_paths), n_thresholds, max_dist)
+
+
+def run(args) -> int:
+  _check_args(args)
+  from data_pipelines import atomic_io
+  from samjax.evaluation.edges_gt import ground_truth_files, read_ground_truth
+  from samjax.evaluation.edges_pipeline import EdgeSettings
+  images = list_image_ids(args.images)
+  ids = sorted(images)[:args.limit] if args.limit else sorted(images)
+  gt = ground_truth_files(args.gt, ids)
+  # Every ground truth is read before the model loads: a bad file fails in
+  # seconds, not after hours of inference.
+  gt_shapes = {i: read_ground_truth(gt[i])[0].shape for i in ids}
+  if not os.path.exists(args.checkpoint):
+    raise FileNotFoundError(f"--checkpoint: no such file or directory: {args.checkpoint}")
+  if os.path.isdir(args.out):
+    raise ValueError(f"--out {args.out}: is a folder; give a file name inside it")
+  try:
+    atomic_io.ensure_dir(os.path.dirname(os.path.abspath(args.out)))
+  except OSError as e:
+    raise ValueError(f"--out {args.out}: {e.strerror or e}") from e
+
+  from samjax import load_sam
+  from samjax.evaluation.per_image_log import PerImageLog, log_path_for
+  from samjax.evaluation.results import model_info
+  sam = load_sam(args.checkpoint, args.variant)
+  model = model_info(args.checkpoint, sam.config)
+  protocol = EdgeSettings(points_per_side=args.points_per_side)
+  settings = {
+      "images": os.path.abspath(args.images), "gt": os.path.abspath(args.gt),
+      "points_per_side": protocol.points_per_side,
+      "box_nms_thresh": protocol.box_nms_thresh, "thresholds": args.thresholds,
+      "max_dist": args.max_dist, "thin": True,
+  }
+  # The header layout of the other protocols' logs (``runner.run_protocol``).
+  log = PerImageLog(log_path_for(args.out), {"protocol": PROTOCOL, "model": model, **settings})
+  todo = [i for i in ids if i not in log]
+  if not args.no_progress and len(todo) < len(ids):
+    print(f"{PROTOCOL}: resuming, {len(ids) - len(todo)} of {len(ids)} images already "
+          f"in {log.path}", file=sys.stderr, flush=True)
+  start = time.monotonic()
+  if todo:
+    _evaluate(args, sam, todo, images, gt, gt_shapes, protocol, log)
+  return _report(args, ids, log, settings, model, len(todo), time.monotonic() - start)
+
+
+def _evaluate(args, sam, todo, images, gt, gt_shapes, protocol, log) -> None:
+  """Runs the model on ``todo`` and scores each image, in ``--workers``
+  processes; each image's counts go to ``log`` as soon as they are ready."""
+  import concurrent.futures as cf
+  import multiprocessing
+
+  from samjax import SamPredictor
+  from samjax.evaluation.edges_pipeline import detect_edges
+  from samjax.evaluation.runner import Progress
+  from samjax.inference.image_io import read_image
+  workers = args.workers
+  if workers is None:
+    workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+  predictor = SamPredictor(sam)
+  bar = None if args.no_progress else Progress(PROTOCOL, len(todo))
+  # Spawned, not forked: this process runs jax (threads), which fork breaks.
+  pool = (cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+          if workers else None)
+  pending: dict = {}
+
+  def finish(done) -> None:
+    for fut in done:
+      image_id, info = pending.pop(fut)
+      log.append(image_id, {**fut.result(), **info})
+      if bar:
+        bar.step()
+
+  try:
+    for image_id in todo:
+      image = read_image(images[image_id])
+      if image.shape[:2] != gt_shapes[image_id]:
+        h, w = gt_shapes[image_id]
+        raise ValueError(f"{images[image_id]} is {image.shape[0]}x{image.shape[1]}, its "
+                         f"ground truth {gt[image_id][0]} {h}x{w}")
+      result = detect_edges(predictor, image, protocol)
+      info = {"height": image.shape[0], "width": image.shape[1],
+              "n_masks": result.n_masks, "n_kept": result.n_kept}
+      job = (result.edges, gt[image_id], args.thresholds, args.max_dist)
+      if pool is None:
+        log.append(image_id, {**_score(*job), **info})
+        if bar:
+          bar.step()
+        continue
+      pending[pool.submit(_score, *job)] = (image_id, info)
+      if len(pending) >= 2 * workers:  # bounded: scoring keeps pace with the model
+        done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+        finish(done)
+    while pending:
+      done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+      finish(done)
+  finally:
+    if pool is not None:
+      pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _report(args, ids, log, settings, model, n_evaluated, seconds) -> int:
+  from samjax.evaluation.edges_metrics import dataset_scores
+  from samjax.evaluation.results import results_document, write_results
+  by_id = {r["image"]: r for r in log.records()}
+  records = [by_id[i] for i in ids]
+  metrics = dataset_scores(records, args.thresholds)
+  del metrics["n_images"]  # the document's num_images
+  doc = results_document(PROTOCOL, settings, model, metrics, len(records),
+                         sum(r["n_masks"] for r in records))
+  doc["this_run"] = {"images_evaluated": n_evaluated, "seconds": round(seconds, 3)}
+  doc["image_ids"] = ids
+  doc["per_image_log"] = log.path
+  write_results(args.out, doc)
+  print(table_row(doc))
+  return 0
+
+
+def table_row(doc: dict) -> str:
+  """The paper's Table 3 row: ODS, OIS, AP, R50 as it prints them (.768)."""
+  name = doc["model"].get("variant") or os.path.basename(doc["model"]["checkpoint"] or "?")
+  cells = [PROTOCOL, name, *(f"{title} {doc[key]:.3f}".replace("0.", ".", 1)
+                             for key, title in (("ods", "ODS"), ("ois", "OIS"),
+                                                ("ap", "AP"), ("r50", "R50")))]
+  cells.append(f"{doc['num_images']} images, {doc['num_masks']} masks")
+  return " | ".join(cells)

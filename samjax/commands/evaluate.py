@@ -1,0 +1,183 @@
+"""``samjax eval``: the SAM paper's zero-shot evaluation protocols."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+HELP = """\
+Evaluate a model with one of the SAM paper's zero-shot protocols
+(docs/evaluation.md describes each one precisely).
+
+  samjax eval points    --checkpoint CKPT --annotations instances.json --images DIR \\
+      --out results.json [--max-points 9]
+  samjax eval boxes     --checkpoint CKPT --annotations instances.json --images DIR \\
+      --out results.json [--detections dets.json]
+  samjax eval proposals --checkpoint CKPT --annotations lvis_v1_val.json --images DIR \\
+      --out results.json [--points-per-side 32 ...]
+  samjax eval edges     --checkpoint CKPT --images DIR --gt GT_DIR --out results.json \\
+      [--points-per-side 16]
+
+CKPT: an official .pth, a converted model directory or a `samjax train`
+workdir. --annotations: a COCO-format instance JSON (polygons or RLE; LVIS
+too) or an SA-1B-layout folder (<stem>.jpg + <stem>.json; --images defaults
+to it).
+
+results.json holds the protocol's settings, the model (path, config), the
+samjax version and git commit, and the metrics: points: miou_1pt,
+miou_1pt_oracle, miou_curve; boxes: ap, ap_small, ap_medium, ap_large;
+proposals: ar1000 (+ by size and LVIS frequency); edges: ods, ois, ap, r50
+(docs/evaluation_edges.md). The paper-style table row
+is printed at the end.
+
+Resumable: every finished image is appended to <out>.images.jsonl; rerun
+the same command after a kill and finished images are skipped (the numbers
+are those of an uninterrupted run). A rerun with other settings (model,
+data, protocol flags) into the same --out is refused. --limit N evaluates
+the first N images.
+"""
+
+
+def _common(p) -> None:
+  p.add_argument("--checkpoint", required=True,
+                 help="official .pth, samjax model directory or training workdir")
+  p.add_argument("--variant", help="expected model size (inferred if omitted)")
+  p.add_argument("--annotations", required=True,
+                 help="COCO instance JSON, or an SA-1B-layout folder")
+  p.add_argument("--images", help="image folder (default: the SA-1B folder itself)")
+  p.add_argument("--out", required=True, help="results JSON to write")
+  p.add_argument("--limit", type=int, help="evaluate only the first N images")
+  p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+
+
+def _batch(p) -> None:
+  p.add_argument("--batch", type=int, default=32,
+                 help="prompts decoded per call on one image embedding (default 32)")
+
+
+def register(subparsers):
+  p = subparsers.add_parser("eval", help="zero-shot evaluation protocols of the SAM paper",
+                            description=HELP,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest="protocol", metavar="PROTOCOL")
+  sub.required = True
+
+  pts = sub.add_parser("points", help="single point -> valid mask, 1..N clicks (mIoU)")
+  _common(pts)
+  _batch(pts)
+  pts.add_argument("--max-points", type=int, default=9, help="clicks per mask (default 9)")
+  pts.add_argument("--no-mask-input", action="store_true",
+                   help="follow-up clicks without the previous mask logits")
+  pts.set_defaults(func=run_points)
+
+  box = sub.add_parser("boxes", help="box -> instance mask (COCO mask AP)")
+  _common(box)
+  _batch(box)
+  box.add_argument("--detections", help="COCO detection results JSON (default: GT boxes)")
+  box.add_argument("--masks-out", help="COCO results JSON of the masks "
+                                       "(default: <out>.segm.json)")
+  box.set_defaults(func=run_boxes)
+
+  prop = sub.add_parser("proposals", help="automatic masks as proposals (mask AR@1000)")
+  _common(prop)
+  prop.add_argument("--max-proposals", type=int, default=1000)
+  prop.add_argument("--rank-by", default="predicted_iou",
+                    choices=("predicted_iou", "iou_x_stability"),
+                    help="proposal score (default: the predicted IoU)")
+  g = prop.add_argument_group("generator settings (official names and defaults)")
+  g.add_argument("--points-per-side", type=int, default=32)
+  g.add_argument("--points-per-batch", type=int, default=128)
+  g.add_argument("--pred-iou-thresh", type=float, default=0.88)
+  g.add_argument("--stability-score-thresh", type=float, default=0.95)
+  g.add_argument("--stability-score-offset", type=float, default=1.0)
+  g.add_argument("--box-nms-thresh", type=float, default=0.7)
+  g.add_argument("--crop-n-layers", type=int, default=0)
+  g.add_argument("--crop-nms-thresh", type=float, default=0.7)
+  g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
+  g.add_argument("--crop-n-points-downscale-factor", type=int, default=1)
+  g.add_argument("--min-mask-region-area", type=int, default=0)
+  prop.set_defaults(func=run_proposals)
+
+  # The edges protocol lives in its own module; absent, eval has three protocols.
+  try:
+    eval_edges = importlib.import_module("samjax.commands.eval_edges")
+  except ModuleNotFoundError as e:
+    if e.name != "samjax.commands.eval_edges":
+      raise
+  else:
+    eval_edges.add_parser(sub)
+
+
+# Generator arguments recorded with the proposals results (they change the numbers).
+GENERATOR_ARGS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh",
+                  "stability_score_offset", "box_nms_thresh", "crop_n_layers",
+                  "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor",
+                  "min_mask_region_area")
+
+
+def _prepare(args):
+  """Checks the inputs, then loads data and model: (dataset, LoadedSam, model info).
+
+  Every path is checked before the model loads, so a typo costs no waiting."""
+  from data_pipelines import atomic_io
+  from samjax.evaluation.coco_gt import load_dataset
+  from samjax.evaluation.results import model_info
+  if args.limit is not None and args.limit < 1:
+    raise ValueError(f"--limit must be >= 1, got {args.limit}")
+  if getattr(args, "batch", 1) < 1:
+    raise ValueError(f"--batch must be >= 1, got {args.batch}")
+  dataset = load_dataset(args.annotations, args.images)
+  if not os.path.exists(args.checkpoint):
+    raise FileNotFoundError(f"--checkpoint: no such file or directory: {args.checkpoint}")
+  try:
+    atomic_io.ensure_dir(os.path.dirname(os.path.abspath(args.out)))
+  except OSError as e:
+    raise ValueError(f"--out {args.out}: {e.strerror or e}") from e
+  from samjax import load_sam
+  sam = load_sam(args.checkpoint, args.variant)
+  return dataset, sam, model_info(args.checkpoint, sam.config)
+
+
+def _finish(doc) -> int:
+  from samjax.evaluation.results import table_row
+  print(table_row(doc))
+  return 0
+
+
+def run_points(args) -> int:
+  from samjax import SamPredictor
+  from samjax.evaluation import points
+  dataset, sam, model = _prepare(args)
+  doc = points.run(SamPredictor(sam), dataset, args.out, model=model,
+                   max_points=args.max_points, use_mask_input=not args.no_mask_input,
+                   limit=args.limit, chunk=args.batch, progress=not args.no_progress)
+  return _finish(doc)
+
+
+def run_boxes(args) -> int:
+  from samjax import SamPredictor
+  from samjax.evaluation import boxes
+  if args.detections and not os.path.isfile(args.detections):
+    raise FileNotFoundError(f"--detections: no such file: {args.detections}")
+  dataset, sam, model = _prepare(args)
+  doc = boxes.run(SamPredictor(sam), dataset, args.out, model=model,
+                  detections=args.detections, masks_out=args.masks_out, limit=args.limit,
+                  chunk=args.batch, progress=not args.no_progress)
+  print(f"masks: {doc['masks_file']}", file=sys.stderr)
+  return _finish(doc)
+
+
+def run_proposals(args) -> int:
+  from samjax import SamAutomaticMaskGenerator
+  from samjax.evaluation import proposals
+  dataset, sam, model = _prepare(args)
+  gen_settings = {k: getattr(args, k) for k in GENERATOR_ARGS}
+  generator = SamAutomaticMaskGenerator(sam, points_per_batch=args.points_per_batch,
+                                        output_mode="coco_rle", **gen_settings)
+  doc = proposals.run(generator, dataset, args.out, model=model,
+                      generator_settings=gen_settings, max_proposals=args.max_proposals,
+                      rank_by=args.rank_by, limit=args.limit,
+                      progress=not args.no_progress)
+  return _finish(doc)

@@ -1,0 +1,92 @@
+"""The results file of an evaluation and its one-line, paper-style table row.
+
+``results.json`` (written atomically)::
+
+    {"protocol": "points", "settings": {...}, "model": {...},
+     "code_version": {"samjax": "0.1.0", "git_commit": "...", "git_dirty": false},
+     "num_images": 500, "num_masks": 3120, "created": "<UTC ISO time>",
+     "this_run": {"images_evaluated": 120, "seconds": 61.2},
+     <the protocol's metrics, e.g. "miou_1pt": 0.71, "miou_curve": [...]>}
+
+Metrics are fractions (0..1) as computed (COCOeval's numbers as it gives
+them, -1 where it has nothing to average); the table row shows them x100
+with one decimal, as the paper's tables do.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+
+from data_pipelines import atomic_io
+
+
+def code_version() -> dict:
+  """samjax's version, plus the git commit (and whether the tree has
+  uncommitted changes) when it runs from a git checkout."""
+  import samjax
+  out = {"samjax": samjax.__version__, "git_commit": None, "git_dirty": None}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(samjax.__file__)))
+  try:
+    commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                            text=True, timeout=10)
+    if commit.returncode == 0:
+      out["git_commit"] = commit.stdout.strip()
+      status = subprocess.run(["git", "-C", root, "status", "--porcelain",
+                               "--untracked-files=no"], capture_output=True, text=True,
+                              timeout=10)
+      out["git_dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
+  except (OSError, subprocess.SubprocessError):  # no git, or a hung one
+    pass
+  return out
+
+
+def model_info(checkpoint: str, config=None) -> dict:
+  """What identifies the evaluated model: its path and architecture."""
+  info = {"checkpoint": os.path.abspath(checkpoint) if checkpoint else None}
+  if config is not None:
+    from samjax.model.configs import variant_name
+    info["variant"] = variant_name(config)
+    info["config"] = config.to_dict()
+  return info
+
+
+def results_document(protocol: str, settings: dict, model: dict, metrics: dict,
+                     num_images: int, num_masks: int) -> dict:
+  return {"protocol": protocol, "settings": settings, "model": model,
+          "code_version": code_version(), "num_images": num_images,
+          "num_masks": num_masks,
+          "created": datetime.datetime.now(datetime.UTC).isoformat(), **metrics}
+
+
+def write_results(path: str, doc: dict) -> None:
+  atomic_io.write_json(path, doc, indent=2, sort_keys=True, end="\n")
+
+
+def _pct(v) -> str:
+  return "-" if v is None or v < 0 else f"{100 * v:.1f}"
+
+
+# (metric key, column title) of each protocol's table row.
+COLUMNS = {
+    "points": [("miou_1pt", "1pt"), ("miou_1pt_oracle", "1pt oracle")],
+    "boxes": [("ap", "AP"), ("ap_small", "APs"), ("ap_medium", "APm"),
+              ("ap_large", "APl")],
+    "proposals": [("ar1000", "AR@1000"), ("ar1000_small", "small"),
+                  ("ar1000_medium", "med."), ("ar1000_large", "large"),
+                  ("ar1000_frequent", "freq."), ("ar1000_common", "com."),
+                  ("ar1000_rare", "rare")],
+}
+
+
+def table_row(doc: dict) -> str:
+  """One line for the results ``doc``: model, then the paper's columns."""
+  model = doc["model"].get("variant") or os.path.basename(doc["model"]["checkpoint"] or "?")
+  cells = [doc["protocol"], model]
+  cells += [f"{title} {_pct(doc[key])}" for key, title in COLUMNS.get(doc["protocol"], [])
+            if key in doc]
+  if doc["protocol"] == "points" and doc.get("miou_curve"):
+    cells.append("curve " + " ".join(_pct(v) for v in doc["miou_curve"]))
+  cells.append(f"{doc['num_images']} images, {doc['num_masks']} masks")
+  return " | ".join(cells)
