@@ -26,6 +26,9 @@ def main(argv=None):
   ap.add_argument("--crop-n-layers", type=int, default=0)
   ap.add_argument("--pred-iou-thresh", type=float, default=0.88)
   ap.add_argument("--stability-score-thresh", type=float, default=0.95)
+  ap.add_argument("--points-per-batch", type=int, default=128,
+                  help="samjax only (its default is the official 64; 128 is fewer "
+                       "dispatches); the official runs its default")
   args = ap.parse_args(argv)
 
   import skimage.data
@@ -38,14 +41,15 @@ def main(argv=None):
   settings = dict(points_per_side=args.points_per_side, crop_n_layers=args.crop_n_layers,
                   pred_iou_thresh=args.pred_iou_thresh,
                   stability_score_thresh=args.stability_score_thresh)
-  ours = SamAutomaticMaskGenerator(loaded, **settings)
+  ours = SamAutomaticMaskGenerator(loaded, **settings, points_per_batch=args.points_per_batch)
   official = Official(official_sam, **settings)
   image = skimage.data.coffee()  # 400x600 RGB photograph
   h, w = image.shape[:2]
 
   report = Report(f"bench_amg {args.variant}, {h}x{w} photograph (skimage coffee)",
                   f"torch threads: {torch.get_num_threads()}",
-                  f"settings: {settings} (other arguments: official defaults)")
+                  f"settings: {settings} (other arguments: official defaults; samjax "
+                  f"points_per_batch={args.points_per_batch})")
   say = report.say
 
   t0 = time.perf_counter()

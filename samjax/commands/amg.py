@@ -1,4 +1,5 @@
-"""``samjax amg``: label a folder of images automatically (SA-1B format JSON)."""
+"""``samjax amg``: label a folder of images automatically (SA-1B format JSON, or
+the official ``scripts/amg.py`` output)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import zlib
 
 from data_pipelines import atomic_io
+from samjax.commands import amg_official
 
 HELP = """\
 Fully automatic masks for every image (SAM's data engine), one SA-1B-format
@@ -20,8 +22,19 @@ JSON per image, ready for `samjax data convert`.
   samjax amg --checkpoint sam_vit_b.pth --images photos/ --out labels/ \\
       [--points-per-side 32] [--crop-n-layers 1] [--overlays] [--copy-images]
 
+The official scripts/amg.py command line works too (--input, --output,
+--model-type, --device, --convert-to-rle and its AMG settings); add
+--output-format official for its output: per image a folder <stem>/ of binary
+masks 0.png, 1.png, ... with metadata.csv, or with --convert-to-rle
+<stem>.json, a JSON list of the generator's records (COCO RLE). PNGs are
+written with OpenCV when installed (the official bytes), else with PIL (same
+pixels). That layout resumes too: an image is done when its metadata.csv
+(written last) or its JSON list is whole. --device takes the official names
+(cuda -> JAX's gpu); an unavailable device is noted and JAX's default used.
+
 --images takes directories (their image files, not recursive) and/or files.
-For each image <stem>.<ext>, --out gets <stem>.json:
+With the default --output-format sa1b, for each image <stem>.<ext>, --out
+gets <stem>.json:
   {"image": {"image_id", "width", "height", "file_name"},
    "annotations": [{"id", "segmentation": COCO RLE, "bbox": [x, y, w, h],
                     "area", "predicted_iou", "stability_score",
@@ -57,33 +70,81 @@ _TEMP_FILE = re.compile(r"(.+)\.(?:json|jpg|png)" + re.escape(atomic_io.TEMP_MAR
                         + r"[0-9a-f]+")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                     argparse.ArgumentDefaultsHelpFormatter):
+  """The description as written, and every option's default in its help."""
+
+
+# Official --model-type names; "default" is the official name of vit_h.
+MODEL_TYPES = {"default": "vit_h"}
+
+
 def register(subparsers):
   p = subparsers.add_parser("amg", help="automatic masks for a folder of images (SA-1B JSON)",
-                            description=HELP,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            description=HELP, formatter_class=_HelpFormatter)
   p.add_argument("--checkpoint", required=True, help="official .pth or samjax model directory")
-  p.add_argument("--variant", help="expected model size (inferred if omitted)")
-  p.add_argument("--images", required=True, nargs="+", metavar="DIR_OR_FILE",
-                 help="image files and/or directories of images")
-  p.add_argument("--out", required=True, help="output directory for the JSONs")
+  p.add_argument("--variant", "--model-type", dest="variant",
+                 help="expected model size: vit_b, vit_l, vit_h ('default' = vit_h) or a "
+                      "samjax variant; inferred from the weights if omitted")
+  p.add_argument("--images", "--input", dest="images", required=True, nargs="+",
+                 metavar="DIR_OR_FILE", help="image files and/or directories of images")
+  p.add_argument("--out", "--output", dest="out", required=True, help="output directory")
+  p.add_argument("--output-format", choices=("sa1b", "official"), default="sa1b",
+                 help="sa1b: one SA-1B JSON per image; official: the official "
+                      "scripts/amg.py layout (see above)")
+  p.add_argument("--convert-to-rle", action="store_true",
+                 help="with --output-format official: <stem>.json lists of COCO RLE "
+                      "records instead of PNG folders (SA-1B output is always RLE)")
+  p.add_argument("--device", default=None,
+                 help="official flag: cuda / cuda:N -> JAX's gpu, cpu -> cpu, tpu; "
+                      "None: JAX's default device. An unavailable device is noted and "
+                      "the default used")
   g = p.add_argument_group("generator settings (official names and defaults)")
-  g.add_argument("--points-per-side", type=int, default=32)
-  g.add_argument("--points-per-batch", type=int, default=128,
-                 help="points decoded per jitted call (multiple of 4)")
-  g.add_argument("--pred-iou-thresh", type=float, default=0.88)
-  g.add_argument("--stability-score-thresh", type=float, default=0.95)
-  g.add_argument("--stability-score-offset", type=float, default=1.0)
-  g.add_argument("--box-nms-thresh", type=float, default=0.7)
-  g.add_argument("--crop-n-layers", type=int, default=0)
-  g.add_argument("--crop-nms-thresh", type=float, default=0.7)
-  g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
-  g.add_argument("--crop-n-points-downscale-factor", type=int, default=1)
-  g.add_argument("--min-mask-region-area", type=int, default=0)
-  p.add_argument("--overlays", action="store_true", help="also write <stem>.png overlays")
+  g.add_argument("--points-per-side", type=int, default=32,
+                 help="grid of points-per-side^2 point prompts")
+  g.add_argument("--points-per-batch", type=int, default=64,
+                 help="points decoded per jitted call (any positive number)")
+  g.add_argument("--pred-iou-thresh", type=float, default=0.88,
+                 help="drop masks whose predicted IoU is below this")
+  g.add_argument("--stability-score-thresh", type=float, default=0.95,
+                 help="drop masks whose stability score is below this")
+  g.add_argument("--stability-score-offset", type=float, default=1.0,
+                 help="logit offset of the stability score")
+  g.add_argument("--box-nms-thresh", type=float, default=0.7,
+                 help="box IoU above which a duplicate mask is dropped")
+  g.add_argument("--crop-n-layers", type=int, default=0,
+                 help="if > 0, also run on crops, this many layers of them")
+  g.add_argument("--crop-nms-thresh", type=float, default=0.7,
+                 help="box IoU above which duplicates across crops are dropped")
+  g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500,
+                 help="overlap of neighbouring crops (fraction of the image side)")
+  g.add_argument("--crop-n-points-downscale-factor", type=int, default=1,
+                 help="points-per-side is divided by this in each crop layer")
+  g.add_argument("--min-mask-region-area", type=int, default=0,
+                 help="remove holes and islands smaller than this (pixels); 0: off")
+  p.add_argument("--overlays", action="store_true",
+                 help="also write <stem>.png overlays (sa1b format)")
   p.add_argument("--copy-images", action="store_true",
                  help="copy JPEG inputs into --out (SA-1B layout for `samjax data convert`)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=run)
+
+
+def select_device(device: str | None) -> str | None:
+  """Makes the official ``--device`` JAX's default device; returns a note
+  when it cannot (the run goes on on JAX's default), else None."""
+  if device is None:
+    return None
+  import jax
+  name, _, index = device.partition(":")
+  platform = {"cuda": "gpu"}.get(name.lower(), name.lower())
+  try:
+    devices = jax.devices(platform)
+    jax.config.update("jax_default_device", devices[int(index or 0)])
+  except (RuntimeError, ValueError, IndexError):
+    return (f"--device {device}: not available to JAX here; running on "
+            f"{jax.devices()[0].platform}")
+  return None
 
 
 def list_images(inputs: list[str]) -> list[str]:
@@ -224,8 +285,12 @@ def _remove_temp_files(out: str, stems) -> int:
   return n
 
 
-def _plan(paths, out: str, copy_images: bool):
-  """Sorts the inputs: (tasks, number already complete, failures)."""
+def _plan(paths, out: str, copy_images: bool, official_rle: bool | None = None):
+  """Sorts the inputs: (tasks, number already complete, failures).
+
+  ``official_rle``: None for SA-1B output, else the official layout (RLE
+  JSON if True, PNG folder if False).
+  """
   tasks, failed, seen = [], [], {}
   done = 0
   for p in paths:
@@ -235,6 +300,13 @@ def _plan(paths, out: str, copy_images: bool):
       failed.append((p, f"same name as {seen[stem]} (outputs would collide)"))
       continue
     seen[stem] = p
+    if official_rle is not None:
+      finished, why = amg_official.problem(out, stem, official_rle)
+      if finished:
+        done += 1
+      else:
+        tasks.append(_Task(p, stem, True, why))
+      continue
     doc, why = record_problem(os.path.join(out, stem + ".json"), name)
     if doc is None:
       tasks.append(_Task(p, stem, True, why))
@@ -261,7 +333,15 @@ def run(args) -> int:
     atomic_io.ensure_dir(args.out)
   except OSError as e:
     raise ValueError(f"--out {args.out}: {e.strerror or e}") from e
-  tasks, done_before, failed, stems = _plan(paths, args.out, args.copy_images)
+  official = args.output_format == "official"
+  if official and (args.overlays or args.copy_images):
+    raise ValueError("--overlays and --copy-images go with --output-format sa1b")
+  if args.convert_to_rle and not official:
+    print("samjax amg: note: --convert-to-rle changes nothing for --output-format sa1b "
+          "(SA-1B JSON always holds COCO RLE); add --output-format official for the "
+          "official JSON lists", file=sys.stderr)
+  tasks, done_before, failed, stems = _plan(
+      paths, args.out, args.copy_images, args.convert_to_rle if official else None)
   removed = _remove_temp_files(args.out, stems)
   if removed:
     print(f"samjax amg: removed {removed} temp file(s) of an interrupted run",
@@ -269,15 +349,21 @@ def run(args) -> int:
   gen = None
   if any(t.masks for t in tasks):
     from samjax import SamAutomaticMaskGenerator, load_sam
+    note = select_device(args.device)
+    if note:
+      print(f"samjax amg: note: {note}", file=sys.stderr)
+    binary = official and not args.convert_to_rle
     gen = SamAutomaticMaskGenerator(
-        load_sam(args.checkpoint, args.variant), points_per_side=args.points_per_side,
+        load_sam(args.checkpoint, MODEL_TYPES.get(args.variant, args.variant)),
+        points_per_side=args.points_per_side,
         points_per_batch=args.points_per_batch, pred_iou_thresh=args.pred_iou_thresh,
         stability_score_thresh=args.stability_score_thresh,
         stability_score_offset=args.stability_score_offset,
         box_nms_thresh=args.box_nms_thresh, crop_n_layers=args.crop_n_layers,
         crop_nms_thresh=args.crop_nms_thresh, crop_overlap_ratio=args.crop_overlap_ratio,
         crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
-        min_mask_region_area=args.min_mask_region_area, output_mode="coco_rle")
+        min_mask_region_area=args.min_mask_region_area,
+        output_mode="binary_mask" if binary else "coco_rle")
   ok = n_masks = redone = recopied = 0
   bar = tqdm(tasks, unit="img", disable=args.no_progress or not tasks, file=sys.stderr)
   for task in bar:
@@ -302,10 +388,13 @@ def run(args) -> int:
         recopied += 1
         continue
       records = gen.generate(decoded.rgb)
-      if args.overlays:
-        write_overlay(decoded.rgb, records, os.path.join(args.out, stem + ".png"))
-      atomic_io.write_json(os.path.join(args.out, stem + ".json"),
-                           sa1b_record(records, name, *decoded.rgb.shape[:2]))
+      if official:
+        amg_official.write(records, args.out, stem, args.convert_to_rle)
+      else:
+        if args.overlays:
+          write_overlay(decoded.rgb, records, os.path.join(args.out, stem + ".png"))
+        atomic_io.write_json(os.path.join(args.out, stem + ".json"),
+                             sa1b_record(records, name, *decoded.rgb.shape[:2]))
     except OSError as e:
       raise OSError(e.errno, f"cannot write the outputs of {name} in {args.out}: "
                     f"{e.strerror or e} ({ok + recopied} image(s) finished in this run; "

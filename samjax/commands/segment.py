@@ -97,6 +97,7 @@ def check_output_file(path: str, flag: str, image: bool = False) -> str | None:
 
 
 def run(args) -> int:
+  from samjax.inference import validation
   from samjax.inference.image_io import read_image
   from samjax.inference.mask_io import encode_rle, mask_bbox_xywh
   from samjax.inference.visualize import overlay_masks, side_by_side
@@ -110,17 +111,20 @@ def run(args) -> int:
     if os.path.abspath(args.json) == os.path.abspath(args.out):
       raise ValueError(f"--json {args.json}: the same file as --out")
   image = read_image(args.image)
+  coords = labels = None
+  if args.point:
+    coords = np.array([p[:2] for p in args.point], np.float64)
+    labels = np.array([p[2] for p in args.point], np.int32)
+  box = None if args.box is None else np.array(args.box)
+  # The predictor takes prompts outside the image (as officially); on a
+  # command line they are typos.
+  validation.check_inside(coords, labels, box, image.shape[:2])
   from samjax import SamPredictor, load_sam
   t0 = time.time()
   predictor = SamPredictor(load_sam(args.checkpoint, args.variant))
   t1 = time.time()
   predictor.set_image(image)
   t2 = time.time()
-  coords = labels = None
-  if args.point:
-    coords = np.array([p[:2] for p in args.point], np.float64)
-    labels = np.array([p[2] for p in args.point], np.int32)
-  box = None if args.box is None else np.array(args.box)
   masks, scores, _ = predictor.predict(coords, labels, box,
                                        multimask_output=args.multimask)
   t3 = time.time()

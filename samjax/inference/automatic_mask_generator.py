@@ -53,11 +53,14 @@ class _Masks:
   stability: np.ndarray          # [K] float32
   points: np.ndarray             # [K, 2] float64, image frame
   crop_boxes: np.ndarray         # [K, 4] int64 xyxy
+  # Records give crop_box as floats (see _generate_masks).
+  float_crop_box: bool = False
 
   def take(self, idx) -> _Masks:
     idx = np.asarray(idx, np.int64)
     return _Masks([self.masks[i] for i in idx], self.boxes[idx], self.iou[idx],
-                  self.stability[idx], self.points[idx], self.crop_boxes[idx])
+                  self.stability[idx], self.points[idx], self.crop_boxes[idx],
+                  self.float_crop_box)
 
   @staticmethod
   def cat(parts: list[_Masks]) -> _Masks:
@@ -78,16 +81,17 @@ class SamAutomaticMaskGenerator:
   ...                    # point_coords, stability_score, crop_box
 
   Arguments are the official ones (see its docstring) plus:
-    points_per_batch: points decoded per jitted call (a multiple of
-      ``prompt_chunk``); larger is fewer dispatches but ~3*L*L*4 bytes of
-      low-res logits per point on device.
+    points_per_batch: points decoded per jitted call (any positive int, as
+      officially; each call is padded up to a multiple of ``prompt_chunk``);
+      larger is fewer dispatches but ~3*L*L*4 bytes of low-res logits per
+      point on device.
     encoder_batch: crops embedded per encoder call.
     prompt_chunk: prompts per step inside the decoder (cache-sized on CPU).
   ``min_mask_region_area`` uses scipy (no OpenCV needed).
   """
 
   def __init__(self, model, points_per_side: int | None = 32,
-               points_per_batch: int = 128, pred_iou_thresh: float = 0.88,
+               points_per_batch: int = 64, pred_iou_thresh: float = 0.88,
                stability_score_thresh: float = 0.95, stability_score_offset: float = 1.0,
                box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
                crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
@@ -110,9 +114,10 @@ class SamAutomaticMaskGenerator:
         crop_nms_thresh=crop_nms_thresh, crop_overlap_ratio=crop_overlap_ratio)
     if crop_n_layers < 0:
       raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
-    if points_per_batch < 1 or points_per_batch % prompt_chunk:
-      raise ValueError(f"points_per_batch={points_per_batch} must be a positive multiple "
-                       f"of prompt_chunk={prompt_chunk}")
+    if points_per_batch < 1:
+      raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+    if prompt_chunk < 1:
+      raise ValueError(f"prompt_chunk must be >= 1, got {prompt_chunk}")
     if points_per_side is not None:
       if points_per_side < 1:
         raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
@@ -153,7 +158,8 @@ class SamAutomaticMaskGenerator:
     """HxWx3 uint8 RGB image -> one record per mask (official keys):
     segmentation (HxW bool, or RLE dict per ``output_mode``), area (int),
     bbox ([x, y, w, h]), predicted_iou, point_coords ([[x, y]]),
-    stability_score, crop_box ([x, y, w, h])."""
+    stability_score, crop_box ([x, y, w, h]; ints, or floats exactly when
+    the official gives floats: several crops, one of them without masks)."""
     image = validation.check_image(image, "RGB")
     t0 = time.perf_counter()
     data = self._generate_masks(image)
@@ -175,6 +181,11 @@ class SamAutomaticMaskGenerator:
     parts = [self._process_crop(image, emb, box, layer, orig_size)
              for emb, box, layer in zip(embeddings, crop_boxes, layers)]
     data = _Masks.cat(parts)
+    # The official record types: crop boxes are an int tensor per crop, but
+    # a crop without masks contributes torch.tensor([]) (float32), and
+    # concatenating it promotes every crop box to float. Same here, so that
+    # records (and the JSON / CSV written from them) are the official ones.
+    data.float_crop_box = len(crop_boxes) > 1 and any(len(p.iou) == 0 for p in parts)
     if len(crop_boxes) > 1 and len(data.iou):
       # Prefer masks from smaller crops (official score: 1 / crop area).
       cb = data.crop_boxes
@@ -222,9 +233,12 @@ class SamAutomaticMaskGenerator:
     chunks, cand = [], []  # gathered logits on device; (chunk, row, flat index)
     iou_all, stab_all, box_all = [], [], []
     ppb = self.points_per_batch
+    # The decoder walks the prompts in chunks of prompt_chunk: pad each call
+    # up to whole chunks (padded points' masks are never looked at).
+    padded = -(-ppb // self.prompt_chunk) * self.prompt_chunk
     for start in range(0, len(coords), ppb):
       n = min(ppb, len(coords) - start)
-      batch = np.zeros((ppb, 2), np.float32)
+      batch = np.zeros((padded, 2), np.float32)
       batch[:n] = coords[start:start + n]
       low, iou = K.decode_points(self._params, embedding, self._image_pe, batch,
                                  model=self._model, prompt_chunk=self.prompt_chunk)
@@ -330,7 +344,8 @@ class SamAutomaticMaskGenerator:
           "predicted_iou": float(data.iou[i]),
           "point_coords": [[float(v) for v in data.points[i]]],
           "stability_score": float(data.stability[i]),
-          "crop_box": U.box_xyxy_to_xywh(data.crop_boxes[i]),
+          "crop_box": [float(v) for v in U.box_xyxy_to_xywh(data.crop_boxes[i])]
+                      if data.float_crop_box else U.box_xyxy_to_xywh(data.crop_boxes[i]),
       })
     return records
 

@@ -135,7 +135,8 @@ class SamPredictor:
     """One prompt (official semantics and argument conventions).
 
     Args:
-      point_coords: Nx2 (x, y) pixels in the original image.
+      point_coords: Nx2 (x, y) pixels in the original image frame (points
+        outside the image are taken, as officially).
       point_labels: N labels, 1 foreground / 0 background / -1 not a point
         (official padding: coordinates ignored).
       box: length-4 or 1x4 (x0, y0, x1, y1).
@@ -147,17 +148,17 @@ class SamPredictor:
       low_res_logits Cx256x256.
     """
     self._require_image()
-    hw, ms = self.original_size, self._model.config.mask_input_size
+    ms = self._model.config.mask_input_size
     if point_coords is None and box is None and mask_input is None:
       raise ValueError("give at least one prompt: point_coords, box or mask_input")
     coords = labels = None
     if point_coords is not None:
-      coords, labels = validation.check_points(point_coords, point_labels, hw, batched=False)
+      coords, labels = validation.check_points(point_coords, point_labels, batched=False)
       coords, labels = coords[None], labels[None]
     elif point_labels is not None:
       raise ValueError("point_labels given without point_coords")
     if box is not None:
-      box = validation.check_boxes(box, hw, batched=False)[None]
+      box = validation.check_boxes(box, batched=False)[None]
     if mask_input is not None:
       mask_input = validation.check_mask_input(mask_input, ms, batched=False)[None]
     validation.check_some_prompt(labels, [box is not None], [mask_input is not None])
@@ -180,18 +181,18 @@ class SamPredictor:
       masks BxCxHxW, iou_predictions BxC, low_res_logits BxCx256x256.
     """
     self._require_image()
-    hw, ms = self.original_size, self._model.config.mask_input_size
+    ms = self._model.config.mask_input_size
     if point_coords is None and boxes is None and mask_input is None:
       raise ValueError("give at least one prompt: point_coords, boxes or mask_input")
     counts = set()
     coords = labels = None
     if point_coords is not None:
-      coords, labels = validation.check_points(point_coords, point_labels, hw, batched=True)
+      coords, labels = validation.check_points(point_coords, point_labels, batched=True)
       counts.add(coords.shape[0])
     elif point_labels is not None:
       raise ValueError("point_labels given without point_coords")
     if boxes is not None:
-      boxes = validation.check_boxes(boxes, hw, batched=True)
+      boxes = validation.check_boxes(boxes, batched=True)
       counts.add(boxes.shape[0])
     if mask_input is not None:
       mask_input = validation.check_mask_input(mask_input, ms, batched=True)

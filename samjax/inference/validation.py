@@ -37,9 +37,10 @@ def _finite(name: str, array: np.ndarray):
     raise ValueError(f"{name} contains NaN or infinite values: {array.tolist()}")
 
 
-def check_points(coords, labels, image_hw: tuple[int, int], batched: bool
-                 ) -> tuple[np.ndarray, np.ndarray]:
-  """coords [(B,) N, 2] (x, y) pixels inside the image; labels [(B,) N] in {1, 0, -1}.
+def check_points(coords, labels, batched: bool) -> tuple[np.ndarray, np.ndarray]:
+  """coords [(B,) N, 2] (x, y) pixels; labels [(B,) N] in {1, 0, -1}.
+
+  Points outside the image are taken, as officially (see ``check_inside``).
 
   Label -1 is the official "not a point" (what the official code pads point
   lists with): its coordinates are ignored (not even range-checked) and it
@@ -63,14 +64,34 @@ def check_points(coords, labels, image_hw: tuple[int, int], batched: bool
   if bad.any():
     raise ValueError(f"point_labels must be {LABELS_TEXT}; got "
                      f"{sorted(set(np.asarray(labels)[bad].tolist()))}")
-  h, w = image_hw
-  outside = ((coords[..., 0] < 0) | (coords[..., 0] > w) |
-             (coords[..., 1] < 0) | (coords[..., 1] > h)) & (labels != -1)
-  if outside.any():
-    first = coords[outside][0].tolist()
-    raise ValueError(f"{int(outside.sum())} point(s) outside the {w}x{h} (WxH) image, "
-                     f"e.g. (x, y) = {first}")
   return coords, labels.astype(np.int32)
+
+
+def check_inside(coords, labels, boxes, image_hw: tuple[int, int]) -> None:
+  """Refuses points (label != -1) and boxes outside the image.
+
+  The predictor itself takes them (the official one just transforms them;
+  the model extrapolates its positional encoding); command lines call this
+  because there a point outside the image is almost always a typo.
+
+  Args:
+    coords: [N, 2] (x, y) or None; labels: [N] or None; boxes: [4] or None.
+  """
+  h, w = image_hw
+  if coords is not None:
+    coords, labels = np.asarray(coords, np.float64), np.asarray(labels)
+    outside = ((coords[..., 0] < 0) | (coords[..., 0] > w) |
+               (coords[..., 1] < 0) | (coords[..., 1] > h)) & (labels != -1)
+    if outside.any():
+      first = coords[outside][0].tolist()
+      raise ValueError(f"{int(outside.sum())} point(s) outside the {w}x{h} (WxH) image, "
+                       f"e.g. (x, y) = {first}")
+  if boxes is not None:
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    outside = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h)
+    if outside.any():
+      raise ValueError(f"box {b[outside][0].tolist()} extends outside the {w}x{h} (WxH) "
+                       "image")
 
 
 def check_some_prompt(labels, has_box, has_mask) -> None:
@@ -90,8 +111,8 @@ def check_some_prompt(labels, has_box, has_mask) -> None:
                      f"{LABELS_TEXT}")
 
 
-def check_boxes(boxes, image_hw: tuple[int, int], batched: bool) -> np.ndarray:
-  """[(B,) 4] x0, y0, x1, y1 with x0 <= x1, y0 <= y1.
+def check_boxes(boxes, batched: bool) -> np.ndarray:
+  """[(B,) 4] x0, y0, x1, y1 with x0 <= x1, y0 <= y1 (may reach outside the image).
 
   Unbatched, a 1x4 box is taken too (the official notebook passes
   ``input_box[None, :]``); it comes back as length 4.
@@ -109,10 +130,6 @@ def check_boxes(boxes, image_hw: tuple[int, int], batched: bool) -> np.ndarray:
   if flipped.any():
     raise ValueError(f"box must be x0, y0, x1, y1 with x1 >= x0 and y1 >= y0; got "
                      f"{b[flipped][0].tolist()}")
-  h, w = image_hw
-  outside = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h)
-  if outside.any():
-    raise ValueError(f"box {b[outside][0].tolist()} extends outside the {w}x{h} (WxH) image")
   return boxes
 
 

@@ -163,8 +163,8 @@ def test_bad_arguments(pair):
     SamAutomaticMaskGenerator(loaded, points_per_side=None)
   with pytest.raises(ValueError, match="output_mode"):
     SamAutomaticMaskGenerator(loaded, output_mode="png")
-  with pytest.raises(ValueError, match="multiple of prompt_chunk"):
-    SamAutomaticMaskGenerator(loaded, points_per_batch=10)
+  with pytest.raises(ValueError, match="points_per_batch must be >= 1"):
+    SamAutomaticMaskGenerator(loaded, points_per_batch=0)
   with pytest.raises(ValueError, match="one per layer"):
     SamAutomaticMaskGenerator(loaded, points_per_side=None, crop_n_layers=1,
                               point_grids=[amg_utils.build_point_grid(4)])

@@ -80,8 +80,6 @@ def test_bad_images_are_explained(predictor, image, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(point_coords=np.array([[700.0, 10.0]]), point_labels=np.array([1])), "outside"),
-    (dict(point_coords=np.array([[10.0, -1.0]]), point_labels=np.array([1])), "outside"),
     (dict(point_coords=np.array([[10.0, 10.0]]), point_labels=np.array([2])), "1 .foreground"),
     (dict(point_coords=np.array([[10.0, 10.0]]), point_labels=np.array([-1])), "0 .background"),
     (dict(point_coords=np.array([[np.nan, 10.0]]), point_labels=np.array([1])), "NaN"),
