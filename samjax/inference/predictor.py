@@ -170,13 +170,17 @@ class SamPredictor:
                     point_labels: np.ndarray | None = None,
                     boxes: np.ndarray | None = None,
                     mask_input: np.ndarray | None = None,
-                    multimask_output: bool = True, return_logits: bool = False):
+                    multimask_output: bool = True, return_logits: bool = False,
+                    *, transformed: bool = False):
     """B prompts for the current image in one call (cf. official ``predict_torch``).
 
     Args:
       point_coords: BxNx2 (x, y) in the original image; point_labels BxN
         (1 / 0 / -1 as in ``predict``; -1 pads prompts with fewer points).
       boxes: Bx4; mask_input: Bx1x256x256.
+      transformed: coordinates and boxes are already in the resized model
+        input frame (``ResizeLongestSide`` applied), as the official
+        ``predict_torch`` takes them.
     Returns:
       masks BxCxHxW, iou_predictions BxC, low_res_logits BxCx256x256.
     """
@@ -204,39 +208,68 @@ class SamPredictor:
     validation.check_some_prompt(labels, np.full(b, boxes is not None),
                                  np.full(b, mask_input is not None))
     return self._predict(coords, labels, boxes, mask_input, b,
-                         multimask_output, return_logits)
+                         multimask_output, return_logits, transformed)
 
   def _predict(self, coords, labels, boxes, mask_input, b, multimask_output,
-               return_logits):
-    """Validated [B, ...] prompts (original frame) -> padded, jitted decode."""
+               return_logits, transformed: bool = False):
+    """Validated [B, ...] prompts (original frame unless ``transformed``) ->
+    padded, jitted decode."""
     hw, s = self.original_size, self.image_size
-    ms = self._model.config.mask_input_size
-    pb = bucket(b, self._prompt_buckets)
-    n = coords.shape[1] if coords is not None else 1
-    nb = bucket(n, self._point_buckets)
+    if not transformed:
+      coords = None if coords is None else apply_coords(coords, hw, s)
+      boxes = None if boxes is None else apply_boxes(boxes, hw, s)
+    return decode_prompts(
+        self._model, self._params, self.features, self._image_pe, coords, labels,
+        boxes, mask_input, b, input_size=self.input_size, original_size=hw,
+        multimask_output=multimask_output, return_logits=return_logits,
+        point_buckets=self._point_buckets, prompt_buckets=self._prompt_buckets)
 
-    c_in = l_in = pv = b_in = bv = m_in = mv = None
-    if coords is not None:
-      c_in = np.zeros((pb, nb, 2), np.float32)
-      l_in = np.zeros((pb, nb), np.int32)
-      pv = np.zeros((pb, nb), bool)
-      c_in[:b, :n] = apply_coords(coords, hw, s)
-      l_in[:b, :n] = labels
-      pv[:b, :n] = True
-    if boxes is not None:
-      b_in = np.zeros((pb, 4), np.float32)
-      bv = np.arange(pb) < b
-      b_in[:b] = apply_boxes(boxes, hw, s)
-    if mask_input is not None:
-      m_in = np.zeros((pb, ms, ms), np.float32)
-      mv = np.arange(pb) < b
-      m_in[:b] = mask_input[:, 0]
 
-    masks, iou, low = _decode(
-        self._params, self.features, self._image_pe, c_in, l_in, pv, b_in, bv, m_in, mv,
-        model=self._model, multimask=bool(multimask_output),
-        return_logits=bool(return_logits), input_size=self.input_size,
-        original_size=self.original_size)
-    # Slice on the host: slicing device arrays would dispatch extra programs.
-    masks, iou, low = jax.device_get((masks, iou, low))
-    return masks[:b], iou[:b].astype(np.float32), low[:b].astype(np.float32)
+def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, boxes,
+                   mask_input, b: int, *, input_size: tuple[int, int],
+                   original_size: tuple[int, int], multimask_output: bool,
+                   return_logits: bool, point_buckets: Sequence[int] = POINT_BUCKETS,
+                   prompt_buckets: Sequence[int] = PROMPT_BUCKETS):
+  """B validated prompts for one embedded image, already in the model input
+  frame -> padded to buckets, one jitted decode, sliced back on the host.
+
+  Args:
+    features: [1, C, h, w] image embedding; image_pe: ``model.dense_pe(params)``.
+    coords: [B, N, 2] or None; labels: [B, N] int or None; boxes: [B, 4] or
+      None; mask_input: [B, 1, 4h, 4w] or None (at least one is given).
+    input_size: (h, w) of the resized image before padding; original_size:
+      (H, W) the masks are returned at.
+  Returns:
+    masks [B, K, H, W] (bool, or float32 logits), iou [B, K] float32,
+    low-res logits [B, K, 4h, 4w] float32 (numpy).
+  """
+  ms = model.config.mask_input_size
+  pb = bucket(b, prompt_buckets)
+  n = coords.shape[1] if coords is not None else 1
+  nb = bucket(n, point_buckets)
+
+  c_in = l_in = pv = b_in = bv = m_in = mv = None
+  if coords is not None:
+    c_in = np.zeros((pb, nb, 2), np.float32)
+    l_in = np.zeros((pb, nb), np.int32)
+    pv = np.zeros((pb, nb), bool)
+    c_in[:b, :n] = coords
+    l_in[:b, :n] = labels
+    pv[:b, :n] = True
+  if boxes is not None:
+    b_in = np.zeros((pb, 4), np.float32)
+    bv = np.arange(pb) < b
+    b_in[:b] = boxes
+  if mask_input is not None:
+    m_in = np.zeros((pb, ms, ms), np.float32)
+    mv = np.arange(pb) < b
+    m_in[:b] = mask_input[:, 0]
+
+  masks, iou, low = _decode(
+      params, features, image_pe, c_in, l_in, pv, b_in, bv, m_in, mv,
+      model=model, multimask=bool(multimask_output),
+      return_logits=bool(return_logits), input_size=tuple(input_size),
+      original_size=tuple(original_size))
+  # Slice on the host: slicing device arrays would dispatch extra programs.
+  masks, iou, low = jax.device_get((masks, iou, low))
+  return masks[:b], iou[:b].astype(np.float32), low[:b].astype(np.float32)

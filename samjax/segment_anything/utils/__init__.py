@@ -1,0 +1,1 @@
+"""``segment_anything.utils`` counterpart: ``transforms`` and ``amg``."""
