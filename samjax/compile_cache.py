@@ -6,8 +6,12 @@ step. With the cache on, a compiled executable is written to a folder keyed
 by the program, the jax/XLA version and the devices, and a later process
 with the same program loads it instead of compiling.
 
-``samjax`` commands turn it on by default; Python users call
-``samjax.enable_compile_cache()`` once before their first jitted call.
+``samjax`` commands turn it on by default, and so do the Python entry points
+that compile on behalf of the user (``SamPredictor`` and
+``SamAutomaticMaskGenerator``, core and ``samjax.segment_anything``:
+``ensure_compile_cache``), unless jax's cache is already configured (kept
+as it is) or ``SAMJAX_COMPILATION_CACHE=off``. ``samjax.enable_compile_cache()``
+turns it on explicitly (another folder, another threshold).
 
 Where: ``path`` argument, else ``$SAMJAX_COMPILATION_CACHE``, else an already
 configured ``$JAX_COMPILATION_CACHE_DIR``, else
@@ -89,4 +93,26 @@ def enable_compile_cache(path: str | None = None,
   jax.config.update("jax_compilation_cache_dir", folder)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
   jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+  return folder
+
+
+def ensure_compile_cache() -> str | None:
+  """The Python API's default: the cache on, unless already configured.
+
+  A folder the user (or an earlier call) gave jax is kept as it is;
+  ``SAMJAX_COMPILATION_CACHE=off`` keeps it off. Otherwise the default
+  folder is turned on, also after jax has already compiled something in
+  this process (jax decides once, at its first compile, whether a cache is
+  used; that decision is reset so later programs use the new folder).
+  Returns the folder in use, or None.
+  """
+  import jax
+  from jax.experimental.compilation_cache import compilation_cache
+
+  configured = jax.config.jax_compilation_cache_dir
+  if configured:
+    return configured
+  folder = enable_compile_cache()
+  if folder is not None:
+    compilation_cache.reset_cache()
   return folder

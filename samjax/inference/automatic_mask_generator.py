@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from samjax.compile_cache import ensure_compile_cache
 from samjax.inference import amg_kernels as K
 from samjax.inference import amg_utils as U
 from samjax.inference import validation
@@ -37,6 +38,7 @@ from samjax.inference.mask_io import encode_rle
 from samjax.inference.transforms import (
   apply_coords,
   get_preprocess_shape,
+  normalize_and_pad_host,
   resize_longest_side,
 )
 from samjax.model.sam import SamModel
@@ -87,6 +89,8 @@ class SamAutomaticMaskGenerator:
       point on device.
     encoder_batch: crops embedded per encoder call.
     prompt_chunk: prompts per step inside the decoder (cache-sized on CPU).
+    compile_cache: turn jax's persistent compilation cache on unless it is
+      already configured (``samjax.compile_cache.ensure_compile_cache``).
   ``min_mask_region_area`` uses scipy (no OpenCV needed).
   """
 
@@ -98,7 +102,10 @@ class SamAutomaticMaskGenerator:
                crop_n_points_downscale_factor: int = 1,
                point_grids: list[np.ndarray] | None = None,
                min_mask_region_area: int = 0, output_mode: str = "binary_mask",
-               *, encoder_batch: int = 4, prompt_chunk: int = 4):
+               *, encoder_batch: int = 4, prompt_chunk: int = 4,
+               compile_cache: bool = True):
+    if compile_cache:
+      ensure_compile_cache()
     if not hasattr(model, "params") or not hasattr(model, "model"):
       raise TypeError("SamAutomaticMaskGenerator takes the result of samjax.load_sam(...) "
                       f"(model + params), got {type(model).__name__}")
@@ -205,8 +212,7 @@ class SamAutomaticMaskGenerator:
     def prep(box):
       x0, y0, x1, y1 = box
       crop = resize_longest_side(np.ascontiguousarray(image[y0:y1, x0:x1]), s)
-      return np.asarray(self._model.preprocess(crop.transpose(2, 0, 1)[None]
-                                             .astype(np.float32)))[0]
+      return normalize_and_pad_host(crop.transpose(2, 0, 1), s)
 
     out = [K.embed(self._params, prep(crop_boxes[0])[None], model=self._model)]
     rest, eb = crop_boxes[1:], self.encoder_batch

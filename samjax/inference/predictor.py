@@ -17,17 +17,20 @@ mask convolutions), at the price of at most 4 programs per bucket.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
 
 import jax
 import numpy as np
 
+from samjax.compile_cache import ensure_compile_cache
 from samjax.inference import validation
 from samjax.inference.buckets import POINT_BUCKETS, PROMPT_BUCKETS, bucket
 from samjax.inference.transforms import (
   apply_boxes,
   apply_coords,
   get_preprocess_shape,
+  normalize_and_pad_host,
   postprocess_masks,
   resize_longest_side,
 )
@@ -66,11 +69,25 @@ class SamPredictor:
   """
 
   def __init__(self, sam_model, point_buckets: Sequence[int] = POINT_BUCKETS,
-               prompt_buckets: Sequence[int] = PROMPT_BUCKETS):
-    """``sam_model``: a ``samjax.LoadedSam`` (from ``samjax.load_sam``)."""
+               prompt_buckets: Sequence[int] = PROMPT_BUCKETS, *,
+               warmup: bool = False, compile_cache: bool = True):
+    """
+    Args:
+      sam_model: a ``samjax.LoadedSam`` (from ``samjax.load_sam``).
+      point_buckets, prompt_buckets: padded sizes (``samjax.inference.buckets``).
+      warmup: at every ``set_image``, compile (or load from the compilation
+        cache) the programs of the usual first prompts for that image size
+        (``warm_up``), so the first click does not wait for XLA.
+      compile_cache: turn jax's persistent compilation cache on unless it is
+        already configured (``samjax.compile_cache.ensure_compile_cache``):
+        a second process with the same model loads the compiled programs.
+    """
     if not hasattr(sam_model, "params") or not hasattr(sam_model, "model"):
       raise TypeError("SamPredictor takes the result of samjax.load_sam(...) "
                       f"(model + params), got {type(sam_model).__name__}")
+    if compile_cache:
+      ensure_compile_cache()
+    self.warmup = bool(warmup)
     self.model = sam_model
     self._model: SamModel = sam_model.model
     self._params = sam_model.params
@@ -106,11 +123,38 @@ class SamPredictor:
                        f"{tuple(original_image_size)} (expected {expected})")
     self.reset_image()
     chw = np.ascontiguousarray(transformed_image.transpose(2, 0, 1))[None]
-    x = self._model.preprocess(chw.astype(np.float32))
+    x = normalize_and_pad_host(chw, self.image_size)
     self.features = self._embed(self._params, x)
     self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
     self.input_size = (h, w)
     self.is_image_set = True
+    if self.warmup:
+      self.warm_up()
+
+  # The prompts of an interactive session's first clicks: one point with
+  # three masks, a refinement (two points + the previous mask, one mask),
+  # a box (one mask).
+  WARM_UP_PROMPTS = (
+      dict(point_coords=[[0.0, 0.0]], point_labels=[1], multimask_output=True),
+      dict(point_coords=[[0.0, 0.0], [1.0, 1.0]], point_labels=[1, 0],
+           with_mask_input=True, multimask_output=False),
+      dict(box=[0.0, 0.0, 1.0, 1.0], multimask_output=False),
+  )
+
+  def warm_up(self) -> float:
+    """Runs ``WARM_UP_PROMPTS`` once on the current image (results thrown
+    away) so their programs are compiled, or loaded from the compilation
+    cache, before the user's first prompt. Returns the seconds it took."""
+    self._require_image()
+    start = time.perf_counter()
+    low = self._model.config.mask_input_size
+    for prompt in self.WARM_UP_PROMPTS:
+      kw = {k: np.asarray(v) if isinstance(v, list) else v for k, v in prompt.items()
+            if k != "with_mask_input"}
+      if prompt.get("with_mask_input"):
+        kw["mask_input"] = np.zeros((1, low, low), np.float32)
+      self.predict(**kw)
+    return time.perf_counter() - start
 
   def get_image_embedding(self) -> np.ndarray:
     """The cached embedding, [1, C, h, w] (C=256, h=w=64 for SAM)."""

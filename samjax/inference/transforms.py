@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from samjax.model.configs import PIXEL_MEAN, PIXEL_STD
+
 
 def get_preprocess_shape(old_h: int, old_w: int, long_side: int) -> tuple[int, int]:
   """(new_h, new_w) with the longest side = ``long_side`` (official rounding)."""
@@ -46,6 +48,27 @@ def apply_boxes(boxes: np.ndarray, original_size: tuple[int, int], long_side: in
   boxes = np.asarray(boxes)
   return apply_coords(boxes.reshape(boxes.shape[:-1] + (2, 2)), original_size,
                       long_side).reshape(boxes.shape)
+
+
+def normalize_and_pad_host(images: np.ndarray, size: int) -> np.ndarray:
+  """[..., 3, H, W] RGB 0-255 -> normalised, zero-padded float32 [..., 3, size, size].
+
+  The numpy twin of ``samjax.model.sam.normalize_and_pad`` (the official
+  ``Sam.preprocess``) for inference on the host: as jax ops it would compile
+  three small programs for every new image shape, each time a process starts
+  (too small for the persistent compilation cache to keep), before the first
+  mask. float32 subtract and divide round the same in numpy and XLA.
+  """
+  x = np.asarray(images, np.float32)
+  h, w = x.shape[-2:]
+  if h > size or w > size:
+    raise ValueError(f"image {h}x{w} larger than the model input {size}; resize "
+                     "the longest side to it first")
+  mean = np.asarray(PIXEL_MEAN, np.float32).reshape(3, 1, 1)
+  std = np.asarray(PIXEL_STD, np.float32).reshape(3, 1, 1)
+  out = np.zeros(x.shape[:-2] + (size, size), np.float32)
+  out[..., :h, :w] = (x - mean) / std
+  return out
 
 
 def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:

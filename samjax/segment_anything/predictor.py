@@ -20,14 +20,16 @@ from samjax.segment_anything.utils.transforms import ResizeLongestSide
 class SamPredictor:
   """Embeds an image once, then answers prompts (official semantics)."""
 
-  def __init__(self, sam_model: Sam) -> None:
+  def __init__(self, sam_model: Sam, *, warmup: bool = False) -> None:
+    """``warmup=True`` (samjax's addition): compile the first prompts'
+    programs at every ``set_image`` (``samjax.SamPredictor.warm_up``)."""
     if not isinstance(sam_model, Sam):
       raise TypeError("samjax.segment_anything.SamPredictor takes a model from "
                       "samjax.segment_anything.sam_model_registry[...](checkpoint=...), "
                       f"got {type(sam_model).__name__}")
     self.model = sam_model
     self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
-    self._core = _CorePredictor(sam_model.loaded)
+    self._core = _CorePredictor(sam_model.loaded, warmup=warmup)
 
   # ---- state (the core predictor's, seen the official way) ---------------
   @property

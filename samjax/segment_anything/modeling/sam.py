@@ -17,7 +17,7 @@ import numpy as np
 
 from samjax.inference import validation
 from samjax.inference.predictor import decode_prompts
-from samjax.inference.transforms import postprocess_masks
+from samjax.inference.transforms import normalize_and_pad_host, postprocess_masks
 from samjax.loading import LoadedSam
 from samjax.model.configs import PIXEL_MEAN, PIXEL_STD
 from samjax.segment_anything import tensors
@@ -104,7 +104,7 @@ class Sam:
   # ---- official methods ---------------------------------------------------
   def preprocess(self, x):
     """[..., 3, H, W] 0-255 -> normalised, zero-padded [..., 3, S, S]."""
-    out = np.asarray(self.loaded.model.preprocess(tensors.to_numpy(x, np.float32)))
+    out = normalize_and_pad_host(tensors.to_numpy(x, np.float32), self.image_encoder.img_size)
     return tensors.like(out, x)
 
   def postprocess_masks(self, masks, input_size, original_size):
@@ -130,7 +130,8 @@ class Sam:
     """
     model, params = self.loaded.model, self.loaded.params
     images = [tensors.to_numpy(r["image"], np.float32) for r in batched_input]
-    emb = self._embed(params, np.stack([np.asarray(model.preprocess(x)) for x in images]))
+    size = model.config.image_size
+    emb = self._embed(params, np.stack([normalize_and_pad_host(x, size) for x in images]))
     outputs = []
     for i, record in enumerate(batched_input):
       coords, labels, boxes, masks, b = _prompts(record, model.config.mask_input_size)
