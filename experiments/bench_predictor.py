@@ -8,6 +8,12 @@ converted), same photograph. Measures:
 Both include post-processing to full-resolution masks, as the official
 ``predict`` does. Prints medians and samjax's speed-up.
 
+Then time to first mask, each in a fresh Python process started by this one
+(interpreter start, imports, loading the .pth, set_image, one click): the
+official package, samjax with an empty compilation cache (cold: every
+program compiled) and samjax again on the cache the cold run left (warm:
+what a user's second session costs). ``--skip-first-mask`` leaves it out.
+
   python experiments/bench_predictor.py [--variant vit_b] [--runs 10]
   python experiments/bench_predictor.py --write experiments/results
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -26,6 +33,8 @@ from bench_common import Report, loaded_and_official, make_parser, median, time_
 def main(argv=None):
   ap = make_parser(__doc__, variant="vit_b", runs=10, runs_help="timed decode calls per case")
   ap.add_argument("--image-runs", type=int, default=2, help="timed set_image calls")
+  ap.add_argument("--skip-first-mask", action="store_true",
+                  help="leave out the fresh-process time-to-first-mask runs")
   args = ap.parse_args(argv)
 
   import skimage.data
@@ -80,7 +89,72 @@ def main(argv=None):
     a, b = median(t_ours), median(t_off)
     per = f" (per box: {a / 64e-3:.2f} ms vs {b / 64e-3:.2f} ms)" if "64" in name else ""
     say(f"| {name} | {a * 1e3:.1f} ms | {b * 1e3:.1f} ms | {b / a:.2f}x{per} |")
+  if not args.skip_first_mask:
+    first_mask_table(say, official_sam, args.variant)
   report.write(args.write, f"bench_predictor_{args.variant}")
+
+
+# A user's first session, in a fresh process: argv = package, .pth, variant.
+FIRST_MASK_SCRIPT = """
+import sys, time, json
+start = time.perf_counter()
+import numpy as np, skimage.data
+package, pth, variant = sys.argv[1:4]
+if package == "official":
+  from segment_anything import SamPredictor, sam_model_registry
+else:
+  from samjax.segment_anything import SamPredictor, sam_model_registry
+t = {"import": time.perf_counter() - start}
+sam = sam_model_registry[variant](checkpoint=pth)
+t["load"] = time.perf_counter() - start - sum(t.values())
+predictor = SamPredictor(sam)
+image = skimage.data.coffee()
+predictor.set_image(image)
+t["set_image"] = time.perf_counter() - start - sum(t.values())
+predictor.predict(point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1]))
+t["first_click"] = time.perf_counter() - start - sum(t.values())
+print(json.dumps(t))
+"""
+
+
+def first_mask_table(say, official_sam, variant: str) -> None:
+  """Fresh-process time to first mask: official, samjax cold, samjax warm."""
+  import json
+  import subprocess
+  import tempfile
+
+  import torch
+
+  with tempfile.TemporaryDirectory() as tmp:
+    pth = os.path.join(tmp, f"{variant}.pth")
+    torch.save(official_sam.state_dict(), pth)
+    cache = os.path.join(tmp, "xla-cache")
+    env = dict(os.environ, SAMJAX_COMPILATION_CACHE=cache)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
+    say("")
+    say("Time to first mask in a fresh process (start, imports, load .pth, "
+        "set_image, one click):")
+    say("| run | total | import | load | set_image | first click |")
+    say("|---|---|---|---|---|---|")
+    runs = [("official", "official"), ("samjax, cold cache", "samjax"),
+            ("samjax, warm cache", "samjax")]
+    totals = {}
+    for name, package in runs:
+      start = time.perf_counter()
+      out = subprocess.run([sys.executable, "-c", FIRST_MASK_SCRIPT, package, pth, variant],
+                           env=env, capture_output=True, text=True, check=False)
+      total = time.perf_counter() - start
+      if out.returncode != 0:
+        raise SystemExit(f"{name} run failed:\n{out.stderr[-3000:]}")
+      t = json.loads(out.stdout.strip().splitlines()[-1])
+      totals[name] = total
+      say(f"| {name} | {total:.1f} s | {t['import']:.1f} s | {t['load']:.1f} s | "
+          f"{t['set_image']:.1f} s | {t['first_click']:.2f} s |")
+    say(f"samjax warm / official: {totals['official'] / totals['samjax, warm cache']:.2f}x "
+        f"faster to the first mask; cold / official: "
+        f"{totals['official'] / totals['samjax, cold cache']:.2f}x.")
 
 
 if __name__ == "__main__":

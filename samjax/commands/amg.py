@@ -14,6 +14,7 @@ import zlib
 
 from data_pipelines import atomic_io
 from samjax.commands import amg_official
+from samjax.commands.generator_flags import add_generator_flags, generator_kwargs
 
 HELP = """\
 Fully automatic masks for every image (SAM's data engine), one SA-1B-format
@@ -99,29 +100,7 @@ def register(subparsers):
                  help="official flag: cuda / cuda:N -> JAX's gpu, cpu -> cpu, tpu; "
                       "None: JAX's default device. An unavailable device is noted and "
                       "the default used")
-  g = p.add_argument_group("generator settings (official names and defaults)")
-  g.add_argument("--points-per-side", type=int, default=32,
-                 help="grid of points-per-side^2 point prompts")
-  g.add_argument("--points-per-batch", type=int, default=64,
-                 help="points decoded per jitted call (any positive number)")
-  g.add_argument("--pred-iou-thresh", type=float, default=0.88,
-                 help="drop masks whose predicted IoU is below this")
-  g.add_argument("--stability-score-thresh", type=float, default=0.95,
-                 help="drop masks whose stability score is below this")
-  g.add_argument("--stability-score-offset", type=float, default=1.0,
-                 help="logit offset of the stability score")
-  g.add_argument("--box-nms-thresh", type=float, default=0.7,
-                 help="box IoU above which a duplicate mask is dropped")
-  g.add_argument("--crop-n-layers", type=int, default=0,
-                 help="if > 0, also run on crops, this many layers of them")
-  g.add_argument("--crop-nms-thresh", type=float, default=0.7,
-                 help="box IoU above which duplicates across crops are dropped")
-  g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500,
-                 help="overlap of neighbouring crops (fraction of the image side)")
-  g.add_argument("--crop-n-points-downscale-factor", type=int, default=1,
-                 help="points-per-side is divided by this in each crop layer")
-  g.add_argument("--min-mask-region-area", type=int, default=0,
-                 help="remove holes and islands smaller than this (pixels); 0: off")
+  add_generator_flags(p)
   p.add_argument("--overlays", action="store_true",
                  help="also write <stem>.png overlays (sa1b format)")
   p.add_argument("--copy-images", action="store_true",
@@ -355,14 +334,7 @@ def run(args) -> int:
     binary = official and not args.convert_to_rle
     gen = SamAutomaticMaskGenerator(
         load_sam(args.checkpoint, MODEL_TYPES.get(args.variant, args.variant)),
-        points_per_side=args.points_per_side,
-        points_per_batch=args.points_per_batch, pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
-        stability_score_offset=args.stability_score_offset,
-        box_nms_thresh=args.box_nms_thresh, crop_n_layers=args.crop_n_layers,
-        crop_nms_thresh=args.crop_nms_thresh, crop_overlap_ratio=args.crop_overlap_ratio,
-        crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
-        min_mask_region_area=args.min_mask_region_area,
+        points_per_batch=args.points_per_batch, **generator_kwargs(args),
         output_mode="binary_mask" if binary else "coco_rle")
   ok = n_masks = redone = recopied = 0
   bar = tqdm(tasks, unit="img", disable=args.no_progress or not tasks, file=sys.stderr)

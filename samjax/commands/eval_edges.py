@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 
 PROTOCOL = "edges"
 
@@ -106,29 +104,17 @@ def _score(edges, gt_paths, n_thresholds, max_dist):
 
 def run(args) -> int:
   _check_args(args)
-  from data_pipelines import atomic_io
   from samjax.evaluation.edges_gt import ground_truth_files, read_ground_truth
   from samjax.evaluation.edges_pipeline import EdgeSettings
+  from samjax.evaluation.results import check_out_path, load_evaluated_model
   images = list_image_ids(args.images)
   ids = sorted(images)[:args.limit] if args.limit else sorted(images)
   gt = ground_truth_files(args.gt, ids)
   # Every ground truth is read before the model loads: a bad file fails in
   # seconds, not after hours of inference.
   gt_shapes = {i: read_ground_truth(gt[i])[0].shape for i in ids}
-  if not os.path.exists(args.checkpoint):
-    raise FileNotFoundError(f"--checkpoint: no such file or directory: {args.checkpoint}")
-  if os.path.isdir(args.out):
-    raise ValueError(f"--out {args.out}: is a folder; give a file name inside it")
-  try:
-    atomic_io.ensure_dir(os.path.dirname(os.path.abspath(args.out)))
-  except OSError as e:
-    raise ValueError(f"--out {args.out}: {e.strerror or e}") from e
-
-  from samjax import load_sam
-  from samjax.evaluation.per_image_log import PerImageLog, log_path_for
-  from samjax.evaluation.results import model_info
-  sam = load_sam(args.checkpoint, args.variant)
-  model = model_info(args.checkpoint, sam.config)
+  check_out_path(args.out)
+  sam, model = load_evaluated_model(args.checkpoint, args.variant)
   protocol = EdgeSettings(points_per_side=args.points_per_side)
   settings = {
       "images": os.path.abspath(args.images), "gt": os.path.abspath(args.gt),
@@ -136,33 +122,38 @@ def run(args) -> int:
       "box_nms_thresh": protocol.box_nms_thresh, "thresholds": args.thresholds,
       "max_dist": args.max_dist, "thin": True,
   }
-  # The header layout of the other protocols' logs (``runner.run_protocol``).
-  log = PerImageLog(log_path_for(args.out), {"protocol": PROTOCOL, "model": model, **settings})
-  todo = [i for i in ids if i not in log]
-  if not args.no_progress and len(todo) < len(ids):
-    print(f"{PROTOCOL}: resuming, {len(ids) - len(todo)} of {len(ids)} images already "
-          f"in {log.path}", file=sys.stderr, flush=True)
-  start = time.monotonic()
-  if todo:
-    _evaluate(args, sam, todo, images, gt, gt_shapes, protocol, log)
-  return _report(args, ids, log, settings, model, len(todo), time.monotonic() - start)
+  from samjax.evaluation.edges_metrics import dataset_scores
+  from samjax.evaluation.results import table_row
+  from samjax.evaluation.runner import run_protocol
+
+  def summarize(records):
+    metrics = dataset_scores(records, args.thresholds)
+    del metrics["n_images"]  # the document's num_images
+    return metrics
+
+  doc = run_protocol(
+      protocol=PROTOCOL, out=args.out, settings=settings, model=model, image_ids=ids,
+      summarize=summarize, count_masks=lambda r: r["n_masks"],
+      evaluate_images=lambda todo, emit: _evaluate(args, sam, todo, images, gt, gt_shapes,
+                                                   protocol, emit),
+      extra={"image_ids": ids}, progress=not args.no_progress)
+  print(table_row(doc))
+  return 0
 
 
-def _evaluate(args, sam, todo, images, gt, gt_shapes, protocol, log) -> None:
+def _evaluate(args, sam, todo, images, gt, gt_shapes, protocol, emit) -> None:
   """Runs the model on ``todo`` and scores each image, in ``--workers``
-  processes; each image's counts go to ``log`` as soon as they are ready."""
+  processes; each image's counts go to ``emit`` as soon as they are ready."""
   import concurrent.futures as cf
   import multiprocessing
 
   from samjax import SamPredictor
   from samjax.evaluation.edges_pipeline import detect_edges
-  from samjax.evaluation.runner import Progress
   from samjax.inference.image_io import read_image
   workers = args.workers
   if workers is None:
     workers = max(0, min(8, (os.cpu_count() or 1) - 1))
   predictor = SamPredictor(sam)
-  bar = None if args.no_progress else Progress(PROTOCOL, len(todo))
   # Spawned, not forked: this process runs jax (threads), which fork breaks.
   pool = (cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
           if workers else None)
@@ -171,9 +162,7 @@ def _evaluate(args, sam, todo, images, gt, gt_shapes, protocol, log) -> None:
   def finish(done) -> None:
     for fut in done:
       image_id, info = pending.pop(fut)
-      log.append(image_id, {**fut.result(), **info})
-      if bar:
-        bar.step()
+      emit(image_id, {**fut.result(), **info})
 
   try:
     for image_id in todo:
@@ -187,9 +176,7 @@ def _evaluate(args, sam, todo, images, gt, gt_shapes, protocol, log) -> None:
               "n_masks": result.n_masks, "n_kept": result.n_kept}
       job = (result.edges, gt[image_id], args.thresholds, args.max_dist)
       if pool is None:
-        log.append(image_id, {**_score(*job), **info})
-        if bar:
-          bar.step()
+        emit(image_id, {**_score(*job), **info})
         continue
       pending[pool.submit(_score, *job)] = (image_id, info)
       if len(pending) >= 2 * workers:  # bounded: scoring keeps pace with the model
@@ -201,30 +188,3 @@ def _evaluate(args, sam, todo, images, gt, gt_shapes, protocol, log) -> None:
   finally:
     if pool is not None:
       pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _report(args, ids, log, settings, model, n_evaluated, seconds) -> int:
-  from samjax.evaluation.edges_metrics import dataset_scores
-  from samjax.evaluation.results import results_document, write_results
-  by_id = {r["image"]: r for r in log.records()}
-  records = [by_id[i] for i in ids]
-  metrics = dataset_scores(records, args.thresholds)
-  del metrics["n_images"]  # the document's num_images
-  doc = results_document(PROTOCOL, settings, model, metrics, len(records),
-                         sum(r["n_masks"] for r in records))
-  doc["this_run"] = {"images_evaluated": n_evaluated, "seconds": round(seconds, 3)}
-  doc["image_ids"] = ids
-  doc["per_image_log"] = log.path
-  write_results(args.out, doc)
-  print(table_row(doc))
-  return 0
-
-
-def table_row(doc: dict) -> str:
-  """The paper's Table 3 row: ODS, OIS, AP, R50 as it prints them (.768)."""
-  name = doc["model"].get("variant") or os.path.basename(doc["model"]["checkpoint"] or "?")
-  cells = [PROTOCOL, name, *(f"{title} {doc[key]:.3f}".replace("0.", ".", 1)
-                             for key, title in (("ods", "ODS"), ("ois", "OIS"),
-                                                ("ap", "AP"), ("r50", "R50")))]
-  cells.append(f"{doc['num_images']} images, {doc['num_masks']} masks")
-  return " | ".join(cells)

@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from samjax.commands.generator_flags import add_generator_flags, generator_kwargs
+
 HELP = """\
 Evaluate a model with one of the SAM paper's zero-shot protocols
 (docs/evaluation.md describes each one precisely).
@@ -86,18 +88,7 @@ def register(subparsers):
   prop.add_argument("--rank-by", default="predicted_iou",
                     choices=("predicted_iou", "iou_x_stability"),
                     help="proposal score (default: the predicted IoU)")
-  g = prop.add_argument_group("generator settings (official names and defaults)")
-  g.add_argument("--points-per-side", type=int, default=32)
-  g.add_argument("--points-per-batch", type=int, default=128)
-  g.add_argument("--pred-iou-thresh", type=float, default=0.88)
-  g.add_argument("--stability-score-thresh", type=float, default=0.95)
-  g.add_argument("--stability-score-offset", type=float, default=1.0)
-  g.add_argument("--box-nms-thresh", type=float, default=0.7)
-  g.add_argument("--crop-n-layers", type=int, default=0)
-  g.add_argument("--crop-nms-thresh", type=float, default=0.7)
-  g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
-  g.add_argument("--crop-n-points-downscale-factor", type=int, default=1)
-  g.add_argument("--min-mask-region-area", type=int, default=0)
+  add_generator_flags(prop, points_per_batch=128)
   prop.set_defaults(func=run_proposals)
 
   # The edges protocol lives in its own module; absent, eval has three protocols.
@@ -110,34 +101,20 @@ def register(subparsers):
     eval_edges.add_parser(sub)
 
 
-# Generator arguments recorded with the proposals results (they change the numbers).
-GENERATOR_ARGS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh",
-                  "stability_score_offset", "box_nms_thresh", "crop_n_layers",
-                  "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor",
-                  "min_mask_region_area")
-
-
 def _prepare(args):
   """Checks the inputs, then loads data and model: (dataset, LoadedSam, model info).
 
   Every path is checked before the model loads, so a typo costs no waiting."""
-  from data_pipelines import atomic_io
   from samjax.evaluation.coco_gt import load_dataset
-  from samjax.evaluation.results import model_info
+  from samjax.evaluation.results import check_out_path, load_evaluated_model
   if args.limit is not None and args.limit < 1:
     raise ValueError(f"--limit must be >= 1, got {args.limit}")
   if getattr(args, "batch", 1) < 1:
     raise ValueError(f"--batch must be >= 1, got {args.batch}")
   dataset = load_dataset(args.annotations, args.images)
-  if not os.path.exists(args.checkpoint):
-    raise FileNotFoundError(f"--checkpoint: no such file or directory: {args.checkpoint}")
-  try:
-    atomic_io.ensure_dir(os.path.dirname(os.path.abspath(args.out)))
-  except OSError as e:
-    raise ValueError(f"--out {args.out}: {e.strerror or e}") from e
-  from samjax import load_sam
-  sam = load_sam(args.checkpoint, args.variant)
-  return dataset, sam, model_info(args.checkpoint, sam.config)
+  check_out_path(args.out)
+  sam, model = load_evaluated_model(args.checkpoint, args.variant)
+  return dataset, sam, model
 
 
 def _finish(doc) -> int:
@@ -173,7 +150,7 @@ def run_proposals(args) -> int:
   from samjax import SamAutomaticMaskGenerator
   from samjax.evaluation import proposals
   dataset, sam, model = _prepare(args)
-  gen_settings = {k: getattr(args, k) for k in GENERATOR_ARGS}
+  gen_settings = generator_kwargs(args)
   generator = SamAutomaticMaskGenerator(sam, points_per_batch=args.points_per_batch,
                                         output_mode="coco_rle", **gen_settings)
   doc = proposals.run(generator, dataset, args.out, model=model,

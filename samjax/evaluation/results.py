@@ -52,6 +52,27 @@ def model_info(checkpoint: str, config=None) -> dict:
   return info
 
 
+def check_out_path(out: str) -> None:
+  """``--out`` must name a file whose folder exists or can be made: checked
+  (and the folder made) before a model loads, so a typo costs no waiting."""
+  if os.path.isdir(out):
+    raise ValueError(f"--out {out}: is a folder; give a file name inside it")
+  try:
+    atomic_io.ensure_dir(os.path.dirname(os.path.abspath(out)))
+  except OSError as e:
+    raise ValueError(f"--out {out}: {e.strerror or e}") from e
+
+
+def load_evaluated_model(checkpoint: str, variant: str | None):
+  """(LoadedSam, model info for results.json) of ``--checkpoint``: an
+  official .pth, a converted model folder or a training workdir."""
+  if not os.path.exists(checkpoint):
+    raise FileNotFoundError(f"--checkpoint: no such file or directory: {checkpoint}")
+  from samjax import load_sam
+  sam = load_sam(checkpoint, variant)
+  return sam, model_info(checkpoint, sam.config)
+
+
 def results_document(protocol: str, settings: dict, model: dict, metrics: dict,
                      num_images: int, num_masks: int) -> dict:
   return {"protocol": protocol, "settings": settings, "model": model,
@@ -68,6 +89,11 @@ def _pct(v) -> str:
   return "-" if v is None or v < 0 else f"{100 * v:.1f}"
 
 
+def _fraction(v) -> str:
+  """.768, as the paper's edge table prints ODS/OIS/AP/R50."""
+  return "-" if v is None or v < 0 else f"{v:.3f}".replace("0.", ".", 1)
+
+
 # (metric key, column title) of each protocol's table row.
 COLUMNS = {
     "points": [("miou_1pt", "1pt"), ("miou_1pt_oracle", "1pt oracle")],
@@ -77,14 +103,18 @@ COLUMNS = {
                   ("ar1000_medium", "med."), ("ar1000_large", "large"),
                   ("ar1000_frequent", "freq."), ("ar1000_common", "com."),
                   ("ar1000_rare", "rare")],
+    "edges": [("ods", "ODS"), ("ois", "OIS"), ("ap", "AP"), ("r50", "R50")],
 }
+# Protocols whose paper table prints fractions, not percentages.
+FRACTION_PROTOCOLS = ("edges",)
 
 
 def table_row(doc: dict) -> str:
   """One line for the results ``doc``: model, then the paper's columns."""
   model = doc["model"].get("variant") or os.path.basename(doc["model"]["checkpoint"] or "?")
   cells = [doc["protocol"], model]
-  cells += [f"{title} {_pct(doc[key])}" for key, title in COLUMNS.get(doc["protocol"], [])
+  fmt = _fraction if doc["protocol"] in FRACTION_PROTOCOLS else _pct
+  cells += [f"{title} {fmt(doc[key])}" for key, title in COLUMNS.get(doc["protocol"], [])
             if key in doc]
   if doc["protocol"] == "points" and doc.get("miou_curve"):
     cells.append("curve " + " ".join(_pct(v) for v in doc["miou_curve"]))

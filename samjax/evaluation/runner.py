@@ -47,20 +47,28 @@ class Progress:
 
 
 def run_protocol(*, protocol: str, out: str, settings: dict, model: dict,
-                 image_ids: list, evaluate_image: Callable[[object], dict],
-                 summarize: Callable[[list[dict]], dict],
+                 image_ids: list, summarize: Callable[[list[dict]], dict],
                  count_masks: Callable[[dict], int],
-                 progress: bool = True, stream=None) -> dict:
+                 evaluate_image: Callable[[object], dict] | None = None,
+                 evaluate_images: Callable[[list, Callable[[object, dict], None]], None]
+                 | None = None,
+                 extra: dict | None = None, progress: bool = True, stream=None) -> dict:
   """Evaluates ``image_ids`` (resuming), writes ``out``, returns its document.
 
   Args:
     settings: everything that changes the numbers (protocol flags, model,
       data); a log made with other settings is refused.
     model: ``results.model_info`` of the evaluated model.
-    evaluate_image: image id -> its JSON-serialisable record.
     summarize: the selected images' records (in ``image_ids`` order) -> metrics.
     count_masks: a record -> how many masks it scored.
+    evaluate_image: image id -> its JSON-serialisable record, or, for a
+      protocol that finishes images out of order (scoring in worker
+      processes), ``evaluate_images(todo, emit)`` calling ``emit(id, record)``
+      once per image as each is ready. Exactly one of the two.
+    extra: more keys for the results document.
   """
+  if (evaluate_image is None) == (evaluate_images is None):
+    raise TypeError("give exactly one of evaluate_image / evaluate_images")
   stream = stream or sys.stderr  # looked up now: tests and callers may swap it
   log = PerImageLog(log_path_for(out), {"protocol": protocol, "model": model, **settings})
   todo = [i for i in image_ids if i not in log]
@@ -68,11 +76,19 @@ def run_protocol(*, protocol: str, out: str, settings: dict, model: dict,
     print(f"{protocol}: resuming, {len(image_ids) - len(todo)} of {len(image_ids)} "
           f"images already in {log.path}", file=stream, flush=True)
   bar = Progress(protocol, len(todo), stream) if progress and todo else None
-  start = time.monotonic()
-  for image_id in todo:
-    log.append(image_id, evaluate_image(image_id))
+
+  def emit(image_id, record: dict) -> None:
+    log.append(image_id, record)
     if bar:
       bar.step()
+
+  start = time.monotonic()
+  if evaluate_images is not None:
+    if todo:
+      evaluate_images(todo, emit)
+  else:
+    for image_id in todo:
+      emit(image_id, evaluate_image(image_id))
   seconds = time.monotonic() - start
   by_id = {r["image"]: r for r in log.records()}
   records = [by_id[str(i)] for i in image_ids]
@@ -81,5 +97,7 @@ def run_protocol(*, protocol: str, out: str, settings: dict, model: dict,
                                  sum(count_masks(r) for r in records))
   # This run's share (a resumed run evaluated only the images left).
   doc["this_run"] = {"images_evaluated": len(todo), "seconds": round(seconds, 3)}
+  doc["per_image_log"] = log.path
+  doc.update(extra or {})
   results.write_results(out, doc)
   return doc

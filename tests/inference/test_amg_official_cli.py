@@ -2,12 +2,11 @@
 layout, compared file by file with the official script's code path on the
 same weights.
 
-The official script is not part of the installed package; its output code
-(``write_masks_to_folder`` and the JSON branch of ``main``) is transcribed
-below. The weights are the tiny random ones: low thresholds and no NMS keep
-all 48 masks of a 4x4 grid (such weights give few masks at the official
-thresholds). Inputs are PNGs, so OpenCV (official) and PIL (samjax) decode
-the same pixels.
+The official script is not part of the installed package; it is transcribed
+in ``tests/official_amg_script.py``. The weights are the tiny random ones:
+low thresholds and no NMS keep all 48 masks of a 4x4 grid (such weights
+give few masks at the official thresholds). Inputs are PNGs, so OpenCV
+(official) and PIL (samjax) decode the same pixels.
 """
 
 from __future__ import annotations
@@ -15,14 +14,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+import types
 
 import numpy as np
 import pytest
 import skimage.data
-import torch
 from PIL import Image
 
 from samjax.cli import main
+from tests import official_amg_script
 
 cv2 = pytest.importorskip("cv2")
 
@@ -32,53 +32,16 @@ AMG = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0
 FLAGS = [f for k, v in AMG.items() for f in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def official_write_masks_to_folder(masks, path):
-  """Transcribed from the official scripts/amg.py."""
-  header = "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h"  # noqa: E501
-  metadata = [header]
-  for i, mask_data in enumerate(masks):
-    mask = mask_data["segmentation"]
-    filename = f"{i}.png"
-    cv2.imwrite(os.path.join(path, filename), mask * 255)
-    mask_metadata = [
-        str(i),
-        str(mask_data["area"]),
-        *[str(x) for x in mask_data["bbox"]],
-        *[str(x) for x in mask_data["point_coords"][0]],
-        str(mask_data["predicted_iou"]),
-        str(mask_data["stability_score"]),
-        *[str(x) for x in mask_data["crop_box"]],
-    ]
-    row = ",".join(mask_metadata)
-    metadata.append(row)
-  metadata_path = os.path.join(path, "metadata.csv")
-  with open(metadata_path, "w") as f:
-    f.write("\n".join(metadata))
-
-
 def official_main(sam, input_dir, output, convert_to_rle):
-  """The official script's main() after model loading (transcribed)."""
-  from segment_anything import SamAutomaticMaskGenerator
-  output_mode = "coco_rle" if convert_to_rle else "binary_mask"
-  generator = SamAutomaticMaskGenerator(sam, output_mode=output_mode, **AMG)
-  targets = [f for f in os.listdir(input_dir) if not os.path.isdir(os.path.join(input_dir, f))]
-  targets = [os.path.join(input_dir, f) for f in targets]
-  os.makedirs(output, exist_ok=True)
-  for t in targets:
-    image = cv2.imread(t)
-    if image is None:
-      continue
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    with torch.no_grad():
-      masks = generator.generate(image)
-    base = os.path.splitext(os.path.basename(t))[0]
-    save_base = os.path.join(output, base)
-    if output_mode == "binary_mask":
-      os.makedirs(save_base, exist_ok=False)
-      official_write_masks_to_folder(masks, save_base)
-    else:
-      with open(save_base + ".json", "w") as f:
-        json.dump(masks, f)
+  """The official script (transcribed) with ``sam`` as its vit_tiny model."""
+  import segment_anything
+  package = types.SimpleNamespace(
+      SamAutomaticMaskGenerator=segment_anything.SamAutomaticMaskGenerator,
+      sam_model_registry={"vit_tiny": lambda checkpoint: sam})
+  official_amg_script.run(package, [
+      "--input", str(input_dir), "--output", str(output), "--model-type", "vit_tiny",
+      "--checkpoint", "(given)", "--device", "cpu", *FLAGS,
+      *(["--convert-to-rle"] if convert_to_rle else [])])
 
 
 @pytest.fixture(scope="module")

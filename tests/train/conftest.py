@@ -1,5 +1,6 @@
 """Training fixtures: a small converted sample dataset and a fast config."""
 
+import json
 import os
 
 import pytest
@@ -48,6 +49,17 @@ def small_config(train_data, **changes):
       node = node[p]
     node[leaf] = v
   return c
+
+
+def train_losses(workdir) -> dict[int, float]:
+  """{step: training loss} from a workdir's metrics.jsonl."""
+  out = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      rec = json.loads(line)
+      if rec["split"] == "train":
+        out[rec["step"]] = rec["loss"]
+  return out
 
 
 @pytest.fixture(scope="session")

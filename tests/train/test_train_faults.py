@@ -1,7 +1,6 @@
 """Training under faults: corrupt checkpoints, a config that does not fit the
 workdir, Ctrl-C. Each test asserts what is on disk afterwards."""
 
-import json
 import os
 import shutil
 
@@ -9,17 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.train.conftest import small_config
-
-
-def _losses(workdir):
-  out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      rec = json.loads(line)
-      if rec["split"] == "train":
-        out[rec["step"]] = rec["loss"]
-  return out
+from tests.train.conftest import small_config, train_losses
 
 
 def _snapshot(root):
@@ -72,7 +61,7 @@ def test_corrupt_newest_checkpoint_is_skipped_not_deleted(reference_run, train_d
   assert len(line) < 400  # one line, not a TensorStore traceback
   aside = os.listdir(os.path.join(workdir, "checkpoints_unrestorable"))
   assert len(aside) == 1 and aside[0].startswith("6-")
-  ref, resumed = _losses(ref_dir), _losses(workdir)
+  ref, resumed = train_losses(ref_dir), train_losses(workdir)
   for step in (4, 5, 6):
     np.testing.assert_allclose(resumed[step], ref[step], rtol=1e-6)
   assert load_sam(workdir).config.image_size == 128  # newest step restores again
@@ -114,4 +103,4 @@ def test_ctrl_c_saves_at_the_step_boundary_and_exits(train_data, tmp_path, monke
     ckpt.restore_params(3)  # complete, restorable
   finally:
     ckpt.close()
-  assert sorted(_losses(workdir)) == [1, 2, 3]
+  assert sorted(train_losses(workdir)) == [1, 2, 3]

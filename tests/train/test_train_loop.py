@@ -12,20 +12,10 @@ import numpy as np
 import pytest
 
 from tests.shared_fixtures import build_once
-from tests.train.conftest import small_config
+from tests.train.conftest import small_config, train_losses
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIG = os.path.join(REPO, "experiments", "configs", "tiny_demo.py")
-
-
-def _losses(workdir):
-  out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      rec = json.loads(line)
-      if rec["split"] == "train":
-        out[rec["step"]] = rec["loss"]
-  return out
 
 
 def _cli_args(train_data, workdir, **overrides):
@@ -43,12 +33,12 @@ def _cli_args(train_data, workdir, **overrides):
   return args
 
 
-def test_same_seed_same_losses(reference_run, train_data, tmp_path):
+def test_same_seed_sametrain_losses(reference_run, train_data, tmp_path):
   from samjax.train.loop import train_and_evaluate
   ref_dir, results = reference_run
   workdir = str(tmp_path / "again")
   train_and_evaluate(small_config(train_data, total_steps=3), workdir)
-  ref, again = _losses(ref_dir), _losses(workdir)
+  ref, again = train_losses(ref_dir), train_losses(workdir)
   assert sorted(ref) == list(range(1, 7))
   for step in (1, 2, 3):
     assert again[step] == ref[step]          # bit-identical on CPU
@@ -72,7 +62,7 @@ def test_hard_kill_then_resume_matches_uninterrupted(reference_run, train_data, 
                           text=True, timeout=600)
   assert second.returncode == 0, second.stderr[-2000:]
   assert "resumed from step 3" in second.stdout
-  ref, resumed = _losses(ref_dir), _losses(workdir)
+  ref, resumed = train_losses(ref_dir), train_losses(workdir)
   for step in (4, 5, 6):                    # replayed after the resume
     np.testing.assert_allclose(resumed[step], ref[step], rtol=1e-6)
 
@@ -86,7 +76,7 @@ def test_resume_onto_a_different_mesh(reference_run, train_data, tmp_path):
   train_and_evaluate(small_config(train_data, total_steps=3, **{"mesh.shape": (8, 1, 1)}),
                      workdir)
   train_and_evaluate(small_config(train_data, **{"mesh.shape": (2, 4, 1)}), workdir)
-  ref, resumed = _losses(ref_dir), _losses(workdir)
+  ref, resumed = train_losses(ref_dir), train_losses(workdir)
   assert sorted(resumed) == list(range(1, 7))
   for step in (4, 5, 6):  # different reduction order across shards: float tolerance
     np.testing.assert_allclose(resumed[step], ref[step], rtol=1e-4)
@@ -181,7 +171,7 @@ def test_two_process_distributed_train_checkpoint_restore(two_process_run):
   assert first[1][1].strip() == "" or "step" not in first[1][1]  # only process 0 logs
   assert saved_after_first
   assert "resumed from step 2" in second[0][1]
-  losses = _losses(workdir)
+  losses = train_losses(workdir)
   assert set(losses) >= {1, 2, 3, 4} and all(np.isfinite(v) for v in losses.values())
 
 
@@ -207,7 +197,7 @@ def test_sigterm_on_one_process_saves_the_same_step_on_both(two_process_run, tra
   for rc, _, err in resumed:
     assert rc == 0, err[-3000:]
   assert f"resumed from step {saved}" in resumed[0][1]
-  ref, got = _losses(ref_dir), _losses(workdir)
+  ref, got = train_losses(ref_dir), train_losses(workdir)
   assert sorted(got) == list(range(1, 5))
   for step in range(1, 5):
     np.testing.assert_allclose(got[step], ref[step], rtol=1e-5)
