@@ -1,4 +1,5 @@
-"""``samjax data ...``: build, convert and inspect SA-1B-format datasets.
+"""``samjax data ...``: build, convert and inspect SA-1B-format datasets (and
+convert COCO-format instance datasets into them).
 
 A problem the user can fix (a bad argument, a missing input, an output
 folder that cannot be written, inputs holding no images) ends a verb with
@@ -13,7 +14,7 @@ import sys
 import time
 
 HELP = """\
-SA-1B data tools.
+SA-1B data tools (COCO-format instance datasets convert into the same records).
 
   samjax data make-sample --out DIR [--images 8 --per-tar 4 --height 240 --width 360]
       writes a small deterministic dataset in exact SA-1B layout (tar shards of
@@ -39,6 +40,14 @@ SA-1B data tools.
       side, quality 95, and the masks as RLEs at --train-gt-size 256), so
       training skips the full-size decode + resize; 0 turns a copy off
       (~+65% bytes for SA-1B).
+  samjax data convert --coco instances.json --images DIR --out OUT --shards N
+      the same for a COCO-format instance dataset (polygons, uncompressed or
+      compressed RLE; see docs/data_coco.md): one record per image, polygons
+      rasterised exactly as pycocotools' annToMask, one point per mask (its
+      pixel farthest from the boundary). Crowd regions, empty masks,
+      degenerate polygons, unknown categories, missing/undecodable images and
+      images of another size than the JSON says are skipped and listed;
+      --coco-keep-crowd keeps crowd regions as masks.
   samjax data inspect DIR
       prints the manifest summary, checks every CRC and the index of each shard
       (--quick: sizes only), and shows the first record.
@@ -69,9 +78,18 @@ def register(subparsers):
   s.add_argument("--quality", type=int, default=90, help="JPEG quality")
   s.set_defaults(func=run_make_sample)
 
-  c = sub.add_parser("convert", help="SA-1B tars -> TFRecord shards + index + manifest")
-  c.add_argument("--src", nargs="+", required=True, metavar="PATH",
-                 help="SA-1B tar files and/or directories holding them (or loose jpg/json)")
+  c = sub.add_parser("convert", help="SA-1B tars or COCO JSON -> TFRecord shards + index "
+                                     "+ manifest")
+  inputs = c.add_mutually_exclusive_group(required=True)
+  inputs.add_argument("--src", nargs="+", metavar="PATH",
+                      help="SA-1B tar files and/or directories holding them (or loose "
+                           "jpg/json)")
+  inputs.add_argument("--coco", metavar="JSON",
+                      help="a COCO-format instance JSON (instead of --src; needs --images)")
+  c.add_argument("--images", metavar="DIR",
+                 help="with --coco: the folder its images' file_name (or coco_url) are under")
+  c.add_argument("--coco-keep-crowd", action="store_true",
+                 help="with --coco: keep iscrowd=1 regions as masks (default: skip them)")
   c.add_argument("--out", required=True, help="output directory")
   c.add_argument("--shards", type=int, required=True,
                  help="number of output shards (at most the number of images)")
@@ -143,18 +161,29 @@ def run_make_sample(args) -> int:
 
 @_one_line_errors
 def run_convert(args) -> int:
-  from data_pipelines import sa1b_to_tfrecord, train_copy
+  from data_pipelines import coco, sa1b_to_tfrecord, train_copy
   t0 = time.time()
+  coco_src = None
+  if args.coco is not None:
+    if not args.images:
+      return _error(args, "--coco needs --images DIR (the folder holding its images)")
+    coco_src = coco.Input(args.coco, args.images, keep_crowd=args.coco_keep_crowd)
+  elif args.images or args.coco_keep_crowd:
+    return _error(args, "--images and --coco-keep-crowd go with --coco, not --src")
   copy = train_copy.TrainCopyConfig(args.train_size, args.train_gt_size, args.train_quality)
   manifest = sa1b_to_tfrecord.convert(
       args.src, args.out, args.shards, workers=args.workers, only_shards=args.only_shards,
-      overwrite=args.overwrite, progress=not args.no_progress, copy=copy)
+      overwrite=args.overwrite, progress=not args.no_progress, copy=copy, coco_src=coco_src)
   if manifest is not None:
     for s in manifest["skipped"][:20]:
       where = f"{s['source']}:{s['member']}" if s["member"] else s["source"]
       print(f"  skipped {where}: {s['kind']}: {s['reason']}")
     if len(manifest["skipped"]) > 20:
       print(f"  ... {len(manifest['skipped']) - 20} more in {args.out}/manifest.json")
+    redone = (manifest.get("coco") or {}).get("reencoded", [])
+    if redone:
+      print(f"  re-encoded {len(redone)} image(s) as JPEG (not JPEG, or stored rotated); "
+            f"listed in {args.out}/manifest.json")
     if manifest["num_records"] == 0:
       return _error(args, f"no usable images: all {manifest['num_images_scanned']} were "
                           f"skipped (reasons above and in {args.out}/manifest.json)")

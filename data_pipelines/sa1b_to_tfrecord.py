@@ -1,5 +1,11 @@
-"""SA-1B tar/json -> TFRecord shards of ``tf.train.Example`` + index + manifest
-(``samjax data convert``).
+"""SA-1B tar/json (or a COCO instance JSON + images) -> TFRecord shards of
+``tf.train.Example`` + index + manifest (``samjax data convert``).
+
+COCO inputs (``coco_src``, see ``coco.py``) become the same records: each
+image is scanned into a ``coco.Item`` and loaded by ``coco.load`` instead of
+``sa1b.load``; everything else (shards, resume, overwrite, manifest, skips)
+is shared. Their manifest also has a ``coco`` section (categories, masks
+per category, re-encoded images).
 
 The output directory's layout (file names, manifest format) is
 ``dataset_layout``, shared with the readers. Images are split into N
@@ -46,7 +52,7 @@ import sys
 import threading
 import time
 
-from data_pipelines import atomic_io, example_codec, sa1b, tfrecord, train_copy
+from data_pipelines import atomic_io, coco, example_codec, sa1b, tfrecord, train_copy
 from data_pipelines import dataset_layout as layout
 
 # Test-only fault hook: seconds each worker sleeps after every record, so a
@@ -78,12 +84,21 @@ def _copy_groups(copy: train_copy.TrainCopyConfig | None) -> tuple[str, ...]:
                if on)
 
 
+def _ref(it: sa1b.Item | coco.Item) -> list:
+  """An item in the plan: SA-1B (source, key); COCO adds a digest of its
+  annotations, so a changed JSON rewrites the shards it changes."""
+  return it.ref if isinstance(it, coco.Item) else [it.source, it.key]
+
+
+def _member(it: sa1b.Item | coco.Item) -> str:
+  return it.member if isinstance(it, coco.Item) else it.jpg.name
+
+
 def _plan(items: list[sa1b.Item], num_shards: int,
           copy: train_copy.TrainCopyConfig | None) -> dict:
   return {"format": layout.FORMAT, "version": layout.VERSION, "num_shards": num_shards,
           "train_copy": copy.describe() if _copy_groups(copy) else None,
-          "shards": [[[it.source, it.key] for it in part]
-                     for part in split(items, num_shards)]}
+          "shards": [[_ref(it) for it in part] for part in split(items, num_shards)]}
 
 
 def _shard_digest(index: int, num_shards: int, items: list[sa1b.Item],
@@ -94,7 +109,7 @@ def _shard_digest(index: int, num_shards: int, items: list[sa1b.Item],
   doc = {"format": layout.FORMAT, "version": layout.VERSION, "index": index,
          "num_shards": num_shards,
          "train_copy": copy.describe() if _copy_groups(copy) else None,
-         "items": [[it.source, it.key] for it in items]}
+         "items": [_ref(it) for it in items]}
   return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -117,7 +132,7 @@ def _train_values(ex: dict, copy: train_copy.TrainCopyConfig | None,
     return train_copy.make(ex["jpeg"], int(img["height"]), int(img["width"]), counts,
                            copy), None
   except Exception as e:  # the original is still stored and usable
-    return {}, {"source": it.source, "member": it.jpg.name,
+    return {}, {"source": it.source, "member": _member(it),
                 "reason": f"{type(e).__name__}: {e}"}
 
 
@@ -139,6 +154,9 @@ def write_shard(out_dir: str, index: int, num_shards: int, items: list[sa1b.Item
   skips: list[sa1b.Skip] = []
   num_masks = num_image_copies = 0
   copy_failed: list[dict] = []
+  coco_items = any(isinstance(it, coco.Item) for it in items)
+  reencoded: list[dict] = []
+  categories: dict[str, int] = {}
   with contextlib.ExitStack() as stack:
     handles: dict[str, object] = {}
     # Data and index each appear whole or not at all (index first); an error
@@ -150,8 +168,18 @@ def write_shard(out_dir: str, index: int, num_shards: int, items: list[sa1b.Item
         if it.source not in handles:
           handles[it.source] = stack.enter_context(open(it.source, "rb"))
         fh = handles[it.source]
-      ex, item_skips = sa1b.load(it, fh)
+      if isinstance(it, coco.Item):
+        ex, item_skips = coco.load(it)
+      else:
+        ex, item_skips = sa1b.load(it, fh)
       skips.extend(item_skips)
+      if ex is not None and coco_items:
+        if ex["reencoded"]:
+          reencoded.append({"source": it.source, "member": it.member,
+                            "reason": ex["reencoded"]})
+        for a in ex["annotations"]:
+          cat = str(a.get("category_id"))
+          categories[cat] = categories.get(cat, 0) + 1
       if ex is not None:
         train, failed = _train_values(ex, copy, it)
         if failed is not None:
@@ -172,6 +200,8 @@ def write_shard(out_dir: str, index: int, num_shards: int, items: list[sa1b.Item
            "num_image_copies": num_image_copies,
            "train_copy_failed": copy_failed,
            "skipped": [dataclasses.asdict(s) for s in skips]}
+  if coco_items:
+    stats["coco"] = {"reencoded": reencoded, "masks_per_category": categories}
   _write_json(done, stats)
   return stats
 
@@ -223,17 +253,18 @@ def _clean_temps(out_dir: str, targets: set[str]) -> None:
         os.remove(os.path.join(out_dir, n))
 
 
-def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
+def convert(src: list[str] | None, out_dir: str, num_shards: int, workers: int = 1,
             only_shards: list[int] | None = None, overwrite: bool = False,
             progress: bool = True, log=print,
-            copy: train_copy.TrainCopyConfig | None = train_copy.DEFAULT
-            ) -> dict | None:
-  """Converts SA-1B inputs; returns the manifest (None if shards remain).
+            copy: train_copy.TrainCopyConfig | None = train_copy.DEFAULT,
+            coco_src: coco.Input | None = None) -> dict | None:
+  """Converts SA-1B or COCO inputs; returns the manifest (None if shards remain).
 
   Arguments are checked and the inputs scanned before anything is written.
 
   Args:
-    src: tar files and/or directories (see ``sa1b.scan``).
+    src: tar files and/or directories (see ``sa1b.scan``); None (or empty)
+      with ``coco_src``.
     out_dir: output directory (created).
     num_shards: number of TFRecord shards, at most the number of images.
     workers: processes converting shards, >= 1; 1 converts in this process,
@@ -246,14 +277,19 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
     log: where one-line messages go.
     copy: training-resolution copies stored next to the originals (default
       image 1024 / masks 256, see ``train_copy``); None stores originals only.
+    coco_src: a COCO instance JSON + image folder to convert instead of
+      ``src`` (see ``coco.py``); exactly one of the two.
 
   Raises:
     ValueError: ``num_shards`` < 1, ``workers`` < 1, a shard index outside
       the range, no images in the inputs, more shards than images, or
       ``out_dir`` holds a conversion of other inputs/shard count and
-      ``overwrite`` is False.
+      ``overwrite`` is False; both or neither of ``src`` and ``coco_src``;
+      the COCO JSON is not a COCO instance file.
     OSError: an input is missing or ``out_dir`` cannot be written.
   """
+  if bool(src) == (coco_src is not None):
+    raise ValueError("give exactly one input: SA-1B paths (--src) or a COCO JSON (--coco)")
   if num_shards < 1:
     raise ValueError(f"--shards must be >= 1, got {num_shards}")
   if workers < 1:
@@ -262,7 +298,15 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
   for i in wanted:
     if not 0 <= i < num_shards:
       raise ValueError(f"shard index {i} outside [0, {num_shards})")
-  items, scan_skips = sa1b.scan(src)
+  coco_meta = None
+  if coco_src is not None:
+    items, scan_skips, coco_meta = coco.scan(coco_src)
+    src = [coco_src.annotations]
+    if not items:
+      why = f"; first problem: {scan_skips[0]}" if scan_skips else ""
+      raise ValueError(f"no image with usable annotations in {coco_src.annotations}{why}")
+  else:
+    items, scan_skips = sa1b.scan(src)
   if not items:
     why = f"; first problem: {scan_skips[0]}" if scan_skips else ""
     shown = ", ".join(src[:3]) + (", ..." if len(src) > 3 else "")
@@ -293,6 +337,9 @@ def convert(src: list[str], out_dir: str, num_shards: int, workers: int = 1,
     return None
   manifest = _manifest(src, items, scan_skips, [stats[i] for i in range(num_shards)],
                        copy)
+  if coco_src is not None:
+    manifest["coco"] = _coco_section(coco_src, coco_meta,
+                                     [stats[i] for i in range(num_shards)])
   _write_json(os.path.join(out_dir, layout.MANIFEST), manifest)
   n_skip = len(manifest["skipped"])
   log(f"wrote {manifest['num_records']} images, {manifest['num_masks']} masks; "
@@ -407,6 +454,35 @@ def _write_shards(out_dir: str, num_shards: int, parts: list, todo: list[int], c
   if bar is not None:
     bar.close()
   return stats
+
+
+def _coco_section(coco_src: coco.Input, meta: dict, shard_stats: list[dict]) -> dict:
+  """The manifest's account of a COCO conversion: what the records cannot hold
+  (categories) and how the fields were filled."""
+  per_cat: dict[str, int] = {}
+  for s in shard_stats:
+    for k, v in s.get("coco", {}).get("masks_per_category", {}).items():
+      per_cat[k] = per_cat.get(k, 0) + v
+  return {
+      "annotations": coco_src.annotations,
+      "images": coco_src.images,
+      "keep_crowd": coco_src.keep_crowd,
+      "categories": meta["categories"],
+      "masks_per_category": dict(sorted(per_cat.items(), key=_numeric_first)),
+      "mask_id": "the COCO annotation id (category_id: look it up in the JSON)",
+      "point_coords": coco.POINT_RULE,
+      "predicted_iou": 1.0, "stability_score": 1.0, "crop_box": "the whole image",
+      "reencoded": [r for s in shard_stats for r in s.get("coco", {}).get("reencoded", [])],
+  }
+
+
+def _numeric_first(kv: tuple[str, int]):
+  """Category ids (JSON keys, so strings) in numeric order, others after."""
+  k = kv[0]
+  try:
+    return (0, int(k), k)
+  except ValueError:
+    return (1, 0, k)
 
 
 def _manifest(src, items, scan_skips, shard_stats, copy) -> dict:

@@ -27,10 +27,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import os
 
 import numpy as np
+
+from data_pipelines.coco import check_coco, find_image, image_names, read_json
 
 SA1B_CATEGORY = {"id": 1, "name": "object"}
 
@@ -90,19 +91,10 @@ class EvalDataset:
 
   def image_path(self, image_id) -> str:
     info = self.image_info(image_id)
-    tried = []
-    names = []
-    if info.get("file_name"):
-      names += [info["file_name"], os.path.basename(info["file_name"])]
-    if info.get("coco_url"):
-      parts = info["coco_url"].rstrip("/").split("/")
-      names += ["/".join(parts[-2:]), parts[-1]]
-    for name in dict.fromkeys(names):
-      path = os.path.join(self.images_dir, name)
-      if os.path.isfile(path):
-        return path
-      tried.append(path)
-    if not tried:
+    path, tried = find_image(self.images_dir, info)
+    if path is not None:
+      return path
+    if not image_names(info):
       raise ValueError(f"{self.source}: image {image_id} has neither file_name nor coco_url")
     raise FileNotFoundError(f"image {image_id}: not found under --images "
                             f"{self.images_dir} (tried {', '.join(tried)})")
@@ -151,7 +143,7 @@ def load_dataset(annotations: str, images: str | None = None) -> EvalDataset:
     data = _sa1b_folder(annotations)
     images = images or annotations
   else:
-    data = _read_json(annotations, "--annotations")
+    data = read_json(annotations, "--annotations")
     _check_coco(data, annotations)
     if images is None:
       raise ValueError("--images is required with a COCO annotation file")
@@ -161,23 +153,8 @@ def load_dataset(annotations: str, images: str | None = None) -> EvalDataset:
   return EvalDataset(coco_from_dict(data), images, annotations)
 
 
-def _read_json(path: str, what: str):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{what} {path} is not valid JSON ({e})") from e
-
-
 def _check_coco(data, path: str) -> None:
-  if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-      or not isinstance(data.get("annotations"), list):
-    raise ValueError(f"--annotations {path}: not a COCO instance file (needs 'images' "
-                     "and 'annotations' lists)")
-  for ann in data["annotations"][:1]:
-    missing = [k for k in ("id", "image_id", "segmentation") if k not in ann]
-    if missing:
-      raise ValueError(f"--annotations {path}: annotations lack {missing}")
+  check_coco(data, f"--annotations {path}")
 
 
 def _sa1b_folder(folder: str) -> dict:
@@ -188,7 +165,7 @@ def _sa1b_folder(folder: str) -> dict:
                      "<stem>.json files")
   images, anns = [], []
   for name in names:
-    doc = _read_json(os.path.join(folder, name), "SA-1B annotation")
+    doc = read_json(os.path.join(folder, name), "SA-1B annotation")
     image = doc.get("image") if isinstance(doc, dict) else None
     if not isinstance(image, dict) or "image_id" not in image:
       raise ValueError(f"{os.path.join(folder, name)}: no 'image' record with an image_id")
