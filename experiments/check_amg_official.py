@@ -7,8 +7,10 @@ transcription in tests/official_amg_script.py (parser, registry loading,
 the same seeded random official weights, saved as a .pth, over a folder of
 PNG photographs (PNG: OpenCV and PIL decode the same pixels). Random weights
 keep few masks at the official thresholds, so the default run opens the
-filters (``--pred-iou-thresh 0 --stability-score-thresh 0``) and keeps NMS
-on; give ``--official-thresholds`` for the defaults.
+filters (``--pred-iou-thresh 0 --stability-score-thresh 0``); NMS still
+merges random weights' masks into about one per image, so
+``--box-nms-thresh 1.0`` keeps all of them (3 per point); give
+``--official-thresholds`` for the official filters.
 
 Prints, per image: masks, PNGs byte-identical, PNGs differing (and their
 largest fraction of differing pixels), metadata.csv rows identical as text,
@@ -78,6 +80,9 @@ def main(argv=None) -> int:
   ap.add_argument("--points-per-side", type=int, default=16)
   ap.add_argument("--official-thresholds", action="store_true",
                   help="keep the official pred-iou / stability thresholds")
+  ap.add_argument("--box-nms-thresh", type=float, default=None,
+                  help="passed to both (1.0 keeps every mask: random weights "
+                       "otherwise collapse to about one mask per image after NMS)")
   args = ap.parse_args(argv)
 
   import segment_anything
@@ -93,6 +98,8 @@ def main(argv=None) -> int:
   flags = ["--points-per-side", str(args.points_per_side)]
   if not args.official_thresholds:
     flags += ["--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+  if args.box_nms_thresh is not None:
+    flags += ["--box-nms-thresh", str(args.box_nms_thresh)]
   report = Report(f"samjax amg vs official scripts/amg.py, {args.variant}",
                   f"settings: {' '.join(flags)} (others: official defaults)",
                   f"torch threads: {torch.get_num_threads()}")
@@ -132,7 +139,8 @@ def main(argv=None) -> int:
   say("")
   say(f"Reproduce: `python experiments/check_amg_official.py --variant {args.variant} "
       f"--points-per-side {args.points_per_side}"
-      f"{' --official-thresholds' if args.official_thresholds else ''}`")
+      f"{' --official-thresholds' if args.official_thresholds else ''}"
+      f"{f' --box-nms-thresh {args.box_nms_thresh}' if args.box_nms_thresh is not None else ''}`")
   report.write(args.write, f"check_amg_official_{args.variant}")
   return 0
 

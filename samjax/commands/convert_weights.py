@@ -110,7 +110,7 @@ def _to_hf(args) -> int:
   from samjax.interop import hf_io
   from samjax.loading import load_config_and_params
   t0 = time.time()
-  hf_io._safetensors()  # fail before loading the model when it is missing
+  hf_io.require_safetensors()  # fail before loading the model when it is missing
   out = os.path.abspath(args.out)
   if os.path.isfile(out):
     raise FileExistsError(f"--out {args.out} is a file; --to-hf writes a folder")
@@ -140,7 +140,7 @@ def _to_torch(args) -> int:
   if os.path.exists(args.out) and not args.overwrite:
     raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
   if fmt == "safetensors":
-    hf_io._safetensors()  # fail before loading the model when it is missing
+    hf_io.require_safetensors()  # fail before loading the model when it is missing
   config, params = load_config_and_params(args.to_torch)
   if fmt == "safetensors":
     sd = hf_io.export_official_safetensors(params, config, args.out)

@@ -44,7 +44,9 @@ _PROMPT_FIXED = {"num_point_embeddings": 4, "hidden_act": "gelu"}
 _DECODER_FIXED = {"hidden_act": "relu", "attention_downsample_rate": 2}
 
 
-def _safetensors():
+def require_safetensors():
+  """The safetensors module, or an ImportError that says how to install it
+  (called before a model loads, so a missing package costs no waiting)."""
   try:
     import safetensors
     import safetensors.numpy
@@ -224,7 +226,7 @@ def config_from_hf(d: Mapping, where: str = HF_CONFIG) -> SamConfig:
 
 def safetensors_bytes(tensors: Mapping[str, np.ndarray]) -> bytes:
   """A safetensors file (float32, ``{"format": "pt"}`` metadata, as torch writes)."""
-  st = _safetensors()
+  st = require_safetensors()
   arrays = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in tensors.items()}
   return st.numpy.save(arrays, metadata={"format": "pt"})
 
@@ -238,7 +240,7 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], path: str) -> None:
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
   """``{key: float32 array}`` of a safetensors file (fp16/bf16 are widened)."""
-  st = _safetensors()
+  st = require_safetensors()
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no such safetensors file: {path}")
   out = {}

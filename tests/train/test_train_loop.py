@@ -33,7 +33,7 @@ def _cli_args(train_data, workdir, **overrides):
   return args
 
 
-def test_same_seed_sametrain_losses(reference_run, train_data, tmp_path):
+def test_same_seed_same_losses(reference_run, train_data, tmp_path):
   from samjax.train.loop import train_and_evaluate
   ref_dir, results = reference_run
   workdir = str(tmp_path / "again")
