@@ -2,7 +2,8 @@
 
 ::
 
-  TFRecordSource (random access via the offset index)
+  TFRecordSource (random access via the offset index; or TFDSSource,
+                  a TFDS-prepared SA-1B, ``source="tfds:segment_anything"``)
     -> tag with source index       (names bad records in errors)
     -> global shuffle by seed      (a new permutation every epoch)
     -> this process's slice        [process_index::process_count], equal lengths
@@ -32,7 +33,7 @@ import logging
 import grain
 import numpy as np
 
-from data_pipelines import batching
+from data_pipelines import batching, tfds_source
 from data_pipelines import decode as decode_lib
 from data_pipelines.grain_source import ReadError, TFRecordSource
 
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   """Everything that defines the stream of batches (same config -> same batches)."""
+  # source "samjax": the output directory of `samjax data convert`;
+  # "tfds:NAME[:VERSION]": the TFDS data_dir it was prepared in ("" = TFDS's default).
   data_dir: str
   batch_size: int                   # per process
   image_size: int = 1024            # S
@@ -60,6 +63,10 @@ class PipelineConfig:
   worker_buffer_size: int = 2       # batches buffered per worker
   read_threads: int = 2             # decode threads per process/worker
   check_crc: bool = True
+  # Where records come from (``tfds_source.parse_source``): "samjax" or
+  # "tfds:NAME[:VERSION]"; the rest of the pipeline is the same for both.
+  source: str = "samjax"
+  split: str = "train"              # the TFDS split (tfds sources only)
 
   def decode_config(self) -> decode_lib.DecodeConfig:
     return decode_lib.DecodeConfig(self.image_size, self.gt_size, self.max_masks,
@@ -113,6 +120,14 @@ def _ensure_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
+def open_source(cfg: PipelineConfig) -> TFRecordSource | tfds_source.TFDSSource:
+  """The random-access record source ``cfg.source`` names (ValueError if unknown)."""
+  spec = tfds_source.parse_source(cfg.source)
+  if spec.kind == tfds_source.SAMJAX:
+    return TFRecordSource(cfg.data_dir, check_crc=cfg.check_crc)
+  return tfds_source.TFDSSource(spec.tfds_name, cfg.split, cfg.data_dir)
+
+
 def make_map_dataset(cfg: PipelineConfig, source: TFRecordSource | None = None
                      ) -> grain.MapDataset:
   """Everything up to and including decode, as a random-access MapDataset.
@@ -121,11 +136,12 @@ def make_map_dataset(cfg: PipelineConfig, source: TFRecordSource | None = None
   """
   if not 0 <= cfg.process_index < cfg.process_count:
     raise ValueError(f"process_index {cfg.process_index} outside [0, {cfg.process_count})")
-  source = source or TFRecordSource(cfg.data_dir, check_crc=cfg.check_crc)
+  source = source or open_source(cfg)
   n = len(source)
   per_process = n // cfg.process_count
   if per_process == 0:
-    raise ValueError(f"{cfg.data_dir}: {n} records cannot feed {cfg.process_count} processes")
+    what = cfg.data_dir if cfg.source == tfds_source.SAMJAX else repr(source)
+    raise ValueError(f"{what}: {n} records cannot feed {cfg.process_count} processes")
   ds = grain.MapDataset.source(source).map_with_index(_Tag(n))
   if cfg.shuffle:
     ds = ds.shuffle(seed=cfg.seed)

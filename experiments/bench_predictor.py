@@ -110,6 +110,7 @@ t["load"] = time.perf_counter() - start - sum(t.values())
 predictor = SamPredictor(sam)
 image = skimage.data.coffee()
 predictor.set_image(image)
+predictor.get_image_embedding()  # samjax computes asynchronously: wait for it
 t["set_image"] = time.perf_counter() - start - sum(t.values())
 predictor.predict(point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1]))
 t["first_click"] = time.perf_counter() - start - sum(t.values())

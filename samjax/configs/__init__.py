@@ -30,6 +30,7 @@ REGISTRY = {
     "sam_vit_l_sa1b": "samjax.configs.sam_recipe:vit_l",
     "sam_vit_h_sa1b": "samjax.configs.sam_recipe:vit_h",
     "tiny_demo": "samjax.configs.tiny_demo:get_config",
+    "sam_finetune_coco": "samjax.configs.sam_finetune_coco:get_config",
 }
 NAMES = tuple(REGISTRY)
 
@@ -73,8 +74,13 @@ def get_config(spec: str):
 
 def load_config(spec: str, overrides: Sequence[str] = ()):
   """``spec`` (name or file, ``[:ARG]``) + ``['--config.a.b=value', ...]`` ->
-  the locked ConfigDict, overrides applied as ``config_flags`` applies them."""
-  return apply_overrides(get_config(spec), overrides)
+  the locked ConfigDict, overrides applied as ``config_flags`` applies them.
+  The data source fields are checked here, so a wrong source fails before
+  any model is built."""
+  from samjax.configs.schema import check_data_source
+  config = apply_overrides(get_config(spec), overrides)
+  check_data_source(config)
+  return config
 
 
 def _file_get_config(path: str):

@@ -50,8 +50,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.init.checkpoint = ""   # the .pth / model dir / workdir of kind sam or mae
 
   c.data = ml_collections.ConfigDict()
-  c.data.train_dir = ""  # TFRecords from `samjax data convert`
-  c.data.eval_dir = ""   # held-out TFRecords; "" skips evaluation
+  # Where the records come from (docs/data_tfds.md): "samjax" reads
+  # train_dir / eval_dir below; "tfds:segment_anything" (or "tfds:NAME[:VERSION]")
+  # reads a TFDS-prepared SA-1B in the ArrayRecord format (without TensorFlow)
+  # from tfds_data_dir, splits tfds_train_split / tfds_eval_split. Batches are
+  # the same for the same records whichever source feeds them.
+  c.data.source = "samjax"
+  c.data.train_dir = ""  # TFRecords from `samjax data convert` (source "samjax")
+  c.data.eval_dir = ""   # held-out TFRecords; "" skips evaluation (source "samjax")
+  c.data.tfds_data_dir = ""         # TFDS data_dir (tfds sources); "" = TFDS's default
+  c.data.tfds_train_split = "train"  # TFDS split to train on, e.g. "train[:99%]"
+  c.data.tfds_eval_split = ""        # held-out TFDS split, e.g. "train[99%:]"; "" skips
   c.data.batch_size = 128       # global images per step, over all processes
   c.data.eval_batch_size = 128  # global images per evaluation batch
   c.data.max_masks = 64         # masks sampled per training image (paper: 64)
@@ -89,6 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.1
   c.optim.layer_decay = 1.0  # lr * layer_decay ** (layers above): lower encoder layers learn slower
   c.optim.grad_clip = 0.0    # global-norm clip; 0 disables
+  c.optim.image_encoder_lr_scale = 1.0  # encoder lr relative to the rest; 0 freezes it
 
   c.mesh = ml_collections.ConfigDict()
   # (data, fsdp, model) device counts; one -1 takes the remaining devices.
@@ -112,6 +122,34 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3     # newest checkpoints kept on disk
   c.async_checkpoints = True  # write checkpoints while training goes on
   return c
+
+
+def check_data_source(config):
+  """Validates ``config.data``'s source fields; returns the parsed source
+  (``data_pipelines.tfds_source.SourceSpec``).
+
+  Raises ValueError, one line, for an unknown ``data.source`` or fields of
+  the other kind of source (``train_dir`` / ``eval_dir`` with a tfds source,
+  ``tfds_*`` with "samjax"), so that neither is silently ignored.
+  """
+  from data_pipelines.tfds_source import SAMJAX, parse_source
+  d = config.data
+  spec = parse_source(d.get("source", SAMJAX))  # configs from before the field: samjax
+  if spec.kind == SAMJAX:
+    stray = [f"data.{k}" for k in ("tfds_data_dir", "tfds_eval_split") if d.get(k)]
+    if stray:
+      raise ValueError(f"{', '.join(stray)} set, but data.source is 'samjax' (they are "
+                       "read only by data.source='tfds:NAME'); clear them or set data.source")
+  else:
+    stray = [f"data.{k}" for k in ("train_dir", "eval_dir") if d.get(k)]
+    if stray:
+      raise ValueError(f"{', '.join(stray)} set, but data.source is {d.source!r}: a TFDS "
+                       "dataset is read from data.tfds_data_dir, splits "
+                       "data.tfds_train_split / data.tfds_eval_split; clear "
+                       f"{' and '.join(stray)}")
+    if not d.get("tfds_train_split"):
+      raise ValueError(f"data.source is {d.source!r} but data.tfds_train_split is empty")
+  return spec
 
 
 def model_overrides(config) -> dict:

@@ -42,21 +42,30 @@ def layer_id(names: Sequence[str], depth: int) -> int:
   return depth + 1
 
 
-def trainable_mask(params):
-  """1.0 for trained params, 0.0 for frozen buffers (pytree of floats)."""
+def _frozen(names, image_encoder_lr_scale: float) -> bool:
+  return names[-1] in FROZEN or (names[0] == "image_encoder" and image_encoder_lr_scale == 0)
+
+
+def trainable_mask(params, image_encoder_lr_scale: float = 1.0):
+  """1.0 for trained params, 0.0 for frozen buffers and, with
+  ``image_encoder_lr_scale`` 0, the frozen image encoder (pytree of floats)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: 0.0 if _names(path)[-1] in FROZEN else 1.0, params)
+      lambda path, _: 0.0 if _frozen(_names(path), image_encoder_lr_scale) else 1.0, params)
 
 
-def lr_multipliers(params, config: SamConfig, layer_decay: float):
-  """Pytree of per-param lr multipliers: layer_decay ** (depth + 1 - layer)."""
+def lr_multipliers(params, config: SamConfig, layer_decay: float,
+                   image_encoder_lr_scale: float = 1.0):
+  """Pytree of per-param lr multipliers: layer_decay ** (depth + 1 - layer),
+  times ``image_encoder_lr_scale`` inside the image encoder (fine-tuning:
+  a lower encoder lr, or 0 to freeze it)."""
   depth = config.encoder_depth
 
   def mult(path, _):
     names = _names(path)
-    if names[-1] in FROZEN:
+    if _frozen(names, image_encoder_lr_scale):
       return 0.0
-    return float(layer_decay ** (depth + 1 - layer_id(names, depth)))
+    m = float(layer_decay ** (depth + 1 - layer_id(names, depth)))
+    return m * image_encoder_lr_scale if names[0] == "image_encoder" else m
   return jax.tree_util.tree_map_with_path(mult, params)
 
 
@@ -95,19 +104,26 @@ def make_schedule(lr: float, warmup_steps: int, decay_steps: Sequence[int],
 def make_optimizer(params, config: SamConfig, *, lr: float, warmup_steps: int,
                    decay_steps: Sequence[int] = (), decay_factor: float = 0.1,
                    b1: float = 0.9, b2: float = 0.999, weight_decay: float = 0.1,
-                   layer_decay: float = 1.0, grad_clip: float = 0.0):
-  """(optax transformation, lr schedule). ``params`` fixes the tree structure."""
+                   layer_decay: float = 1.0, grad_clip: float = 0.0,
+                   image_encoder_lr_scale: float = 1.0):
+  """(optax transformation, lr schedule). ``params`` fixes the tree structure.
+
+  ``image_encoder_lr_scale``: the image encoder's lr relative to the rest;
+  0 freezes it (its gradients are dropped before clipping and Adam, its
+  weights get no decay: they stay exactly as loaded)."""
+  if image_encoder_lr_scale < 0:
+    raise ValueError(f"image_encoder_lr_scale must be >= 0, got {image_encoder_lr_scale}")
   schedule = make_schedule(lr, warmup_steps, decay_steps, decay_factor)
   # Frozen buffers' gradients are dropped first: the Fourier PE matrix gets
   # gradients orders of magnitude larger than everything else, which would
   # otherwise dominate the clipping norm (and Adam's statistics).
-  parts = [scale_by_tree(trainable_mask(params))]
+  parts = [scale_by_tree(trainable_mask(params, image_encoder_lr_scale))]
   if grad_clip and grad_clip > 0:
     parts.append(optax.clip_by_global_norm(grad_clip))
   parts += [
       optax.scale_by_adam(b1=b1, b2=b2),
       optax.add_decayed_weights(weight_decay, mask=decay_mask),
-      scale_by_tree(lr_multipliers(params, config, layer_decay)),
+      scale_by_tree(lr_multipliers(params, config, layer_decay, image_encoder_lr_scale)),
       optax.scale_by_learning_rate(schedule),
   ]
   return optax.chain(*parts), schedule

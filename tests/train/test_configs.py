@@ -253,6 +253,16 @@ def test_optional_model_fields_follow_sam_config(monkeypatch):
   assert set(configs.model_overrides(c)) == set(c.model.overrides)
 
 
+def _pop_later_defaults(c):
+  """Fields added after the snapshot: removed, each checked at its default
+  (the TFDS data source; the fine-tuning encoder lr)."""
+  assert c["data"].pop("source") == "samjax"
+  assert c["data"].pop("tfds_data_dir") == ""
+  assert c["data"].pop("tfds_train_split") == "train"
+  assert c["data"].pop("tfds_eval_split") == ""
+  assert c["optim"].pop("image_encoder_lr_scale") == 1.0
+
+
 def test_tiny_demo_is_unchanged():
   c = load_config("tiny_demo").to_dict()
   # Fields the schema added hold values that change nothing.
@@ -261,6 +271,7 @@ def test_tiny_demo_is_unchanged():
   assert (c["model"].pop("scan_layers"), c["model"].pop("remat_policy")) == (False, "none")
   assert c.pop("logical_rules") is None
   assert c["sim"].pop("remat_passes") is False and c.pop("min_sharded_bytes") == 4 * 2**20
+  _pop_later_defaults(c)
   before = dict(TINY_DEMO_BEFORE, model={"variant": "vit_tiny"})
   assert _tuples(c) == _tuples(before)
 
@@ -277,6 +288,7 @@ def test_paper_recipe_is_unchanged():
   assert c.pop("logical_rules") is None and c["data"].pop("eval_max_masks") is None
   # Added for pod scale: decoder-pass remat (memory) and the replication check.
   assert c["sim"].pop("remat_passes") is True and c.pop("min_sharded_bytes") == 4 * 2**20
+  _pop_later_defaults(c)
   before = dict(VIT_B_BEFORE, model={"variant": "vit_b"})
   assert _tuples(c) == _tuples(before)
 
