@@ -25,6 +25,7 @@ Training workdir (``samjax train --workdir W``)::
 Official checkpoint::
 
   FILE.pth                torch state_dict (read with weights_only=True, never unpickled)
+  FILE.safetensors        the same tensors as safetensors (official keys; no pickle at all)
   FILE.pth.json           optional sidecar written by export: constructor arguments
                           and the SamConfig (sizes the shapes cannot tell)
 

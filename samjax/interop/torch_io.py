@@ -34,7 +34,14 @@ def _torch():
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
-  """``{key: float array}`` from an official checkpoint (or a {'model': ...} wrapper)."""
+  """``{key: float array}`` from an official checkpoint (or a {'model': ...} wrapper).
+
+  A ``.safetensors`` file (official keys, e.g. ``samjax convert --to-torch
+  --format safetensors``) is read without torch and without pickle.
+  """
+  if path.endswith(".safetensors"):
+    from samjax.interop.hf_io import read_safetensors
+    return read_safetensors(path)
   torch = _torch()
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no such checkpoint file: {path}")

@@ -126,6 +126,11 @@ def test_to_torch_safetensors_loads_strict_and_equals_pth(exported, tiny_pair, t
   assert set(sd) == set(pth)
   for k, v in pth.items():
     assert torch.equal(sd[k], v), k
+  # Read back as a checkpoint anywhere a .pth is (load_sam, --from-torch).
+  from samjax.interop.torch_io import load_state_dict
+  back = load_state_dict(out)
+  assert all(np.array_equal(back[k], v.numpy()) for k, v in pth.items())
+  assert main(["convert", "--from-torch", out, "--out", str(tmp_path / "from_st")]) == 0
   # Refuses to clobber without --overwrite; --format only goes with --to-torch.
   capsys.readouterr()
   assert main(["convert", "--to-torch", exported["model"], "--out", out,
