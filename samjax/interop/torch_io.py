@@ -40,7 +40,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   --format safetensors``) is read without torch and without pickle.
   """
   if path.endswith(".safetensors"):
-    from samjax.interop.hf_io import read_safetensors
+    from samjax.interop.safetensors_io import read_safetensors
     return read_safetensors(path)
   torch = _torch()
   if not os.path.isfile(path):

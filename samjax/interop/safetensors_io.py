@@ -1,0 +1,71 @@
+"""safetensors files as ``{key: float32 numpy array}``: the one place samjax
+reads and writes them (official-layout exports, Hugging Face folders).
+
+The ``safetensors`` package is imported when used, with a message saying how
+to install it; no torch is needed except to widen bfloat16 tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from data_pipelines import atomic_io
+
+
+def require_safetensors():
+  """The safetensors module, or an ImportError that says how to install it
+  (called before a model loads, so a missing package costs no waiting)."""
+  try:
+    import safetensors
+    import safetensors.numpy
+  except ImportError as e:
+    raise ImportError("safetensors files need the safetensors package: "
+                      "pip install safetensors") from e
+  return safetensors
+
+
+def safetensors_bytes(tensors: Mapping[str, np.ndarray]) -> bytes:
+  """A safetensors file (float32, ``{"format": "pt"}`` metadata, as torch writes)."""
+  st = require_safetensors()
+  arrays = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in tensors.items()}
+  return st.numpy.save(arrays, metadata={"format": "pt"})
+
+
+def write_safetensors(tensors: Mapping[str, np.ndarray], path: str) -> None:
+  """Writes ``{key: array}`` as a safetensors file, atomically."""
+  data = safetensors_bytes(tensors)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  atomic_io.write_bytes(path, data)
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """``{key: float32 array}`` of a safetensors file (fp16/bf16 are widened)."""
+  st = require_safetensors()
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no such safetensors file: {path}")
+  out = {}
+  try:
+    with st.safe_open(path, framework="np") as f:
+      keys = list(f.keys())
+      bf16 = []
+      for k in keys:
+        try:
+          out[k] = np.asarray(f.get_tensor(k), np.float32)
+        except TypeError:  # bfloat16: numpy has no such dtype
+          bf16.append(k)
+    if bf16:
+      try:
+        import torch  # noqa: F401 - safe_open(framework="pt") needs it
+      except ImportError:
+        raise ImportError(f"{path} holds bfloat16 tensors; reading them needs "
+                          "PyTorch (pip install torch)") from None
+      with st.safe_open(path, framework="pt") as f:
+        for k in bf16:
+          out[k] = f.get_tensor(k).float().numpy()
+  except (OSError, ValueError, RuntimeError) as e:
+    raise ValueError(f"{path} is not a readable safetensors file: "
+                     f"{type(e).__name__}: {e}") from None
+  return out
