@@ -36,12 +36,15 @@ finetune-demo: install
 	$(BIN)/python experiments/finetune_demo.py --demo-out demo_out --out finetune_out
 
 # Every benchmark against its baseline, results written to experiments/results
-# (about 20 minutes on a 2-core CPU; each script also runs on its own).
+# as <bench>_<date>_<host>.md (host = CPU kind, e.g. amd-epyc or
+# intel-xeon-avx512-amx), about 25 minutes on a 2-core CPU; each script also
+# runs on its own.
 bench: install
 	$(BIN)/python experiments/bench_encoder.py --write experiments/results
+	$(BIN)/python experiments/profile_encoder.py --write experiments/results
 	$(BIN)/python experiments/bench_predictor.py --write experiments/results
 	$(BIN)/python experiments/bench_amg.py --write experiments/results
-	$(BIN)/python experiments/bench_data.py --out experiments/results/bench_data_$$(date +%F)_cpu.md
+	$(BIN)/python experiments/bench_data.py --write experiments/results
 	$(BIN)/python experiments/bench_train.py --write experiments/results
 
 lint: install

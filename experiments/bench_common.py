@@ -11,6 +11,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -81,11 +82,47 @@ def cpu_name() -> str:
   return platform.processor() or platform.machine() or "unknown CPU"
 
 
+# CPU features that decide XLA's and torch's matmul kernels on x86.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+             "amx_fp16")
+
+
+def cpu_flags() -> list[str]:
+  """The ``ISA_FLAGS`` this CPU reports (from /proc/cpuinfo; [] where unreadable)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("flags"):
+          have = set(line.split(":", 1)[1].split())
+          return [flag for flag in ISA_FLAGS if flag in have]
+  except OSError:
+    pass
+  return []
+
+
+def host_description() -> str:
+  """CPU model, core count and the matmul-relevant ISA flags, in one line."""
+  flags = cpu_flags()
+  return (f"{cpu_name()}, {os.cpu_count()} cores, ISA: "
+          f"{' '.join(flags) if flags else 'unknown'}")
+
+
+def host_tag() -> str:
+  """Short host name for result file names: ``amd-epyc``, ``intel-xeon-avx512-amx``..."""
+  name = cpu_name().lower()
+  vendor = ("amd" if "amd" in name else "intel" if "intel" in name
+            else re.sub(r"[^a-z0-9]+", "-", name).strip("-")[:24] or "cpu")
+  family = ("epyc" if "epyc" in name else "xeon" if "xeon" in name else "")
+  flags = cpu_flags()
+  extras = [tag for tag, flag in (("avx512", "avx512f"), ("amx", "amx_tile")) if flag in flags]
+  return "-".join(part for part in (vendor, family, *extras) if part)
+
+
 def machine_description() -> str:
   import jax
   dev = jax.devices()[0]
   return (f"{os.cpu_count()} CPU cores ({cpu_name()}); jax {jax.__version__} on "
-          f"{dev.platform} ({dev.device_kind})")
+          f"{dev.platform} ({dev.device_kind}); host: {host_description()}")
 
 
 def matmul_rate_gflops(n: int = 2048, runs: int = 5, dtype="float32") -> float:
@@ -99,8 +136,50 @@ def matmul_rate_gflops(n: int = 2048, runs: int = 5, dtype="float32") -> float:
   return 2 * n ** 3 / t / 1e9
 
 
+def matmul_rates(shapes: dict[str, tuple[int, int, int]], runs: int = 5,
+                 dtype="float32") -> dict[str, float]:
+  """XLA's GFLOP/s for each named ``(m, k, n)`` product ``[m, k] @ [k, n]``.
+
+  The model's own shapes (e.g. ViT-B's qkv: 4096 x 768 x 2304) run at a
+  different rate than a square product; a part of the model is judged
+  against the rate of its own shapes.
+  """
+  import jax
+  import jax.numpy as jnp
+  out = {}
+  for name, (m, k, n) in shapes.items():
+    a, b = jnp.ones((m, k), dtype), jnp.ones((k, n), dtype)
+    f = jax.jit(lambda a, b: a @ b)
+    f(a, b).block_until_ready()
+    t = median(time_calls(lambda f=f, a=a, b=b: f(a, b).block_until_ready(), runs))
+    out[name] = 2 * m * k * n / t / 1e9
+  return out
+
+
+def encoder_shapes_rate(config, runs: int = 5) -> float:
+  """XLA's GFLOP/s on the image encoder's own weight matmuls (one block's qkv,
+  proj, lin1, lin2 at the full token grid: total FLOPs / total time): the
+  ceiling the encoder is judged against, next to the square-product rate."""
+  t = config.embedding_size ** 2
+  c = config.encoder_embed_dim
+  mlp = int(c * config.mlp_ratio)
+  shapes = {"qkv": (t, c, 3 * c), "proj": (t, c, c), "lin1": (t, c, mlp), "lin2": (t, mlp, c)}
+  rates = matmul_rates(shapes, runs)
+  flops = {name: 2 * m * k * n for name, (m, k, n) in shapes.items()}
+  return sum(flops.values()) / sum(flops[name] / rates[name] for name in shapes)
+
+
+def program_flops(fn, *args) -> float:
+  """Matmul + conv FLOPs of one call of ``fn``, loop bodies (``lax.scan`` /
+  ``lax.map``: the scanned encoder, the CPU attention kernels, the decoder
+  passes) multiplied by their trip counts. XLA's cost analysis counts a loop
+  body once (``xla_flops``), which undercounts these programs."""
+  from samjax.planning.flops import count_flops
+  return float(count_flops(fn, *args).total)
+
+
 def xla_flops(jitted, *args) -> float:
-  """FLOPs of one call according to XLA's cost analysis."""
+  """FLOPs of one call according to XLA's cost analysis (loop bodies counted once)."""
   cost = jitted.lower(*args).compile().cost_analysis()
   if isinstance(cost, list):
     cost = cost[0]
@@ -138,12 +217,18 @@ def loaded_and_official(variant: str, seed: int = 0):
 
 
 def write_result(directory: str | None, name: str, lines: list[str]) -> None:
-  """Writes ``lines`` to ``directory/<name>_<date>_<platform>.md`` (no-op without a directory)."""
+  """Writes ``lines`` to ``directory/<name>_<date>_<host>.md`` (no-op without a directory).
+
+  ``<host>`` is ``host_tag()`` on a CPU (``amd-epyc``, ``intel-xeon-avx512-amx``),
+  else the accelerator platform, so results of different hosts sit side by side.
+  """
   if not directory:
     return
   import jax
   os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, f"{name}_{today()}_{jax.devices()[0].platform}.md")
+  platform_name = jax.devices()[0].platform
+  host = host_tag() if platform_name == "cpu" else platform_name
+  path = os.path.join(directory, f"{name}_{today()}_{host}.md")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
   print(f"wrote {path}")

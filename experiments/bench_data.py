@@ -1,6 +1,6 @@
 """SA-1B input pipeline throughput per CPU core vs plain full-size JPEG decoding.
 
-  .venv/bin/python experiments/bench_data.py --out experiments/results/bench_data_<date>_cpu.md
+  .venv/bin/python experiments/bench_data.py --write experiments/results
 
 Builds (once, cached under --work) an SA-1B-sized sample: --images JPEGs of
 1500x2250 with ~100 COCO-RLE masks each (data_pipelines.sample_data), converts
@@ -40,7 +40,7 @@ from PIL import Image
 # The repository's data_pipelines (installed or not), and bench_common beside this file.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import cpu_name, make_parser, today
+from bench_common import cpu_name, host_description, host_tag, make_parser, today
 
 from data_pipelines import (
   dataset_layout,
@@ -165,7 +165,9 @@ def timed(fn):
 
 
 def main() -> int:
-  ap = make_parser(__doc__, write=False)  # --out FILE instead of --write DIR
+  ap = make_parser(__doc__, write=False)
+  ap.add_argument("--write", metavar="DIR",
+                  help="also write the results to DIR/bench_data_<date>_<host>.md")
   ap.add_argument("--work", default="bench_out/data", help="cache for the sample data")
   ap.add_argument("--images", type=int, default=16)
   ap.add_argument("--height", type=int, default=1500)
@@ -177,7 +179,7 @@ def main() -> int:
   ap.add_argument("--passes", type=int, default=3, help="timed passes; the best counts")
   ap.add_argument("--settle", type=float, default=2.0,
                   help="seconds for the pipeline's prefetch buffer to fill")
-  ap.add_argument("--out", help="also write the results as markdown here")
+  ap.add_argument("--out", help="also write the results as markdown to this file")
   args = ap.parse_args()
 
   data_dir = build_data(args.work, args.images, args.height, args.width, args.objects,
@@ -215,7 +217,7 @@ def main() -> int:
   lines = [
       f"# bench_data: SA-1B pipeline vs full-size JPEG decode ({today()})",
       "",
-      (f"Machine: {os.cpu_count()}-core CPU ({cpu_name()}), Python "
+      (f"Machine: {os.cpu_count()}-core CPU ({host_description()}), Python "
        f"{platform.python_version()}, Pillow {Image.__version__}; shared with other jobs, "
        "so rates are images per CPU-second (`time.process_time`, all threads of the "
        "process)."),
@@ -238,10 +240,14 @@ def main() -> int:
   lines += [f"| {k} | {v:.1f} |" for k, v in quality.items()]
   text = "\n".join(lines)
   print(text)
-  if args.out:
-    with open(args.out, "w") as f:
+  outs = [args.out] if args.out else []
+  if args.write:
+    os.makedirs(args.write, exist_ok=True)
+    outs.append(os.path.join(args.write, f"bench_data_{today()}_{host_tag()}.md"))
+  for out in outs:
+    with open(out, "w") as f:
       f.write(text + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
   return 0
 
 

@@ -3,8 +3,10 @@
 The image encoder's global-attention blocks attend over 64x64 = 4096 tokens.
 On a CPU the [B, heads, 4096, 4096] float32 score tensor (800 MB at ViT-B)
 does not fit in cache and the op becomes memory bound; processing the queries
-in chunks keeps each chunk's scores cache-resident (docs/architecture.md, measured facts). On
-GPU/TPU the fused ``jax.nn.dot_product_attention`` is used instead, which can
+in chunks keeps each chunk's scores cache-resident (docs/architecture.md,
+measured facts). The windowed blocks' [windows, heads, 196, 196] scores are
+memory bound for the same reason and run one window at a time. On GPU/TPU
+the fused ``jax.nn.dot_product_attention`` is used instead, which can
 dispatch to cuDNN flash attention.
 
 Layouts: q/k/v [B, T, N, D] (batch, tokens, heads, head_dim), like
@@ -16,17 +18,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-# Below this many queries (e.g. 14x14 windows) the fused kernel is faster.
-CHUNKED_MIN_QUERIES = 1024
-
 
 def resolve_impl(impl: str, num_queries: int) -> str:
-  """Chooses the kernel for ``impl='auto'``: chunked on CPU for long inputs."""
+  """Chooses the kernel for ``impl='auto'``: the cache-blocked one on CPU.
+
+  ``num_queries`` is kept for callers; on CPU both window-sized (196 tokens)
+  and global (4096 tokens) attention are faster blocked (see
+  ``rel_pos_attention``).
+  """
+  del num_queries
   if impl != "auto":
     return impl
-  if jax.default_backend() == "cpu" and num_queries >= CHUNKED_MIN_QUERIES:
-    return "chunked"
-  return "xla"
+  return "chunked" if jax.default_backend() == "cpu" else "xla"
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -46,12 +49,14 @@ def rel_pos_attention(q, k, v, rel_h, rel_w, *, scale: float, impl: str = "auto"
     rel_w: [B, N, T, kw] float32, bias indexed by the key's column.
     scale: multiplies q before the dot product (official ``q * self.scale``).
     impl: 'auto' | 'xla' | 'cudnn' | 'chunked'.
-    query_chunk: queries per (head, chunk) step of the chunked kernel.
+    query_chunk: queries per (head, chunk) step of the chunked kernel; an
+      attention of at most this many tokens (a 14x14 window) runs whole, one
+      batch item (window) at a time.
 
   Returns:
     [B, T, N, D] in q's dtype.
   """
-  b, t, n, d = q.shape
+  b, t, n, _ = q.shape
   kh, kw = rel_h.shape[-1], rel_w.shape[-1]
   impl = resolve_impl(impl, t)
   if impl in ("xla", "cudnn"):
@@ -61,10 +66,65 @@ def rel_pos_attention(q, k, v, rel_h, rel_w, *, scale: float, impl: str = "auto"
         implementation=None if impl == "xla" else "cudnn")
   if impl != "chunked":
     raise ValueError(f"unknown attention impl {impl!r}")
+  if t <= query_chunk:
+    return _per_item_attention(q, k, v, rel_h, rel_w, scale)
+  return _query_chunked_attention(q, k, v, rel_h, rel_w, scale, query_chunk)
 
-  # One head and one chunk of queries at a time: each step's [c, T] score
-  # block stays in cache (docs/architecture.md: the whole [N, T, T] tensor is memory
-  # bound on CPU). Outer loop over heads keeps that head's K/V hot.
+
+def _unnormalized_softmax_av(s, v):
+  """softmax(s) @ v with the division moved after the product.
+
+  s: [..., Tq, Tk] float32 scores, v: [..., Tk, D] -> [..., Tq, D] float32.
+  Dividing the [Tq, D] result instead of the [Tq, Tk] probabilities saves a
+  pass over the score block; the max shift only guards exp's range, so it
+  carries no gradient (softmax does not depend on it).
+  """
+  m = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
+  e = jnp.exp(s - m)
+  denom = jnp.sum(e, axis=-1, keepdims=True)
+  return jnp.matmul(e.astype(v.dtype), v, preferred_element_type=jnp.float32) / denom
+
+
+def _per_item_attention(q, k, v, rel_h, rel_w, scale):
+  """Whole attention of one batch item (a window) at a time, bias in the matmul.
+
+  The windowed blocks attend within 14x14 windows: per window all heads'
+  scores are [N, 196, 196] (1.8 MB at ViT-B), which stays in cache when the
+  windows are processed one by one, where the batched op streams a [nW, N,
+  196, 196] tensor through memory several times. The decomposed rel-pos bias
+  rel_h[q, row(key)] + rel_w[q, col(key)] is folded into the score matmul
+  by appending rel_h, rel_w to the (scaled) queries and the key's one-hot row
+  and column to the keys: [scale q, rel_h, rel_w] . [k, onehot(row),
+  onehot(col)] = scale q.k + bias, so no [T, T] bias is ever materialised.
+  """
+  _, t, n, _ = q.shape
+  kh, kw = rel_h.shape[-1], rel_w.shape[-1]
+  cdt = q.dtype  # the bias joins q's dtype, as in the fused path
+  rows = jnp.repeat(jnp.eye(kh, dtype=cdt), kw, axis=0)        # [T, kh]: key's row
+  cols = jnp.tile(jnp.eye(kw, dtype=cdt), (kh, 1))             # [T, kw]: key's column
+  key_pos = jnp.broadcast_to(jnp.concatenate([rows, cols], -1), (n, t, kh + kw))
+
+  def one_item(args):
+    qi, ki, vi, hi, wi = args  # [T, N, D] x3, [N, T, kh], [N, T, kw]
+    qa = jnp.concatenate([(qi * jnp.asarray(scale, qi.dtype)).transpose(1, 0, 2).astype(cdt),
+                          hi.astype(cdt), wi.astype(cdt)], -1)   # [N, T, D + kh + kw]
+    ka = jnp.concatenate([ki.transpose(1, 0, 2).astype(cdt), key_pos], -1)
+    s = jnp.einsum("nqd,nkd->nqk", qa, ka, preferred_element_type=jnp.float32)
+    out = _unnormalized_softmax_av(s, vi.transpose(1, 0, 2))   # [N, T, D]
+    return out.transpose(1, 0, 2).astype(q.dtype)
+
+  return jax.lax.map(one_item, (q, k, v, rel_h, rel_w))
+
+
+def _query_chunked_attention(q, k, v, rel_h, rel_w, scale, query_chunk):
+  """One head and one chunk of queries at a time (global attention on CPU).
+
+  Each step's [c, T] score block stays in cache (the whole [N, T, T] tensor,
+  800 MB at ViT-B, is memory bound on CPU). The outer loop over heads keeps
+  that head's K/V hot.
+  """
+  b, t, n, d = q.shape
+  kh, kw = rel_h.shape[-1], rel_w.shape[-1]
   c = _largest_divisor_at_most(t, query_chunk)
   nc = t // c
   qh = (q * jnp.asarray(scale, q.dtype)).transpose(0, 2, 1, 3).reshape(b * n, nc, c, d)
@@ -80,8 +140,7 @@ def rel_pos_attention(q, k, v, rel_h, rel_w, *, scale: float, impl: str = "auto"
       qc, rhc, rwc = chunk  # [c, D], [c, kh], [c, kw]
       s = jnp.dot(qc, k_head.T, preferred_element_type=jnp.float32)
       s = s.reshape(c, kh, kw) + rhc[:, :, None] + rwc[:, None, :]
-      p = jax.nn.softmax(s.reshape(c, t), axis=-1)
-      return jnp.dot(p.astype(v_head.dtype), v_head)
+      return _unnormalized_softmax_av(s.reshape(c, t), v_head).astype(q.dtype)
 
     return jax.lax.map(one_chunk, (q_head, rh_head, rw_head))
 

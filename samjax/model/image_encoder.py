@@ -71,22 +71,45 @@ class Attention(nn.Module):
 
   [B, H, W, C] -> [B, H, W, C]. ``rel_pos_h``/``rel_pos_w`` are
   [2 * input_size - 1, head_dim] tables (official ``Attention``).
+
+  With ``window > 0`` the input is the whole token grid and attention runs
+  within window x window windows (the official ``Block`` partitions before
+  ``Attention`` and unpartitions after). Computed the same way, but cheaper:
+  the official pads the normalised grid with zero tokens before ``qkv``, so a
+  padded token's q, k and v are exactly ``qkv``'s bias; here ``qkv`` runs on
+  the real tokens only and the padding is filled with that bias, and ``proj``
+  runs after the padding is cropped (it is per token). At 64 -> 70 tokens a
+  side that skips 16 % of both matmuls.
   """
   dim: int
   num_heads: int
   input_size: tuple
+  window: int = 0
   dtype: jnp.dtype = jnp.float32
   impl: str = "auto"
   query_chunk: int = 256
 
   @nn.compact
   def __call__(self, x):
-    b, h, w, _ = x.shape
+    h, w = x.shape[1:3]
+    qkv_dense = Dense(3 * self.dim, ("embed", "qkv"), dtype=self.dtype, name="qkv")
+    qkv = qkv_dense(x)  # [B, H, W, 3C]
+    if self.window:
+      bias = nn.unbox(qkv_dense.variables["params"]["bias"]).astype(qkv.dtype)
+      qkv, padded = _pad_with(qkv, self.window, bias)
+      qkv, _ = window_partition(qkv, self.window)  # [B * nW, window, window, 3C]
+    out = self._attend(qkv)
+    if self.window:
+      out = window_unpartition(out, self.window, padded, (h, w))
+    return Dense(self.dim, ("heads", "embed"), dtype=self.dtype, name="proj")(out)
+
+  def _attend(self, qkv):
+    """[B', h, w, 3C] projected tokens -> [B', h, w, C] attention output (before proj)."""
+    b, h, w, _ = qkv.shape
     n = self.num_heads
     d = self.dim // n
-    qkv = Dense(3 * self.dim, ("embed", "qkv"), dtype=self.dtype, name="qkv")(x)
     qkv = qkv.reshape(b, h * w, 3, n, d)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, N, D]
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B', T, N, D]
 
     rel_pos_h = self.param("rel_pos_h", param_init(zeros, ("rel_pos", "head_dim")),
                            (2 * self.input_size[0] - 1, d), jnp.float32)
@@ -105,8 +128,19 @@ class Attention(nn.Module):
 
     out = rel_pos_attention(q, k, v, rel_h, rel_w, scale=d ** -0.5,
                             impl=self.impl, query_chunk=self.query_chunk)
-    out = out.reshape(b, h, w, self.dim)
-    return Dense(self.dim, ("heads", "embed"), dtype=self.dtype, name="proj")(out)
+    return out.reshape(b, h, w, self.dim)
+
+
+def _pad_with(x, window: int, fill):
+  """[B, H, W, C] -> ([B, Hp, Wp, C], (Hp, Wp)): H, W padded up to multiples of
+  ``window`` with the vector ``fill`` [C] (``window_partition`` pads zeros)."""
+  b, h, w, c = x.shape
+  pad_h, pad_w = (-h) % window, (-w) % window
+  if pad_h:
+    x = jnp.concatenate([x, jnp.broadcast_to(fill, (b, pad_h, w, c))], axis=1)
+  if pad_w:
+    x = jnp.concatenate([x, jnp.broadcast_to(fill, (b, h + pad_h, pad_w, c))], axis=2)
+  return x, (h + pad_h, w + pad_w)
 
 
 class Block(nn.Module):
@@ -125,16 +159,10 @@ class Block(nn.Module):
   def __call__(self, x, deterministic: bool = True):
     shortcut = x
     x = LayerNorm(eps=1e-6, dtype=self.dtype, name="norm1")(x)
-    h, w = x.shape[1], x.shape[2]
-    if self.window_size > 0:
-      x, padded = window_partition(x, self.window_size)
-      attn_size = (self.window_size, self.window_size)
-    else:
-      attn_size = self.input_size
-    x = Attention(self.dim, self.num_heads, attn_size, dtype=self.dtype,
+    window = self.window_size
+    attn_size = (window, window) if window > 0 else self.input_size
+    x = Attention(self.dim, self.num_heads, attn_size, window=window, dtype=self.dtype,
                   impl=self.impl, query_chunk=self.query_chunk, name="attn")(x)
-    if self.window_size > 0:
-      x = window_unpartition(x, self.window_size, padded, (h, w))
     drop = DropPath(self.drop_path)
     x = shortcut + drop(x, deterministic)
     y = LayerNorm(eps=1e-6, dtype=self.dtype, name="norm2")(x)

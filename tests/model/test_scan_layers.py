@@ -125,8 +125,11 @@ def test_scan_keeps_the_graph_size_flat_in_depth():
   Layouts (W windowed, G global): SMALL = 2 x (W W G), 4 x (W W G) as ViT-B,
   2 x (W x 7, G) as a ViT-H group; all compile one W and one G block.
   """
-  layouts = [SMALL, SMALL.replace(encoder_depth=12, encoder_global_attn_indexes=(2, 5, 8, 11)),
-             SMALL.replace(encoder_depth=16, encoder_global_attn_indexes=(7, 15))]
+  # The fused attention kernel has no loops of its own (the CPU kernel loops
+  # over windows and query chunks), so every scan counted is a block loop.
+  small = SMALL.replace(attention_impl="xla")
+  layouts = [small, small.replace(encoder_depth=12, encoder_global_attn_indexes=(2, 5, 8, 11)),
+             small.replace(encoder_depth=16, encoder_global_attn_indexes=(7, 15))]
   dots, scans = {}, {}
   for cfg in layouts:
     shapes = build(cfg).param_shapes()  # the same with scan on and off
@@ -141,7 +144,8 @@ def test_scan_keeps_the_graph_size_flat_in_depth():
 
 
 def test_irregular_layout_falls_back_to_unrolled():
-  cfg = SMALL.replace(encoder_depth=5, encoder_global_attn_indexes=(1, 3))  # W G W G W
+  cfg = SMALL.replace(encoder_depth=5, encoder_global_attn_indexes=(1, 3),  # W G W G W
+                      attention_impl="xla")  # no kernel loops: every scan is a block loop
   assert cfg.encoder_scan_period is None
   scanned = _forward_jaxpr(cfg.replace(scan_layers=True))
   assert _count(scanned, "scan") == 0
