@@ -62,8 +62,9 @@ def upscale_operands(low: int, image_size: int, input_size: tuple[int, int],
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def embed(params, images, *, model: SamModel):
-  """[B, 3, S, S] preprocessed crops -> [B, C, h, w] (shared by all generators)."""
-  return model.embed_images(params, images)
+  """[B, 3, S, S] preprocessed crops -> [B, h, w, C] channels-last embeddings
+  (shared by all generators; ``decode_points`` reads them without a transpose)."""
+  return model.embed_images(params, images, channels_last=True)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -74,13 +75,14 @@ def dense_pe(params, *, model: SamModel):
 @functools.partial(jax.jit, static_argnames=("model", "prompt_chunk"))
 def decode_points(params, embedding, image_pe, coords, *, model: SamModel,
                   prompt_chunk: int):
-  """embedding [1, C, h, w], coords [P, 2] (input frame) -> low-res logits
+  """embedding [1, h, w, C], coords [P, 2] (input frame) -> low-res logits
   [P*3, L, L] and IoU predictions [P*3], point-major (the official order)."""
   p = coords.shape[0]
   pts = coords[None, :, None, :].astype(jnp.float32)
   labels = jnp.ones((1, p, 1), jnp.int32)
   logits, iou = model.decode(params, embedding, pts, labels, multimask_output=True,
-                             image_pe=image_pe, prompt_chunk=prompt_chunk)
+                             image_pe=image_pe, prompt_chunk=prompt_chunk,
+                             channels_last=True)
   return logits[0].reshape(p * 3, *logits.shape[-2:]), iou[0].reshape(p * 3)
 
 

@@ -204,7 +204,7 @@ class SamAutomaticMaskGenerator:
     return data
 
   def _embed_crops(self, image, crop_boxes) -> list:
-    """One [1, C, h, w] embedding per crop. The whole image is embedded
+    """One [1, h, w, C] (channels-last) embedding per crop. The whole image is embedded
     alone; the crops in batches of exactly ``encoder_batch`` (zero-padded),
     so the encoder compiles for two batch sizes at most."""
     s = self._model.config.image_size

@@ -42,15 +42,28 @@ from samjax.model.sam import SamModel
 def _decode(params, features, image_pe, coords, labels, point_valid, boxes, box_valid,
             masks, mask_valid, *, model: SamModel, multimask: bool, return_logits: bool,
             input_size: tuple[int, int], original_size: tuple[int, int]):
-  """One image, P prompts -> (masks [P, K, H, W], iou [P, K], low-res [P, K, 4h, 4w])."""
+  """One image ([1, h, w, C] channels-last features), P prompts ->
+  (masks [P, K, H, W], iou [P, K], low-res [P, K, 4h, 4w])."""
   add = lambda x: None if x is None else x[None]
   logits, iou = model.decode(
       params, features, add(coords), add(labels), add(boxes), add(masks),
       point_valid=add(point_valid), box_valid=add(box_valid), mask_valid=add(mask_valid),
-      multimask_output=multimask, image_pe=image_pe, prompt_chunk=PROMPT_CHUNK)
+      multimask_output=multimask, image_pe=image_pe, prompt_chunk=PROMPT_CHUNK,
+      channels_last=True)
   low_res, iou = logits[0], iou[0]
   full = postprocess_masks(low_res, input_size, original_size, model.config.image_size)
   return (full if return_logits else full > 0.0), iou, low_res
+
+
+def _embed_both(model: SamModel, params, images):
+  """[1, 3, S, S] -> (embedding [1, C, h, w], the same [1, h, w, C]).
+
+  The official layout is the public ``features``; decodes read the
+  channels-last copy, made once per image here instead of a transpose of
+  the 4096 image tokens in every decode.
+  """
+  nhwc = model.embed_images(params, images, channels_last=True)
+  return jax.numpy.transpose(nhwc, (0, 3, 1, 2)), nhwc
 
 
 # Prompts decoded together per step (see SamModel.decode); buckets above 1
@@ -93,7 +106,7 @@ class SamPredictor:
     self._params = sam_model.params
     self._point_buckets = tuple(point_buckets)
     self._prompt_buckets = tuple(prompt_buckets)
-    self._embed = jax.jit(self._model.embed_images)
+    self._embed = jax.jit(_embed_both, static_argnums=0)
     # The image positional encoding depends on params only: compute it once.
     self._image_pe = jax.jit(self._model.dense_pe)(self._params)
     self.reset_image()
@@ -124,7 +137,7 @@ class SamPredictor:
     self.reset_image()
     chw = np.ascontiguousarray(transformed_image.transpose(2, 0, 1))[None]
     x = normalize_and_pad_host(chw, self.image_size)
-    self.features = self._embed(self._params, x)
+    self.features, self._features_nhwc = self._embed(self._model, self._params, x)
     self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
     self.input_size = (h, w)
     self.is_image_set = True
@@ -164,6 +177,7 @@ class SamPredictor:
   def reset_image(self) -> None:
     self.is_image_set = False
     self.features = None
+    self._features_nhwc = None
     self.original_size = None
     self.input_size = None
 
@@ -263,7 +277,7 @@ class SamPredictor:
       coords = None if coords is None else apply_coords(coords, hw, s)
       boxes = None if boxes is None else apply_boxes(boxes, hw, s)
     return decode_prompts(
-        self._model, self._params, self.features, self._image_pe, coords, labels,
+        self._model, self._params, self._features_nhwc, self._image_pe, coords, labels,
         boxes, mask_input, b, input_size=self.input_size, original_size=hw,
         multimask_output=multimask_output, return_logits=return_logits,
         point_buckets=self._point_buckets, prompt_buckets=self._prompt_buckets)
@@ -278,7 +292,8 @@ def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, 
   frame -> padded to buckets, one jitted decode, sliced back on the host.
 
   Args:
-    features: [1, C, h, w] image embedding; image_pe: ``model.dense_pe(params)``.
+    features: [1, h, w, C] channels-last image embedding
+      (``embed_images(..., channels_last=True)``); image_pe: ``model.dense_pe(params)``.
     coords: [B, N, 2] or None; labels: [B, N] int or None; boxes: [B, 4] or
       None; mask_input: [B, 1, 4h, 4w] or None (at least one is given).
     input_size: (h, w) of the resized image before padding; original_size:

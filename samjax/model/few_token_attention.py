@@ -27,11 +27,20 @@ import jax.numpy as jnp
 
 
 def _softmax(scores, key_valid):
-  """scores [B, H, Q, K] float32; key_valid [B, K] or None."""
+  """Softmax of float32 ``scores`` over the last axis (the keys); ``key_valid``
+  [B, K] or None masks the keys of [B, ., ., K] scores."""
   if key_valid is not None:
     scores = jnp.where(key_valid[:, None, None, :], scores,
                        jnp.finfo(jnp.float32).min)
   return jax.nn.softmax(scores, axis=-1)
+
+
+# Layout (many_queries): the 4096 image tokens stay the leading (row) axis of
+# plain [N, C] @ [C, small] and [N, small] @ [small, C] products, so XLA does
+# not transpose them (on a CPU a [4096, 256] transpose costs a click about as
+# much as the products). few_queries keeps [small, C] @ [C, N]: laid out like
+# many_queries its scores round differently for 1 and 4 prompts per call,
+# and the generator's records must not depend on points_per_batch.
 
 
 def few_queries(qh, x, wk, bk, wv, bv, *, scale: float):
@@ -73,10 +82,10 @@ def many_queries(x, wq, bq, kh, vh, wo, bo, key_valid, *, scale: float):
   """
   h, d = kh.shape[-2:]
   c = x.shape[-1]
-  g = jnp.einsum("bthd,chd->bhct", kh, wq.reshape(c, h, d))        # Wq_h k_t
-  scores = jnp.einsum("bnc,bhct->bhnt", x, g, preferred_element_type=jnp.float32)
+  g = jnp.einsum("bthd,chd->bcht", kh, wq.reshape(c, h, d))        # Wq_h k_t
+  scores = jnp.einsum("bnc,bcht->bnht", x, g, preferred_element_type=jnp.float32)
   scores = scores + jnp.einsum("hd,bthd->bht", bq.reshape(h, d), kh).astype(
-      jnp.float32)[:, :, None, :]
+      jnp.float32)[:, None]
   p = _softmax(scores * scale, key_valid)
   u = jnp.einsum("bthd,hdo->bhto", vh, wo.reshape(h, d, -1))       # v_t Wo_h
-  return jnp.einsum("bhnt,bhto->bno", p.astype(u.dtype), u) + bo
+  return jnp.einsum("bnht,bhto->bno", p.astype(u.dtype), u) + bo

@@ -40,17 +40,21 @@ class Sam(nn.Module):
     self.prompt_encoder = PromptEncoder(self.config)
     self.mask_decoder = MaskDecoder(self.config)
 
-  def embed_images(self, images, deterministic: bool = True):
-    """[B, 3, S, S] normalised, padded -> [B, C, S/16, S/16] float32."""
+  def embed_images(self, images, deterministic: bool = True, channels_last: bool = False):
+    """[B, 3, S, S] normalised, padded -> [B, C, S/16, S/16] float32
+    ([B, S/16, S/16, C] with ``channels_last``)."""
     x = jnp.transpose(images, (0, 2, 3, 1))
-    x = self.image_encoder(x, deterministic)
-    return jnp.transpose(x, (0, 3, 1, 2)).astype(jnp.float32)
+    x = self.image_encoder(x, deterministic).astype(jnp.float32)
+    return x if channels_last else jnp.transpose(x, (0, 3, 1, 2))
 
   def decode(self, embeddings, point_coords, point_labels, point_valid,
-             boxes, box_valid, mask_inputs, mask_valid, image_pe=None):
+             boxes, box_valid, mask_inputs, mask_valid, image_pe=None,
+             channels_last: bool = False):
     """All four mask tokens: ([B, M, 4, 4h, 4w] logits, [B, M, 4] IoU).
 
     ``image_pe`` [C, h, w] may be passed precomputed (it depends on params only).
+    ``channels_last``: ``embeddings`` are [B, h, w, C] (the encoder's own
+    layout) instead of the official [B, C, h, w].
     """
     cfg = self.config
     pe = self.prompt_encoder
@@ -88,7 +92,7 @@ class Sam(nn.Module):
     else:
       dense = jnp.broadcast_to(no_mask, (b * m, g, g, c))
 
-    emb = jnp.transpose(embeddings, (0, 2, 3, 1))  # [B, h, w, C]
+    emb = embeddings if channels_last else jnp.transpose(embeddings, (0, 2, 3, 1))
     emb = jnp.broadcast_to(emb[:, None], (b, m, g, g, c)).reshape(b * m, g, g, c)
     emb = constrain(emb, ("batch", None, None, "embed"))
     pe_grid = pe.dense_pe() if image_pe is None else jnp.transpose(image_pe, (1, 2, 0))
@@ -152,15 +156,21 @@ class SamModel:
     return jax.eval_shape(self.init, jax.random.PRNGKey(0))
 
   # ---- forward ----------------------------------------------------------
-  def embed_images(self, params, images, *, deterministic: bool = True, rngs=None):
-    """images [B, 3, S, S] normalised + padded (official ``preprocess``) -> [B, C, S/16, S/16]."""
-    return self.module.apply({"params": params}, images, deterministic,
+  def embed_images(self, params, images, *, deterministic: bool = True, rngs=None,
+                   channels_last: bool = False):
+    """images [B, 3, S, S] normalised + padded (official ``preprocess``) -> [B, C, S/16, S/16].
+
+    ``channels_last``: return [B, S/16, S/16, C], the layout ``decode(...,
+    channels_last=True)`` reads without a transpose per call.
+    """
+    return self.module.apply({"params": params}, images, deterministic, channels_last,
                              method=Sam.embed_images, rngs=rngs)
 
   def decode(self, params, embeddings, point_coords=None, point_labels=None,
              boxes=None, mask_inputs=None, *, point_valid=None, box_valid=None,
              mask_valid=None, multimask_output: bool = True, all_tokens: bool = False,
-             image_pe=None, prompt_chunk: int | None = None):
+             image_pe=None, prompt_chunk: int | None = None,
+             channels_last: bool = False):
     """Prompted mask prediction for a batch of images and prompts.
 
     Args: see the module docstring for shapes; ``*_valid`` default to all True.
@@ -172,6 +182,10 @@ class SamModel:
         (``lax.map``). Each prompt carries its own copy of the 4096 image
         tokens, so on a CPU a chunk whose working set stays in cache is much
         faster than all M at once; M must be a multiple of it.
+      channels_last: ``embeddings`` are [B, h, w, C] (``embed_images(...,
+        channels_last=True)``) instead of [B, C, h, w]: a decode then reads
+        the 4096 image tokens without transposing them on every call (a
+        copy that costs a CPU click as much as a third of its time).
     Returns:
       (low-res mask logits [B, M, K, 4h, 4w] float32, IoU predictions [B, M, K]).
     """
@@ -189,7 +203,7 @@ class SamModel:
 
     def run(chunk):
       return self.module.apply({"params": params}, embeddings, *chunk, image_pe,
-                               method=Sam.decode)
+                               channels_last, method=Sam.decode)
     m = _num_prompts(point_coords, boxes, mask_inputs)
     if prompt_chunk and m > prompt_chunk:
       if m % prompt_chunk:

@@ -49,6 +49,41 @@ def test_attention_kernels_agree(tiny, impl):
   np.testing.assert_allclose(other.embed_images(params, images), ref, atol=2e-5)
 
 
+def test_cpu_attention_kernel_gradients_match_fused(tiny):
+  """Training on a CPU runs the blocked kernel (one window at a time with the
+  bias folded into the scores; query chunks for global attention): its
+  gradients are the fused kernel's."""
+  _, params = tiny
+  images = jax.random.normal(jax.random.PRNGKey(9), (1, 3, 256, 256))
+
+  def encoder_grads(impl):
+    """d sum(sin(embedding)) / d encoder params (the decoder takes no part)."""
+    model = build("vit_tiny", attention_impl=impl, attention_query_chunk=64)
+    loss = lambda p: jnp.sum(jnp.sin(model.embed_images(params | {"image_encoder": p},
+                                                        images)))
+    return jax.grad(loss)(params["image_encoder"])
+  g, g_ref = encoder_grads("chunked"), encoder_grads("xla")
+  for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
+    # float32 sums in another order: errors scale with the leaf's largest entry.
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_channels_last_embeddings_decode_the_same(tiny):
+  """``embed_images(channels_last=True)`` is the official layout transposed,
+  and ``decode(channels_last=True)`` on it gives the same masks."""
+  model, params = tiny
+  images = jax.random.normal(jax.random.PRNGKey(10), (1, 3, 256, 256))
+  nchw = model.embed_images(params, images)
+  nhwc = model.embed_images(params, images, channels_last=True)
+  np.testing.assert_array_equal(np.asarray(nhwc), np.asarray(nchw).transpose(0, 2, 3, 1))
+  coords, labels, valid = _random_prompts(3, 2, 256)
+  a = model.decode(params, nchw[:1].repeat(2, 0), coords, labels, point_valid=valid)
+  b = model.decode(params, nhwc[:1].repeat(2, 0), coords, labels, point_valid=valid,
+                   channels_last=True)
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+
+
 def test_bfloat16_compute_keeps_float32_params(tiny):
   _, params = tiny
   images = jax.random.normal(jax.random.PRNGKey(2), (1, 3, 256, 256))

@@ -98,6 +98,11 @@ class Sam:
     return jax.jit(self.loaded.model.embed_images)
 
   @functools.cached_property
+  def _embed_channels_last(self):
+    """[B, 3, S, S] -> [B, h, w, C]: what ``decode_prompts`` reads."""
+    return jax.jit(functools.partial(self.loaded.model.embed_images, channels_last=True))
+
+  @functools.cached_property
   def _image_pe(self):
     return jax.jit(self.loaded.model.dense_pe)(self.loaded.params)
 
@@ -131,7 +136,8 @@ class Sam:
     model, params = self.loaded.model, self.loaded.params
     images = [tensors.to_numpy(r["image"], np.float32) for r in batched_input]
     size = model.config.image_size
-    emb = self._embed(params, np.stack([normalize_and_pad_host(x, size) for x in images]))
+    emb = self._embed_channels_last(
+        params, np.stack([normalize_and_pad_host(x, size) for x in images]))
     outputs = []
     for i, record in enumerate(batched_input):
       coords, labels, boxes, masks, b = _prompts(record, model.config.mask_input_size)
