@@ -8,6 +8,11 @@ configs, in one run.
 
 The ViT-B config is the paper recipe (8 + 2 corrective passes) on a batch of
 1 image with --vit-b-masks masks, float32, on all local devices.
+
+  python experiments/bench_train.py --configs vit_b --profile   # + per-module time
+
+--profile adds, per config, the step's time split by model module and into
+forward / backward (XLA's CPU op trace, see xla_op_profile.py).
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ import time
 # bench_common beside this file; the repository root for tests.synthetic_data.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import xla_op_profile
+
+if "--profile" in sys.argv:
+  xla_op_profile.ensure_trace_flag()  # before jax starts
+
 from bench_common import (
   encoder_shapes_rate,
   machine_description,
@@ -33,7 +43,7 @@ from bench_common import (
 )
 
 
-def bench_config(name, config, runs):
+def bench_config(name, config, runs, profile_runs: int = 0):
   import jax
   import jax.numpy as jnp
 
@@ -60,16 +70,20 @@ def bench_config(name, config, runs):
   times = time_calls(lambda: compiled(state, batch)[1]["loss"].block_until_ready(), runs)
   t = median(times)
   passes = 1 + config.sim.num_point_iters + config.sim.num_mask_only_iters
+  modules = (xla_op_profile.profile(compiled, (state, batch), runs=profile_runs, depth=2,
+                                    warmup=0) if profile_runs else None)
   return {"name": name, "variant": config.model.variant, "batch": b,
           "masks": config.data.max_masks, "passes": passes, "step_s": t,
           "compile_s": compile_s, "gflop": flops / 1e9, "xla_gflop": xla_count / 1e9,
           "shapes_rate": encoder_shapes_rate(model.config), "gflops": flops / t / 1e9,
-          "images_s": b / t}
+          "images_s": b / t, "modules": modules}
 
 
 def main(argv=None):
   ap = make_parser(__doc__, runs=3)
   ap.add_argument("--configs", default="tiny,vit_b")
+  ap.add_argument("--profile", action="store_true",
+                  help="also split one step's time by module and forward/backward")
   ap.add_argument("--vit-b-masks", type=int, default=64,
                   help="masks per image of the ViT-B row (the recipe's 64)")
   args = ap.parse_args(argv)
@@ -85,6 +99,7 @@ def main(argv=None):
            "|---|---|---|---|---|---|---|---|"]
   for line in lines:
     print(line)
+  profiles = []
   for name in args.configs.split(","):
     if name == "tiny":
       cfg = load_config("tiny_demo")
@@ -94,15 +109,31 @@ def main(argv=None):
                          f"--config.data.max_masks={args.vit_b_masks}"])
     else:
       raise SystemExit(f"unknown config {name!r}")
-    r = bench_config(name, cfg, args.runs)
+    r = bench_config(name, cfg, args.runs, profile_runs=1 if args.profile else 0)
     line = (f"| {r['name']} ({r['variant']}) | {r['batch']} x {r['masks']} x {r['passes']} "
             f"| {r['step_s']:.3f} s | {r['images_s']:.2f} | {r['gflop']:.1f} "
             f"({r['xla_gflop']:.1f}) | {r['gflops']:.1f} | {r['gflops'] / r['shapes_rate']:.2f} "
             f"/ {r['gflops'] / rate:.2f} | {r['compile_s']:.0f} s |")
     print(line, flush=True)
     lines.append(line)
+    profiles.append((name, r["modules"]))
     # Written after every config: a long ViT-B run may be cut short.
-    write_result(args.write, "bench_train", lines)
+    write_result(args.write, "bench_train", lines + _profile_lines(profiles))
+  for line in _profile_lines(profiles):
+    print(line)
+
+
+def _profile_lines(profiles) -> list[str]:
+  """Markdown tables of the per-module step time (``--profile``)."""
+  out = []
+  for name, rows in profiles:
+    if not rows:
+      continue
+    total = rows[0][1]
+    out += ["", f"### {name}: step time by module (XLA CPU op trace, 1 step)", "",
+            "| module | ms | share |", "|---|---:|---:|"]
+    out += [f"| {m} | {ms:.0f} | {ms / total:.1%} |" for m, ms, _ in rows[:25]]
+  return out
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import samjax  # noqa: E402,F401  (quiets an installed libtpu before jax picks a
 def main(argv=None):
   ap = make_parser(__doc__, variant="vit_b", runs=10, runs_help="profiled calls")
   ap.add_argument("--prompts", type=int, default=1, help="prompts per call (1 = a click)")
-  ap.add_argument("--depth", type=int, default=3, help="module path components per row")
+  ap.add_argument("--depth", type=int, default=4, help="module path components per row")
   args = ap.parse_args(argv)
 
   from samjax import build
@@ -56,7 +56,8 @@ def main(argv=None):
 
   report = Report(f"profile_decoder {args.variant}, {p} prompt(s) per call",
                   f"host: {host_description()}",
-                  "time per call of each module's ops (XLA CPU op trace, after fusion)")
+                  "time per call of each module's ops (XLA CPU op trace, after fusion; "
+                  "ops on the 2 threads summed, so the total exceeds the wall time)")
   rows = xla_op_profile.profile(decode, (params, features, coords, labels), runs=args.runs,
                                 depth=args.depth, strip="Sam.decode/")
   report.say(f"{'module':60s} {'ms/call':>8s} {'share':>6s} {'ops':>4s}")

@@ -17,17 +17,21 @@ XLA's measured rate for the part's own dominant matmul shape.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-import samjax  # noqa: F401  (first: quiets an installed libtpu before jax picks a backend)
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import Report, host_description, make_parser, matmul_rates, time_calls
+import xla_op_profile
+
+xla_op_profile.ensure_trace_flag()  # before jax starts
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from bench_common import Report, host_description, make_parser, matmul_rates, time_calls  # noqa: E402
+
+import samjax  # noqa: E402,F401  (first: quiets an installed libtpu before jax picks a backend)
 
 
 def _applier(module):
@@ -43,6 +47,7 @@ def _timed(fn, args, runs: int) -> float:
 
 
 def profile(variant: str, runs: int, query_chunk: int | None, say) -> None:
+  """Prints the per-part table, then the whole-encoder op profile."""
   from samjax import build
   from samjax.model.attention import rel_pos_attention
   from samjax.model.image_encoder import Attention, Block, window_partition, window_unpartition
@@ -60,7 +65,7 @@ def profile(variant: str, runs: int, query_chunk: int | None, say) -> None:
   key = jax.random.PRNGKey(0)
 
   rates = matmul_rates({
-      "qkv": (t, c, 3 * c), "qkv (windows)": (nw * tw, c, 3 * c), "proj": (t, c, c),
+      "qkv": (t, c, 3 * c), "proj": (t, c, c),
       "lin1": (t, c, mlp), "lin2": (t, mlp, c),
       "scores (global)": (t, d, t), "scores (window)": (tw, d, tw)}, runs=runs)
   for name, r in rates.items():
@@ -85,24 +90,22 @@ def profile(variant: str, runs: int, query_chunk: int | None, say) -> None:
     tq = tokens // nb                                        # tokens per attention group
     attn_flops = nb * n * (mm(tq, d, tq) * 2)               # scores + AV
     relpos_flops = nb * n * mm(tq, d, int(np.sqrt(tq))) * 2  # rel_h + rel_w
-    block_flops = (mm(tokens, c, 3 * c) + attn_flops + relpos_flops + mm(tokens, c, c)
+    block_flops = (mm(t, c, 3 * c) + attn_flops + relpos_flops + mm(t, c, c)
                    + mm(t, c, mlp) + mm(t, mlp, c))
     add(f"{label} block (whole)", _applier(block), (bp, x),
         block_flops, "lin1")
 
     ap = bp["attn"]
     att_size = (win, win) if window else (g, g)
-    attn_mod = Attention(c, n, att_size, impl=cfg.attention_impl,
+    attn_mod = Attention(c, n, att_size, window=window, impl=cfg.attention_impl,
                          query_chunk=cfg.attention_query_chunk)
     if window:
-      xa, _ = window_partition(x, win)
       add("  window partition + unpartition",
           lambda x: window_unpartition(window_partition(x, win)[0] + 1.0, win, (gp, gp), (g, g)),
           (x,), 0, "lin1")
-    else:
-      xa = x
+    # qkv and proj run on the t real tokens (padding is filled with qkv's bias).
     add(f"  attention module ({label})", _applier(attn_mod),
-        (ap, xa), mm(tokens, c, 3 * c) + attn_flops + relpos_flops + mm(tokens, c, c), "qkv")
+        (ap, x), mm(t, c, 3 * c) + attn_flops + relpos_flops + mm(t, c, c), "qkv")
     side = int(np.sqrt(tq))
     q = jnp.asarray(rng.normal(size=(nb, tq, n, d)).astype(np.float32))
     rh = jnp.asarray(rng.normal(size=(nb, n, tq, side)).astype(np.float32))
@@ -111,10 +114,9 @@ def profile(variant: str, runs: int, query_chunk: int | None, say) -> None:
                                                   impl=cfg.attention_impl,
                                                   query_chunk=cfg.attention_query_chunk),
         (q, q, q, rh, rh), attn_flops, "scores (global)" if not window else "scores (window)")
-    add(f"  qkv dense ({label})", lambda p, x: x @ p["kernel"] + p["bias"],
-        (ap["qkv"], xa.reshape(tokens, c)), mm(tokens, c, 3 * c),
-        "qkv" if not window else "qkv (windows)")
     if not window:
+      add("  qkv dense", lambda p, x: x @ p["kernel"] + p["bias"],
+          (ap["qkv"], x.reshape(t, c)), mm(t, c, 3 * c), "qkv")
       q4 = q.reshape(1, g, g, n, d)
       r = jnp.asarray(rng.normal(size=(g, g, d)).astype(np.float32))
       add("  rel-pos einsums (global)",
@@ -146,6 +148,33 @@ def profile(variant: str, runs: int, query_chunk: int | None, say) -> None:
   say("")
   say(f"blocks of the encoder: {nwin} windowed x {whole['windowed block (whole)']:.3f} s + "
       f"{nglob} global x {whole['global block (whole)']:.3f} s = {est:.2f} s")
+  whole_encoder_profile(cfg, say)
+
+
+def whole_encoder_profile(cfg, say) -> None:
+  """The whole encoder as one program, its op time summed by block kind and
+  block part (XLA's CPU op trace), so fusion across parts is accounted."""
+  from samjax import build
+  model = build(cfg)
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape).astype(np.float32) * 0.02),
+                        model.param_shapes())
+  images = jnp.asarray(rng.normal(size=(1, 3, cfg.image_size, cfg.image_size)).astype(np.float32))
+  rows = xla_op_profile.profile(jax.jit(model.embed_images), (params, images), runs=1,
+                                depth=3, warmup=1, strip="Sam.embed_images/image_encoder/")
+  kinds = {f"blocks_{i}": ("windowed blocks" if w else "global blocks")
+           for i, w in enumerate(cfg.encoder_block_windows)}
+  merged: dict[str, float] = {}
+  for name, ms, _ in rows[1:]:
+    name = re.sub(r"blocks_\d+", lambda m: kinds.get(m.group(0), m.group(0)), name)
+    merged[name] = merged.get(name, 0.0) + ms
+  total = rows[0][1]
+  say("")
+  say("whole encoder, one program: op time by block kind and part (XLA CPU op trace; ops "
+      "on the 2 threads summed, so the total exceeds the wall time)")
+  say(f"{'part':60s} {'ms':>9s} {'share':>6s}")
+  for name, ms in sorted(merged.items(), key=lambda kv: -kv[1])[:20]:
+    say(f"{name:60s} {ms:9.1f} {ms / total:6.1%}")
 
 
 def main(argv=None):

@@ -39,26 +39,43 @@ def op_sources(hlo_text: str) -> dict[str, str]:
   return out
 
 
-def module_of(op_name: str, depth: int, strip: str) -> str:
+# Path components that are jax transformations or loop plumbing, not modules.
+_PLUMBING = ("while", "body", "cond", "closed_call", "remat", "checkpoint", "rematted_computation")
+
+
+def module_of(op_name: str, depth: int, strip: str = "") -> str:
   """'jit(f)/Sam.decode/mask_decoder/transformer/layers_0/x/dot' -> the first
-  ``depth`` module components after ``strip`` (e.g. 'transformer/layers_0')."""
-  path = op_name.split(strip, 1)[1] if strip in op_name else op_name
-  parts = [p for p in path.split("/") if p and not p.startswith(("jit(", "vmap(", "checkpoint"))]
+  ``depth`` module components after ``strip`` (e.g. 'transformer/layers_0').
+
+  Transformation wrappers (``jit(..)``, ``jvp(..)``, ``vmap(..)``) and loop
+  plumbing are skipped; ops of a backward pass (their op_name holds
+  ``transpose(``) are prefixed 'bwd '.
+  """
+  path = op_name.split(strip, 1)[1] if strip and strip in op_name else op_name
+  # Also skipped: scopes of private methods ("image_encoder._unrolled_blocks").
+  parts = [p for p in path.split("/")
+           if p and "(" not in p and ")" not in p and p not in _PLUMBING and "._" not in p]
   # The last component is the primitive (dot_general, add, ...): not a module.
-  return "/".join(parts[:-1][:depth]) or "(top level)"
+  name = "/".join(parts[:-1][:depth]) or "(top level)"
+  return ("bwd " if "transpose(" in op_name else "") + name
 
 
-def profile(fn, args, *, runs: int = 10, depth: int = 3, strip: str = "") -> list:
-  """Runs the jitted ``fn(*args)`` ``runs`` times under the profiler.
+def profile(fn, args, *, runs: int = 10, depth: int = 3, strip: str = "",
+            warmup: int = 3) -> list:
+  """Runs ``fn(*args)`` ``runs`` times under the profiler.
 
+  ``fn`` is a jitted function or an already compiled one (``.lower().compile()``,
+  which saves compiling a large step twice).
   Returns [(module, ms per call, op count)] sorted by time, plus a
   ('(total of traced ops)', ...) row first. Needs ``ensure_trace_flag()``
   before jax started; without it the trace holds no per-op events.
   """
   import jax
-  hlo = fn.lower(*args).compile().as_text()
+  compiled = fn if hasattr(fn, "as_text") else fn.lower(*args).compile()
+  hlo = compiled.as_text()
+  fn = compiled
   sources = op_sources(hlo)
-  for _ in range(3):
+  for _ in range(warmup):
     jax.block_until_ready(fn(*args))
   with tempfile.TemporaryDirectory() as tmp:
     jax.profiler.start_trace(tmp, create_perfetto_trace=True)
