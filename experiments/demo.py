@@ -34,11 +34,18 @@ DEMO_SHAPES = {"height": 256, "width": 256, "num_objects": 4, "object_size": (0.
                "subpart_size": 0.3}
 
 
-def log(msg):
-  print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+def make_log(tag: str):
+  """A progress printer: ``[tag HH:MM:SS] msg``, flushed (the demos' logs)."""
+  def log(msg):
+    print(f"[{tag} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+  return log
 
 
-def run_cli(args):
+log = make_log("demo")
+
+
+def run_cli(args, log=log):
+  """Runs one ``samjax`` CLI verb in this process, logged; stops the demo if it fails."""
   from samjax.cli import main
   log("samjax " + " ".join(args))
   rc = main(args)

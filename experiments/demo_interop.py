@@ -27,9 +27,8 @@ import time
 
 import numpy as np
 
-
-def log(msg):
-  print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from demo import log
 
 
 def overlay(image, masks, points, box, path):

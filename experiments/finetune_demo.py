@@ -23,6 +23,7 @@ after the corrective clicks 0.170 -> 0.244).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -32,6 +33,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import demo  # the demo's logging and CLI runner; its main() when its model is missing
 
 # The new domain: 192x320 images, 8 objects of 0.12-0.3 of the short side
 # (the demo trained on 256x256 with 4 objects of 0.3-0.6).
@@ -39,16 +42,8 @@ DOMAIN = {"height": 192, "width": 320, "num_objects": 8, "object_size": (0.12, 0
           "subpart_size": 0.25}
 
 
-def log(msg):
-  print(f"[finetune-demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def run_cli(args):
-  from samjax.cli import main
-  log("samjax " + " ".join(args))
-  rc = main(args)
-  if rc != 0:
-    raise SystemExit(f"samjax {args[0]} failed with exit code {rc}")
+log = demo.make_log("finetune-demo")
+run_cli = functools.partial(demo.run_cli, log=log)
 
 
 def _polygons(mask: np.ndarray) -> list[list[float]]:
@@ -122,7 +117,6 @@ def main(argv=None):
   start = os.path.join(args.demo_out, "train")
   if not os.path.isdir(os.path.join(start, "checkpoints")):
     log(f"no trained demo model in {start}: running the demo first")
-    import demo
     demo.main(["--out", args.demo_out])
   if os.path.isdir(args.out):
     shutil.rmtree(args.out)
