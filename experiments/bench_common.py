@@ -126,14 +126,19 @@ def machine_description() -> str:
 
 
 def matmul_rate_gflops(n: int = 2048, runs: int = 5, dtype="float32") -> float:
-  """The machine's float32 matmul rate through XLA: the practical ceiling."""
+  """The machine's float32 matmul rate through XLA on a square n^3 product."""
+  return matmul_rates({"square": (n, n, n)}, runs, dtype)["square"]
+
+
+def random_params(model, seed: int = 0, scale: float = 0.02):
+  """Random float32 params of ``model``'s shapes from numpy (no init program to
+  compile): for timing, where the values do not matter."""
   import jax
   import jax.numpy as jnp
-  a = jnp.ones((n, n), dtype)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  t = median(time_calls(lambda: f(a).block_until_ready(), runs))
-  return 2 * n ** 3 / t / 1e9
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape).astype(np.float32) * scale),
+                      model.param_shapes())
 
 
 def matmul_rates(shapes: dict[str, tuple[int, int, int]], runs: int = 5,

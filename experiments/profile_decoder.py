@@ -25,7 +25,7 @@ xla_op_profile.ensure_trace_flag()  # before jax starts
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_common import Report, host_description, make_parser  # noqa: E402
+from bench_common import Report, host_description, make_parser, random_params  # noqa: E402
 
 import samjax  # noqa: E402,F401  (quiets an installed libtpu before jax picks a backend)
 
@@ -41,9 +41,7 @@ def main(argv=None):
   model = build(args.variant)
   cfg = model.config
   rng = np.random.default_rng(0)
-  # Random weights of the right shapes: decode time does not depend on values.
-  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape).astype(np.float32) * 0.02),
-                        model.param_shapes())
+  params = random_params(model)  # decode time does not depend on the values
   g, c = cfg.embedding_size, cfg.prompt_embed_dim
   features = jnp.asarray(rng.normal(size=(1, g, g, c)).astype(np.float32))
   image_pe = jax.jit(model.dense_pe)(params)

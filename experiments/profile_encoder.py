@@ -29,7 +29,14 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_common import Report, host_description, make_parser, matmul_rates, time_calls  # noqa: E402
+from bench_common import (  # noqa: E402
+  Report,
+  host_description,
+  make_parser,
+  matmul_rates,
+  random_params,
+  time_calls,
+)
 
 import samjax  # noqa: E402,F401  (first: quiets an installed libtpu before jax picks a backend)
 
@@ -157,8 +164,7 @@ def whole_encoder_profile(cfg, say) -> None:
   from samjax import build
   model = build(cfg)
   rng = np.random.default_rng(1)
-  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape).astype(np.float32) * 0.02),
-                        model.param_shapes())
+  params = random_params(model, seed=1)
   images = jnp.asarray(rng.normal(size=(1, 3, cfg.image_size, cfg.image_size)).astype(np.float32))
   rows = xla_op_profile.profile(jax.jit(model.embed_images), (params, images), runs=1,
                                 depth=3, warmup=1, strip="Sam.embed_images/image_encoder/")

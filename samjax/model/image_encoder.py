@@ -44,12 +44,22 @@ def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:
   return ((q - k) + (k_size - 1) * max(q_size / k_size, 1.0)).astype(np.int32)
 
 
-def window_partition(x, window: int):
-  """[B, H, W, C] -> ([B * nW, window, window, C], (Hp, Wp)); zero-pads H, W."""
+def window_partition(x, window: int, fill=None):
+  """[B, H, W, C] -> ([B * nW, window, window, C], (Hp, Wp)).
+
+  H, W are padded at the bottom/right up to multiples of ``window`` with
+  zeros (official), or with the vector ``fill`` [C] when given.
+  """
   b, h, w, c = x.shape
   pad_h, pad_w = (-h) % window, (-w) % window
-  if pad_h or pad_w:
-    x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+  if fill is None:
+    if pad_h or pad_w:
+      x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+  else:
+    if pad_h:
+      x = jnp.concatenate([x, jnp.broadcast_to(fill, (b, pad_h, w, c))], axis=1)
+    if pad_w:
+      x = jnp.concatenate([x, jnp.broadcast_to(fill, (b, h + pad_h, pad_w, c))], axis=2)
   hp, wp = h + pad_h, w + pad_w
   x = x.reshape(b, hp // window, window, wp // window, window, c)
   x = x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c)
@@ -96,8 +106,7 @@ class Attention(nn.Module):
     qkv = qkv_dense(x)  # [B, H, W, 3C]
     if self.window:
       bias = nn.unbox(qkv_dense.variables["params"]["bias"]).astype(qkv.dtype)
-      qkv, padded = _pad_with(qkv, self.window, bias)
-      qkv, _ = window_partition(qkv, self.window)  # [B * nW, window, window, 3C]
+      qkv, padded = window_partition(qkv, self.window, fill=bias)  # [B*nW, win, win, 3C]
     out = self._attend(qkv)
     if self.window:
       out = window_unpartition(out, self.window, padded, (h, w))
@@ -129,18 +138,6 @@ class Attention(nn.Module):
     out = rel_pos_attention(q, k, v, rel_h, rel_w, scale=d ** -0.5,
                             impl=self.impl, query_chunk=self.query_chunk)
     return out.reshape(b, h, w, self.dim)
-
-
-def _pad_with(x, window: int, fill):
-  """[B, H, W, C] -> ([B, Hp, Wp, C], (Hp, Wp)): H, W padded up to multiples of
-  ``window`` with the vector ``fill`` [C] (``window_partition`` pads zeros)."""
-  b, h, w, c = x.shape
-  pad_h, pad_w = (-h) % window, (-w) % window
-  if pad_h:
-    x = jnp.concatenate([x, jnp.broadcast_to(fill, (b, pad_h, w, c))], axis=1)
-  if pad_w:
-    x = jnp.concatenate([x, jnp.broadcast_to(fill, (b, h + pad_h, pad_w, c))], axis=2)
-  return x, (h + pad_h, w + pad_w)
 
 
 class Block(nn.Module):
