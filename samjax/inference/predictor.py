@@ -55,8 +55,8 @@ def _decode(params, features, image_pe, coords, labels, point_valid, boxes, box_
   return (full if return_logits else full > 0.0), iou, low_res
 
 
-def _embed_both(model: SamModel, params, images):
-  """[1, 3, S, S] -> (embedding [1, C, h, w], the same [1, h, w, C]).
+def embed_both(model: SamModel, params, images):
+  """[B, 3, S, S] -> (embeddings [B, C, h, w], the same [B, h, w, C]).
 
   The official layout is the public ``features``; decodes read the
   channels-last copy, made once per image here instead of a transpose of
@@ -106,7 +106,7 @@ class SamPredictor:
     self._params = sam_model.params
     self._point_buckets = tuple(point_buckets)
     self._prompt_buckets = tuple(prompt_buckets)
-    self._embed = jax.jit(_embed_both, static_argnums=0)
+    self._embed = jax.jit(embed_both, static_argnums=0)
     # The image positional encoding depends on params only: compute it once.
     self._image_pe = jax.jit(self._model.dense_pe)(self._params)
     self.reset_image()

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from samjax.inference import validation
-from samjax.inference.predictor import decode_prompts
+from samjax.inference.predictor import decode_prompts, embed_both
 from samjax.inference.transforms import normalize_and_pad_host, postprocess_masks
 from samjax.loading import LoadedSam
 from samjax.model.configs import PIXEL_MEAN, PIXEL_STD
@@ -32,7 +32,7 @@ class ImageEncoder:
 
   def __call__(self, x):
     """[B, 3, S, S] normalised, padded images (``sam.preprocess``) -> [B, C, h, w]."""
-    emb = self._sam._embed(self._sam.loaded.params, tensors.to_numpy(x, np.float32))
+    emb, _ = self._sam._embed(self._sam.loaded.params, tensors.to_numpy(x, np.float32))
     return tensors.to_output(np.asarray(emb), self._sam.device)
 
 
@@ -95,12 +95,9 @@ class Sam:
   # ---- jitted pieces, built once per model --------------------------------
   @functools.cached_property
   def _embed(self):
-    return jax.jit(self.loaded.model.embed_images)
-
-  @functools.cached_property
-  def _embed_channels_last(self):
-    """[B, 3, S, S] -> [B, h, w, C]: what ``decode_prompts`` reads."""
-    return jax.jit(functools.partial(self.loaded.model.embed_images, channels_last=True))
+    """[B, 3, S, S] -> ([B, C, h, w] for ``image_encoder``, [B, h, w, C] for
+    ``decode_prompts``): one compiled encoder serves both."""
+    return jax.jit(functools.partial(embed_both, self.loaded.model))
 
   @functools.cached_property
   def _image_pe(self):
@@ -136,8 +133,7 @@ class Sam:
     model, params = self.loaded.model, self.loaded.params
     images = [tensors.to_numpy(r["image"], np.float32) for r in batched_input]
     size = model.config.image_size
-    emb = self._embed_channels_last(
-        params, np.stack([normalize_and_pad_host(x, size) for x in images]))
+    _, emb = self._embed(params, np.stack([normalize_and_pad_host(x, size) for x in images]))
     outputs = []
     for i, record in enumerate(batched_input):
       coords, labels, boxes, masks, b = _prompts(record, model.config.mask_input_size)
