@@ -3,10 +3,11 @@ on the local GPU(s) and compare the measured step with what `samjax plan`
 predicts for the same config on the same devices.
 
   python experiments/gpu_step_check.py --out results_dir \
-      --recipes sam_vit_b_sa1b:8,sam_vit_h_sa1b:8 --steps 5
+      --recipes sam_vit_b_sa1b:8,sam_vit_h_sa1b:8,sam_vit_h_sa1b:8:0 --steps 5
 
-For each ``recipe:batch`` (batch = images per step on this host, the
-recipe's 64 masks x 11 decoder passes each): the plan (XLA memory analysis,
+For each ``recipe:batch[:microbatches]`` (batch = images per step on this
+host, the recipe's 64 masks x 11 decoder passes each; microbatches sets
+``config.microbatches``, 0 = one image per GPU per microbatch): the plan (XLA memory analysis,
 scan-aware model FLOPs, the compute floor), then the step itself (state
 initialised on the GPU, a synthetic batch, ``--steps`` timed steps after one
 warm-up) and the measured MFU = model FLOPs / (step time x peak bf16 FLOP/s).
@@ -70,16 +71,20 @@ def _measure(config, steps: int, log) -> dict:
           "bytes_limit": int(stats.get("bytes_limit", 0))}
 
 
-def _one(name: str, batch: int, steps: int, gpu_kind: str, log) -> dict:
+def _one(name: str, batch: int, steps: int, gpu_kind: str, log,
+         microbatches: int | None = None) -> dict:
   import jax
 
   from samjax.commands.train import load_config
   from samjax.planning import chips, planner
 
   n = jax.device_count()
-  config = load_config(name, (f"--config.data.batch_size={batch * n}",
-                              "--config.mesh.shape=(1,-1,1)"))
+  overrides = [f"--config.data.batch_size={batch * n}", "--config.mesh.shape=(1,-1,1)"]
+  if microbatches is not None:
+    overrides.append(f"--config.microbatches={microbatches}")
+  config = load_config(name, overrides)
   row = {"recipe": name, "images_per_gpu": batch, "gpus": n,
+         "microbatches": int(config.get("microbatches", 1)),
          "device_kind": jax.devices()[0].device_kind}
   log(f"[{name}] plan for {n} x {gpu_kind}, {batch} images/GPU")
   try:
@@ -113,16 +118,16 @@ def _one(name: str, batch: int, steps: int, gpu_kind: str, log) -> dict:
 
 
 def _markdown(rows) -> str:
-  lines = ["| recipe | imgs/GPU | plan: step floor s | measured s/step "
-           "| img/s/GPU | MFU | HFU | XLA temp GiB | GPU peak GiB | compile s |", "|" + "---|" * 10]
+  lines = ["| recipe | imgs/GPU | microbatches | plan: step floor s | measured s/step "
+           "| img/s/GPU | MFU | HFU | XLA temp GiB | GPU peak GiB | compile s |", "|" + "---|" * 11]
   for r in rows:
     p, m = r.get("plan", {}), r.get("measured", {})
     if not m:
-      lines.append(f"| {r['recipe']} | {r['images_per_gpu']} | | "
+      lines.append(f"| {r['recipe']} | {r['images_per_gpu']} | {r.get('microbatches', 1)} | | "
                    f"{r.get('measure_error', '')[:120]} | | | | | | |")
       continue
     lines.append(
-        f"| {r['recipe']} | {r['images_per_gpu']} | "
+        f"| {r['recipe']} | {r['images_per_gpu']} | {r.get('microbatches', 1)} | "
         f"{p.get('step_time_s') or float('nan'):.3f} | {m['step_s']:.3f} | "
         f"{m.get('images_per_s_per_gpu', float('nan')):.2f} | {m.get('mfu', float('nan')):.3f} | "
         f"{m.get('hfu', float('nan')):.3f} | {m['temp_bytes'] / 2**30:.1f} | "
@@ -136,7 +141,8 @@ def main(argv=None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--out", required=True, help="folder for gpu_step_check.{json,md}")
   p.add_argument("--recipes", default="sam_vit_b_sa1b:8,sam_vit_h_sa1b:8",
-                 help="comma-separated RECIPE:IMAGES_PER_GPU (default: %(default)s)")
+                 help="comma-separated RECIPE:IMAGES_PER_GPU[:MICROBATCHES] "
+                      "(default: %(default)s)")
   p.add_argument("--steps", type=int, default=5, help="timed steps (default: %(default)s)")
   p.add_argument("--gpu-kind", default="h100", help="planning.chips kind of the local GPU")
   args = p.parse_args(argv)
@@ -152,8 +158,9 @@ def main(argv=None) -> int:
   log(json.dumps(header))
   rows = []
   for spec in args.recipes.split(","):
-    name, _, batch = spec.partition(":")
-    rows.append(_one(name.strip(), int(batch or 1), args.steps, args.gpu_kind, log))
+    name, batch, micro = (spec.split(":") + ["", ""])[:3]
+    rows.append(_one(name.strip(), int(batch or 1), args.steps, args.gpu_kind, log,
+                     int(micro) if micro else None))
     with open(os.path.join(args.out, "gpu_step_check.json"), "w") as f:
       json.dump({"header": header, "rows": rows}, f, indent=2, default=str)
     with open(os.path.join(args.out, "gpu_step_check.md"), "w") as f:

@@ -9,6 +9,7 @@ materialised unsharded.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -125,6 +126,11 @@ def batch_sharding(mesh: Mesh, batch_axes=("data", "fsdp")) -> NamedSharding:
   if missing:
     raise ValueError(f"batch axes {missing} are not mesh axes {mesh.axis_names}")
   return NamedSharding(mesh, PartitionSpec(axes))
+
+
+def batch_shard_count(mesh: Mesh, batch_axes=("data", "fsdp")) -> int:
+  """How many shards ``batch_sharding(mesh, batch_axes)`` splits a batch into."""
+  return int(math.prod(mesh.shape[a] for a in batch_sharding(mesh, batch_axes).spec[0]))
 
 
 def replicated_large_leaves(abstract_state, shardings, mesh: Mesh, min_bytes: int

@@ -33,6 +33,13 @@ def recipe(variant: str, arg: str | None = None) -> ml_collections.ConfigDict:
   # Without it no recipe fits a 95 GiB v5p chip even at 1 image per chip
   # (decoder-pass activations, `samjax plan`); with it ViT-H uses ~24 GiB.
   c.sim.remat_passes = True
+  # Gradient accumulation, one image per chip per microbatch (the same
+  # gradient). ViT-H on v5p-128 (4 images per chip, `samjax plan`, 2-core
+  # host): compile 6.5 min instead of 18, peak HBM 10.7 instead of 24.2 GiB
+  # per chip, for a step the TPU cost model puts 6% slower (15% slower
+  # measured on one H200 at 8 images). With 1 image per chip it changes
+  # nothing. --config.microbatches=1 trades the compile back for that 6%.
+  c.microbatches = 0
   # The paper initialises the encoder from MAE: pass
   # --config.init.checkpoint=mae_pretrain_vit_{b,l,h}.pth (official MAE release).
   # kind="sam" fine-tunes from an official SAM checkpoint; "scratch" needs none.
@@ -56,6 +63,7 @@ def recipe(variant: str, arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.overrides.dtype, c.model.overrides.remat = "float32", False
     c.model.remat_policy = "none"
     c.sim.remat_passes = False
+    c.microbatches = 1
   elif arg:
     raise ValueError(f"unknown config argument {arg!r} (use 'local' or nothing)")
   return c

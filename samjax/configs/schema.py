@@ -112,6 +112,11 @@ def base_config() -> ml_collections.ConfigDict:
   # tree); 0 turns the check off.
   c.min_sharded_bytes = 4 * 2**20
   c.prompt_chunk = 0  # masks per decoder call; 0 decodes all masks of a batch at once
+  # Gradient accumulation: each step's batch runs as this many sequential
+  # microbatches (same gradient; one microbatch's activations and program, so
+  # less memory and a shorter compile). 1 = off; 0 = one image per batch shard
+  # in each microbatch (as many microbatches as images per device).
+  c.microbatches = 1
 
   c.log_every = 50           # steps between metric lines
   c.eval_every = 5000        # steps between held-out evaluations; 0: only at the end

@@ -127,7 +127,8 @@ def _new_report(config, config_name: str, target, prog, batch: dict,
                                         "block" if mcfg.remat else "none"),
                 "scan_layers": bool(getattr(mcfg, "scan_layers", False)),
                 "image_size": mcfg.image_size,
-                "remat_passes": bool(dict(config.sim).get("remat_passes", False))}
+                "remat_passes": bool(dict(config.sim).get("remat_passes", False)),
+                "microbatches": int(prog.microbatches)}
   want_scan = get_model_option(config, "scan_layers", None)
   if want_scan is not None and bool(want_scan) != model_desc["scan_layers"]:
     notes.append(f"config asks scan_layers={bool(want_scan)} but the built model has "

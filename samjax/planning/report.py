@@ -209,6 +209,13 @@ def format_flops(x) -> str:
   return f"{x:.3g} FLOP"
 
 
+def _microbatch_note(global_batch: int, microbatches: int) -> str:
+  if microbatches <= 1:
+    return ""
+  return (f"; {microbatches} sequential microbatches of {global_batch // microbatches} "
+          "images (gradient accumulation)")
+
+
 def format_report(r: PlanReport) -> str:
   m = r.model
   rows = [
@@ -220,7 +227,8 @@ def format_report(r: PlanReport) -> str:
                 f"{m['attention_impl']}"),
       ("batch", f"{r.global_batch} images x {r.max_masks} masks, {r.decoder_passes} "
                 "decoder passes" + (" (follow-ups rematerialised)"
-                                    if m.get("remat_passes") else "")),
+                                    if m.get("remat_passes") else "")
+                + _microbatch_note(r.global_batch, m.get("microbatches", 1))),
       ("parameters", f"{r.num_params / 1e6:.1f}M, {_b(r.param_bytes_total)} total; "
                      f"{_b(r.param_bytes)} per chip"),
       ("optimizer state / chip", _b(r.opt_state_bytes)),
@@ -259,7 +267,7 @@ def format_report(r: PlanReport) -> str:
 def format_sweep(reports) -> str:
   """One line per planned variant, best fitting (fastest) marked."""
   best = best_report(reports)
-  head = (f"  {'mesh':<14}{'remat':<15}{'peak/chip':>12}{'fits':>6}{'step s':>9}"
+  head = (f"  {'mesh':<14}{'remat':<15}{'micro':>6}{'peak/chip':>12}{'fits':>6}{'step s':>9}"
           f"{'img/s/chip':>12}{'MFU':>7}{'compile s':>11}")
   lines = [head]
   for r in reports:
@@ -269,6 +277,7 @@ def format_sweep(reports) -> str:
     mark = "  <- best" if r is best else ""
     lines.append(
         f"  {tuple(r.mesh_shape)!s:<14}{r.model['remat_policy']:<15}"
+        f"{r.model.get('microbatches', 1):>6}"
         f"{_b(r.peak_bytes):>12}{'-' if r.fits is None else ('yes' if r.fits else 'NO'):>6}"
         f"{_f(r.step_time_s, '', 1, '.3f'):>9}{_f(r.images_per_s_per_chip, '', 1, '.2f'):>12}"
         f"{_f(r.mfu, '%', 0.01, '.1f'):>7}{_f(r.compile_s, '', 1, '.0f'):>11}{mark}")

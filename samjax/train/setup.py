@@ -26,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from samjax.configs.schema import model_overrides
 from samjax.logical_axes import DEFAULT_LOGICAL_RULES
 from samjax.mesh import (
+  batch_shard_count,
   batch_sharding,
   make_mesh,
   param_shardings,
@@ -34,6 +35,7 @@ from samjax.mesh import (
 )
 from samjax.model.sam import SamModel, build
 from samjax.train.interactive import InteractiveConfig
+from samjax.train.microbatch import resolve_microbatches
 from samjax.train.optimizer import make_optimizer
 from samjax.train.step import make_eval_step, make_train_step
 
@@ -81,6 +83,7 @@ class TrainProgram:
   replicated: NamedSharding
   train_step: Callable               # jitted (state, batch) -> (state, metrics), donates state
   eval_step: Callable                # jitted (params, batch, rng) -> metrics
+  microbatches: int = 1              # sequential microbatches per train step
 
   @contextlib.contextmanager
   def context(self):
@@ -142,7 +145,11 @@ def build_program(config, devices=None, make_init: Callable | None = None
   bsharding = batch_sharding(mesh, tuple(config.batch_axes))
   replicated = NamedSharding(mesh, PartitionSpec())
   chunk = config.prompt_chunk
-  train_step = jax.jit(make_train_step(model, tx, sim, chunk),
+  microbatches = resolve_microbatches(
+      int(config.get("microbatches", 1)), int(config.data.batch_size),
+      batch_shard_count(mesh, tuple(config.batch_axes)))
+  train_step = jax.jit(make_train_step(model, tx, sim, chunk, microbatches, bsharding,
+                                       shardings["params"]),
                        in_shardings=(shardings, bsharding),
                        out_shardings=(shardings, replicated), donate_argnums=(0,))
   eval_step = jax.jit(make_eval_step(model, sim, chunk),
@@ -151,4 +158,5 @@ def build_program(config, devices=None, make_init: Callable | None = None
                       schedule=schedule, init_state_fn=init_state_fn,
                       abstract_state=abstract, state_shardings=shardings,
                       batch_sharding=bsharding, replicated=replicated,
-                      train_step=train_step, eval_step=eval_step)
+                      train_step=train_step, eval_step=eval_step,
+                      microbatches=microbatches)

@@ -17,6 +17,7 @@ import optax
 
 from samjax.model.sam import normalize_and_pad
 from samjax.train.interactive import InteractiveConfig, simulate
+from samjax.train.microbatch import accumulate_gradients
 from samjax.train.optimizer import trainable_mask
 
 
@@ -30,20 +31,33 @@ def normalize_images(images, image_hw):
   return normalize_and_pad(jnp.transpose(images, (0, 3, 1, 2)), images.shape[1], image_hw)
 
 
-def make_train_step(model, tx, sim: InteractiveConfig, prompt_chunk=None):
-  """(state, batch) -> (new state, metrics). Jit it with donated state."""
+def make_train_step(model, tx, sim: InteractiveConfig, prompt_chunk=None,
+                    microbatches: int = 1, batch_sharding=None, param_shardings=None):
+  """(state, batch) -> (new state, metrics). Jit it with donated state.
+
+  ``microbatches`` > 1 runs the batch as that many sequential microbatches
+  (``samjax.train.microbatch``: same gradient, one microbatch's activations
+  and program); ``batch_sharding`` / ``param_shardings`` keep each
+  microbatch and the gradient sum sharded like the batch and the params.
+  """
+
+  def loss_fn(params, batch, rng, weight=None):
+    r_drop, r_sim = jax.random.split(rng)
+    images = normalize_images(batch["image"], batch["image_size"])
+    emb = model.embed_images(params, images, deterministic=False,
+                             rngs={"dropout": r_drop})
+    loss, metrics = simulate(model, params, emb, batch, r_sim, sim, prompt_chunk=prompt_chunk)
+    return (loss if weight is None else loss * weight), metrics
+
+  grad_fn = jax.grad(loss_fn, has_aux=True)
 
   def train_step(state, batch):
     rng = jax.random.fold_in(state["rng"], state["step"])
-    r_drop, r_sim = jax.random.split(rng)
-    images = normalize_images(batch["image"], batch["image_size"])
-
-    def loss_fn(params):
-      emb = model.embed_images(params, images, deterministic=False,
-                               rngs={"dropout": r_drop})
-      return simulate(model, params, emb, batch, r_sim, sim, prompt_chunk=prompt_chunk)
-
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    if microbatches == 1:
+      grads, metrics = grad_fn(state["params"], batch, rng)
+    else:
+      grads, metrics = accumulate_gradients(grad_fn, state["params"], batch, rng,
+                                            microbatches, batch_sharding, param_shardings)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = {k: v for k, v in metrics.items() if k != "iou_per_pass"}

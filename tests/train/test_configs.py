@@ -271,6 +271,7 @@ def test_tiny_demo_is_unchanged():
   assert (c["model"].pop("scan_layers"), c["model"].pop("remat_policy")) == (False, "none")
   assert c.pop("logical_rules") is None
   assert c["sim"].pop("remat_passes") is False and c.pop("min_sharded_bytes") == 4 * 2**20
+  assert c.pop("microbatches") == 1  # no gradient accumulation
   _pop_later_defaults(c)
   before = dict(TINY_DEMO_BEFORE, model={"variant": "vit_tiny"})
   assert _tuples(c) == _tuples(before)
@@ -288,6 +289,8 @@ def test_paper_recipe_is_unchanged():
   assert c.pop("logical_rules") is None and c["data"].pop("eval_max_masks") is None
   # Added for pod scale: decoder-pass remat (memory) and the replication check.
   assert c["sim"].pop("remat_passes") is True and c.pop("min_sharded_bytes") == 4 * 2**20
+  # One image per chip per microbatch (same gradient; compile time and memory).
+  assert c.pop("microbatches") == 0
   _pop_later_defaults(c)
   before = dict(VIT_B_BEFORE, model={"variant": "vit_b"})
   assert _tuples(c) == _tuples(before)
