@@ -64,7 +64,7 @@ def _gib(b):
 
 
 def table(reports) -> str:
-  head = ("| recipe | target | mesh | scan / remat | params+opt / chip GiB | "
+  head = ("| recipe | target | mesh | scan / remat / microbatches | params+opt / chip GiB | "
           "peak / chip GiB | fits | model TFLOP / step | step s | img/s/chip | "
           "chip-s / image | MFU | trace / lower / compile s |")
   rows = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
@@ -84,7 +84,8 @@ def table(reports) -> str:
     rows.append(
         f"| {r['variant']} (batch {r['global_batch']}, {r['max_masks']} masks, "
         f"{r['decoder_passes']} passes) | {r['target']} | {tuple(r['mesh_shape'])} | "
-        f"{r['model']['scan_layers']} / {r['model']['remat_policy']} | "
+        f"{r['model']['scan_layers']} / {r['model']['remat_policy']} / "
+        f"{r['model'].get('microbatches', 1)} | "
         f"{_gib(r['param_bytes'] + r['opt_state_bytes'])} | {_gib(r['peak_bytes'])} | "
         f"{fits} | {r['model_flops'] / 1e12:.0f} | {step} | {ips} | {cspi} | {mfu} | "
         f"{times} |")

@@ -32,14 +32,14 @@ compiler on this host's CPU, then report per chip:
   samjax plan --config sam_vit_h_sa1b --topology v5e:16x16 --sweep
   samjax plan --config sam_vit_h_sa1b --gpu 8 --gpu-kind h100
 
-Compiling takes MINUTES on a CPU. Measured on a loaded 2-core host, ViT-H
-for 64 v5p chips: ~2 min to the compiler's out-of-HBM verdict with the
-scanned encoder (7 min unrolled), 24-28 min for a full compile of a
-program that fits; a tiny test model ~1 min. --no-compile stops after tracing
-(state bytes and FLOPs in well under a minute). Progress lines show each
-phase. The
-numbers are the compiler's model of the chip, not a measurement: a real run
-also pays for input, host overheads and collectives the cost model misjudges.
+Compiling takes MINUTES on a CPU. Measured on a 2-core host, the ViT-H
+recipe for 64 v5p chips (4 images per chip): 6.5 min with the recipe's
+config.microbatches=0 (the compiler sees one image per chip), 18-28 min with
+microbatches=1; ~2 min to an out-of-HBM verdict; a tiny test model ~1
+min. --no-compile stops after tracing (state bytes and FLOPs in well under
+a minute). Progress lines show each phase. The numbers are the compiler's
+model of the chip, not a measurement: a real run also pays for input, host
+overheads and collectives the cost model misjudges.
 
 --topology: KIND:GRID as libtpu names it (v5p:4x4x4, v5e:16x16, v6e:8x16,
 v4:2x2x4) or a Cloud TPU type (v5p-128, v5e-256, v6e-256, v4-32). For v4 and
