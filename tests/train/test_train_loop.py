@@ -150,50 +150,72 @@ def _launch_two_processes(train_data, workdir, total_steps, fault_env=None, eval
 
 @pytest.fixture(scope="session")
 def two_process_run(train_data, tmp_path_factory):
-  """Train 2 steps on 2 processes, then restart both and resume to step 4.
-  Returns [workdir, first launch, second launch, step 2 saved after the first]."""
-  def build(workdir):
-    first = _launch_two_processes(train_data, workdir, 2, evaluate=True)
-    saved_after_first = os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
-    second = _launch_two_processes(train_data, workdir, 4)
-    return [workdir, first, second, saved_after_first]
+  """Three 2-process launches, shared by the two tests below (each launch
+  costs two cold compiles, so none is repeated):
+
+    uninterrupted  4 steps in one launch, checkpoints at 2 and 4, then the
+                   held-out evaluation: the reference the others replay;
+    preempted      4 steps, only process 1 gets SIGTERM after step 1;
+    resumed        the preempted workdir restarted, to step 4.
+
+  Returns {name: [workdir, [(rc, stdout, stderr) per process], the
+  checkpoint steps on disk after the launch]}.
+  """
+  def build(root):
+    runs = {}
+    for name, kwargs in (
+        ("uninterrupted", {"evaluate": True}),
+        ("preempted", {"fault_env": {"SAMJAX_FAULT_SIGTERM_AT_STEP": "1"}}),
+        ("resumed", {})):
+      workdir = os.path.join(root, "uninterrupted" if name == "uninterrupted" else "preempted")
+      outs = _launch_two_processes(train_data, workdir, 4, **kwargs)
+      runs[name] = [workdir, outs, _checkpoint_steps(workdir)]
+    return runs
   return build_once(tmp_path_factory, "two_process_run", build)
 
 
+def _checkpoint_steps(workdir) -> list[int]:
+  folder = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(folder):
+    return []
+  return sorted(int(d) for d in os.listdir(folder) if d.isdigit())
+
+
+def _saved_at_preemption(stdout: str) -> int:
+  match = re.search(r"preemption notice .*: saved step (\d+)", stdout)
+  assert match, stdout[-2000:]
+  return int(match.group(1))
+
+
 def test_two_process_distributed_train_checkpoint_restore(two_process_run):
-  """2 local processes (1 CPU device each) via jax.distributed: train, checkpoint,
-  then restart both and resume."""
-  workdir, first, second, saved_after_first = two_process_run
+  """2 local processes (1 CPU device each) via jax.distributed: train,
+  checkpoint, evaluate across both hosts; then restart both and resume."""
+  workdir, first, steps = two_process_run["uninterrupted"]
+  second = two_process_run["resumed"][1]
   for rc, _, err in first + second:
     assert rc == 0, err[-3000:]
-  assert "2 steps done" in first[0][1]
-  assert "[eval] step 2 (after training)" in first[0][1]  # held-out eval across 2 hosts
+  assert "4 steps done" in first[0][1]
+  assert "[eval] step 4 (after training)" in first[0][1]  # held-out eval across 2 hosts
   assert first[1][1].strip() == "" or "step" not in first[1][1]  # only process 0 logs
-  assert saved_after_first
-  assert "resumed from step 2" in second[0][1]
+  assert {2, 4} <= set(steps)
+  saved = _saved_at_preemption(two_process_run["preempted"][1][0][1])
+  assert f"resumed from step {saved}" in second[0][1]
   losses = train_losses(workdir)
   assert set(losses) >= {1, 2, 3, 4} and all(np.isfinite(v) for v in losses.values())
 
 
-def test_sigterm_on_one_process_saves_the_same_step_on_both(two_process_run, train_data,
-                                                             tmp_path):
+def test_sigterm_on_one_process_saves_the_same_step_on_both(two_process_run):
   """Only process 1 gets SIGTERM (after step 1): both processes agree on one
   step, save it together and exit 0; the restart resumes from it and replays
   exactly what the uninterrupted run computed."""
-  ref_dir = two_process_run[0]
-  workdir = str(tmp_path / "preempted")
-  outs = _launch_two_processes(train_data, workdir, 4,
-                               fault_env={"SAMJAX_FAULT_SIGTERM_AT_STEP": "1"})
+  ref_dir = two_process_run["uninterrupted"][0]
+  workdir, outs, steps = two_process_run["preempted"]
   for rc, _, err in outs:
     assert rc == 0, err[-3000:]
-  match = re.search(r"preemption notice .*: saved step (\d+)", outs[0][1])
-  assert match, outs[0][1][-2000:]
-  saved = int(match.group(1))
+  saved = _saved_at_preemption(outs[0][1])
   assert 2 <= saved <= 4
-  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
-                 if d.isdigit())
   assert steps[-1] == saved  # one checkpoint both processes wrote, nothing after it
-  resumed = _launch_two_processes(train_data, workdir, 4)
+  resumed = two_process_run["resumed"][1]
   for rc, _, err in resumed:
     assert rc == 0, err[-3000:]
   assert f"resumed from step {saved}" in resumed[0][1]
