@@ -44,7 +44,7 @@ def main(argv=None):
   params = random_params(model)  # decode time does not depend on the values
   g, c = cfg.embedding_size, cfg.prompt_embed_dim
   features = jnp.asarray(rng.normal(size=(1, g, g, c)).astype(np.float32))
-  image_pe = jax.jit(model.dense_pe)(params)
+  image_pe = jax.jit(model.dense_pe, static_argnums=1)(params, True)
   p = args.prompts
   coords = jnp.asarray(rng.uniform(0, cfg.image_size, (1, p, 1, 2)).astype(np.float32))
   labels = jnp.ones((1, p, 1), jnp.int32)

@@ -69,7 +69,7 @@ def embed(params, images, *, model: SamModel):
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def dense_pe(params, *, model: SamModel):
-  return model.dense_pe(params)
+  return model.dense_pe(params, channels_last=True)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "prompt_chunk"))

@@ -108,7 +108,7 @@ class SamPredictor:
     self._prompt_buckets = tuple(prompt_buckets)
     self._embed = jax.jit(embed_both, static_argnums=0)
     # The image positional encoding depends on params only: compute it once.
-    self._image_pe = jax.jit(self._model.dense_pe)(self._params)
+    self._image_pe = jax.jit(self._model.dense_pe, static_argnums=1)(self._params, True)
     self.reset_image()
 
   # ---- image ------------------------------------------------------------
@@ -293,7 +293,8 @@ def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, 
 
   Args:
     features: [1, h, w, C] channels-last image embedding
-      (``embed_images(..., channels_last=True)``); image_pe: ``model.dense_pe(params)``.
+      (``embed_images(..., channels_last=True)``); image_pe: [h, w, C]
+      ``model.dense_pe(params, channels_last=True)``.
     coords: [B, N, 2] or None; labels: [B, N] int or None; boxes: [B, 4] or
       None; mask_input: [B, 1, 4h, 4w] or None (at least one is given).
     input_size: (h, w) of the resized image before padding; original_size:

@@ -52,9 +52,10 @@ class Sam(nn.Module):
              channels_last: bool = False):
     """All four mask tokens: ([B, M, 4, 4h, 4w] logits, [B, M, 4] IoU).
 
-    ``image_pe`` [C, h, w] may be passed precomputed (it depends on params only).
+    ``image_pe`` may be passed precomputed (it depends on params only).
     ``channels_last``: ``embeddings`` are [B, h, w, C] (the encoder's own
-    layout) instead of the official [B, C, h, w].
+    layout) instead of the official [B, C, h, w], and ``image_pe`` [h, w, C]
+    instead of [C, h, w].
     """
     cfg = self.config
     pe = self.prompt_encoder
@@ -95,7 +96,16 @@ class Sam(nn.Module):
     emb = embeddings if channels_last else jnp.transpose(embeddings, (0, 2, 3, 1))
     emb = jnp.broadcast_to(emb[:, None], (b, m, g, g, c)).reshape(b * m, g, g, c)
     emb = constrain(emb, ("batch", None, None, "embed"))
-    pe_grid = pe.dense_pe() if image_pe is None else jnp.transpose(image_pe, (1, 2, 0))
+    if image_pe is None:
+      pe_grid = pe.dense_pe()
+    else:
+      want = (g, g, c) if channels_last else (c, g, g)
+      if tuple(image_pe.shape) != want:
+        raise ValueError(f"image_pe has shape {tuple(image_pe.shape)}, expected {want}: "
+                         f"pass dense_pe(params, channels_last={channels_last})")
+      # A [C, h, w] table is transposed on every call, a strided read of
+      # 4096 x 256 values that costs a CPU click several milliseconds.
+      pe_grid = image_pe if channels_last else jnp.transpose(image_pe, (1, 2, 0))
     masks, iou = self.mask_decoder(emb, pe_grid, sparse, valid, dense)
     k = masks.shape[1]
     return masks.reshape(b, m, k, *masks.shape[2:]), iou.reshape(b, m, k)
@@ -176,16 +186,18 @@ class SamModel:
     Args: see the module docstring for shapes; ``*_valid`` default to all True.
       multimask_output: official slicing: tokens 1..3 if True, else token 0.
       all_tokens: return all four mask tokens (training uses this).
-      image_pe: optional precomputed ``dense_pe(params)`` [C, h, w] (saves
-        recomputing the 64x64 Fourier features on every call).
+      image_pe: optional precomputed ``dense_pe(params, channels_last)``
+        ([C, h, w], or [h, w, C] with ``channels_last``; saves recomputing
+        the 64x64 Fourier features on every call).
       prompt_chunk: decode the M prompts in sequential chunks of this size
         (``lax.map``). Each prompt carries its own copy of the 4096 image
         tokens, so on a CPU a chunk whose working set stays in cache is much
         faster than all M at once; M must be a multiple of it.
       channels_last: ``embeddings`` are [B, h, w, C] (``embed_images(...,
-        channels_last=True)``) instead of [B, C, h, w]: a decode then reads
-        the 4096 image tokens without transposing them on every call (a
-        copy that costs a CPU click as much as a third of its time).
+        channels_last=True)``) instead of [B, C, h, w], and ``image_pe`` is
+        [h, w, C]: a decode then reads the 4096 image tokens and their
+        positional encoding without transposing them on every call (copies
+        that cost a CPU click as much as a third of its time).
     Returns:
       (low-res mask logits [B, M, K, 4h, 4w] float32, IoU predictions [B, M, K]).
     """
@@ -223,11 +235,13 @@ class SamModel:
     sl = slice(1, None) if multimask_output else slice(0, 1)
     return masks[:, :, sl], iou[:, :, sl]
 
-  def dense_pe(self, params):
-    """Image positional encoding [C, h, w] (official ``get_dense_pe()[0]``)."""
+  def dense_pe(self, params, channels_last: bool = False):
+    """Image positional encoding [C, h, w] (official ``get_dense_pe()[0]``),
+    or [h, w, C] with ``channels_last`` (what ``decode(...,
+    channels_last=True)`` reads)."""
     pe = self.module.apply({"params": params},
                            method=lambda mod: mod.prompt_encoder.dense_pe())
-    return jnp.transpose(pe, (2, 0, 1))
+    return pe if channels_last else jnp.transpose(pe, (2, 0, 1))
 
   # ---- pre-processing ---------------------------------------------------
   def preprocess(self, images, image_hw=None):

@@ -272,7 +272,7 @@ def format_sweep(reports) -> str:
   lines = [head]
   for r in reports:
     if isinstance(r, tuple):  # (label, error)
-      lines.append(f"  {r[0]:<29}failed: {r[1]}")
+      lines.append(f"  {r[0]:<35}failed: {r[1]}")  # under peak/chip: mesh+remat+micro
       continue
     mark = "  <- best" if r is best else ""
     lines.append(

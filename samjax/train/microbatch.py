@@ -29,14 +29,17 @@ from jax.sharding import NamedSharding, PartitionSpec
 SUMMED_METRICS = ("num_masks",)
 
 
-def resolve_microbatches(requested: int, global_batch: int, batch_shards: int) -> int:
-  """The number of microbatches per step.
+def resolve_microbatches(requested: int, global_batch: int, batch_shards: int,
+                         shards_desc: str = "") -> int:
+  """The number of microbatches per step; also the one check that the global
+  batch splits over the batch shards at all.
 
   Args:
     requested: ``config.microbatches``: 1 = off, M > 1 = M microbatches,
       0 = one image per batch shard per microbatch (M = images per device).
     global_batch: images per step over all devices.
     batch_shards: devices the batch dimension is split over.
+    shards_desc: where the shards come from (batch axes and mesh), for errors.
   Raises:
     ValueError (one line) when the batch cannot be split that way.
   """
@@ -45,7 +48,7 @@ def resolve_microbatches(requested: int, global_batch: int, batch_shards: int) -
                      "microbatch), 1 (off) or a divisor of the per-device batch")
   if global_batch % batch_shards:
     raise ValueError(f"global batch {global_batch} does not split over {batch_shards} "
-                     "batch shards")
+                     f"batch shards{' ' + shards_desc if shards_desc else ''}")
   per_shard = global_batch // batch_shards
   m = per_shard if requested == 0 else requested
   if per_shard % m:

@@ -121,6 +121,12 @@ def build_program(config, devices=None, make_init: Callable | None = None
   """
   model = build_model(config)
   mesh = make_mesh(tuple(config.mesh.shape), devices)
+  batch_axes = tuple(config.batch_axes)
+  # Checked before any tracing: a batch the mesh cannot split fails in a line.
+  microbatches = resolve_microbatches(
+      int(config.get("microbatches", 1)), int(config.data.batch_size),
+      batch_shard_count(mesh, batch_axes),
+      f"of batch axes {batch_axes} (mesh {dict(mesh.shape)})")
   rules = tuple(tuple(r) for r in (config.logical_rules or DEFAULT_LOGICAL_RULES))
   sim = InteractiveConfig(**dict(config.sim))
   tx, schedule = make_optimizer(model.param_shapes(), model.config, **dict(config.optim))
@@ -142,12 +148,9 @@ def build_program(config, devices=None, make_init: Callable | None = None
         + ". Fix config.logical_rules, or raise config.min_sharded_bytes (0 = no check)")
   abstract = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
-  bsharding = batch_sharding(mesh, tuple(config.batch_axes))
+  bsharding = batch_sharding(mesh, batch_axes)
   replicated = NamedSharding(mesh, PartitionSpec())
   chunk = config.prompt_chunk
-  microbatches = resolve_microbatches(
-      int(config.get("microbatches", 1)), int(config.data.batch_size),
-      batch_shard_count(mesh, tuple(config.batch_axes)))
   train_step = jax.jit(make_train_step(model, tx, sim, chunk, microbatches, bsharding,
                                        shardings["params"]),
                        in_shardings=(shardings, bsharding),

@@ -96,6 +96,19 @@ def test_channels_last_embeddings_decode_the_same(tiny):
                    channels_last=True)
   for x, y in zip(a, b):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+  # A precomputed positional encoding in each layout gives the same masks.
+  pe_chw, pe_hwc = model.dense_pe(params), model.dense_pe(params, channels_last=True)
+  np.testing.assert_array_equal(np.asarray(pe_hwc), np.asarray(pe_chw).transpose(1, 2, 0))
+  c = model.decode(params, nchw[:1].repeat(2, 0), coords, labels, point_valid=valid,
+                   image_pe=pe_chw)
+  d = model.decode(params, nhwc[:1].repeat(2, 0), coords, labels, point_valid=valid,
+                   image_pe=pe_hwc, channels_last=True)
+  for x, y, z in zip(a, c, d):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(z), np.asarray(x), atol=1e-6)
+  with pytest.raises(ValueError, match="image_pe has shape"):
+    model.decode(params, nhwc[:1], coords[:1], labels[:1], image_pe=pe_chw,
+                 channels_last=True)
 
 
 def test_bfloat16_compute_keeps_float32_params(tiny):

@@ -135,6 +135,19 @@ def test_bad_mesh_is_one_line_error():
   assert parse_mesh("2,-1,1") == (2, -1, 1)
 
 
+def test_batch_or_mesh_that_does_not_fit_the_target_is_one_line_error():
+  """Refused before tracing: a batch the batch axes cannot split (checked
+  once, by build_program) and a mesh smaller than the topology."""
+  pytest.importorskip("libtpu", reason="planning for TPU needs libtpu (extra tpu-plan)")
+  rc, _, err = _run_cli(["plan", *TINY, "--config.data.batch_size=6",
+                         "--topology", "v5p:2x2x1", "--mesh", "1,-1,1"])
+  assert rc == 1 and err.strip().count("\n") == 0, err
+  assert "global batch 6 does not split over 4 batch shards of batch axes" in err
+  assert "'fsdp': 4" in err  # names the mesh it tried
+  rc, _, err = _run_cli(["plan", *TINY, "--topology", "v5p:2x2x1", "--mesh", "1,2,1"])
+  assert rc == 1 and err.strip().count("\n") == 0 and "needs 2 devices" in err, err
+
+
 @pytest.mark.parametrize("name, kind, shape, num_chips, cloud", [
     ("v5p-128", "v5p", (4, 4, 4), 64, "v5p-128"),       # TensorCores: 2 per chip
     ("v5p:4x4x8", "v5p", (4, 4, 8), 128, "v5p-256"),

@@ -101,7 +101,7 @@ class Sam:
 
   @functools.cached_property
   def _image_pe(self):
-    return jax.jit(self.loaded.model.dense_pe)(self.loaded.params)
+    return jax.jit(self.loaded.model.dense_pe, static_argnums=1)(self.loaded.params, True)
 
   # ---- official methods ---------------------------------------------------
   def preprocess(self, x):
