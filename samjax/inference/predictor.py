@@ -40,8 +40,9 @@ from samjax.model.sam import SamModel
 @functools.partial(jax.jit, static_argnames=("model", "multimask", "return_logits",
                                              "input_size", "original_size"))
 def _decode(params, features, image_pe, coords, labels, point_valid, boxes, box_valid,
-            masks, mask_valid, *, model: SamModel, multimask: bool, return_logits: bool,
-            input_size: tuple[int, int], original_size: tuple[int, int]):
+            masks, mask_valid, image_terms, *, model: SamModel, multimask: bool,
+            return_logits: bool, input_size: tuple[int, int],
+            original_size: tuple[int, int]):
   """One image ([1, h, w, C] channels-last features), P prompts ->
   (masks [P, K, H, W], iou [P, K], low-res [P, K, 4h, 4w])."""
   add = lambda x: None if x is None else x[None]
@@ -49,7 +50,7 @@ def _decode(params, features, image_pe, coords, labels, point_valid, boxes, box_
       params, features, add(coords), add(labels), add(boxes), add(masks),
       point_valid=add(point_valid), box_valid=add(box_valid), mask_valid=add(mask_valid),
       multimask_output=multimask, image_pe=image_pe, prompt_chunk=PROMPT_CHUNK,
-      channels_last=True)
+      channels_last=True, image_terms=image_terms)
   low_res, iou = logits[0], iou[0]
   full = postprocess_masks(low_res, input_size, original_size, model.config.image_size)
   return (full if return_logits else full > 0.0), iou, low_res
@@ -109,6 +110,7 @@ class SamPredictor:
     self._embed = jax.jit(embed_both, static_argnums=0)
     # The image positional encoding depends on params only: compute it once.
     self._image_pe = jax.jit(self._model.dense_pe, static_argnums=1)(self._params, True)
+    self._image_terms_fn = jax.jit(self._model.decoder_image_terms)
     self.reset_image()
 
   # ---- image ------------------------------------------------------------
@@ -178,8 +180,17 @@ class SamPredictor:
     self.is_image_set = False
     self.features = None
     self._features_nhwc = None
+    self._image_terms = None
     self.original_size = None
     self.input_size = None
+
+  def _decoder_image_terms(self):
+    """The image's prompt-independent decoder sums (``decoder_image_terms``),
+    computed at its first single-prompt decode and kept with the embedding."""
+    if self._image_terms is None:
+      self._image_terms = self._image_terms_fn(self._params, self._features_nhwc,
+                                               self._image_pe)
+    return self._image_terms
 
   def _require_image(self):
     if not self.is_image_set:
@@ -276,18 +287,20 @@ class SamPredictor:
     if not transformed:
       coords = None if coords is None else apply_coords(coords, hw, s)
       boxes = None if boxes is None else apply_boxes(boxes, hw, s)
+    one_prompt = bucket(b, self._prompt_buckets) == 1 and mask_input is None
     return decode_prompts(
         self._model, self._params, self._features_nhwc, self._image_pe, coords, labels,
         boxes, mask_input, b, input_size=self.input_size, original_size=hw,
         multimask_output=multimask_output, return_logits=return_logits,
-        point_buckets=self._point_buckets, prompt_buckets=self._prompt_buckets)
+        point_buckets=self._point_buckets, prompt_buckets=self._prompt_buckets,
+        image_terms=self._decoder_image_terms() if one_prompt else None)
 
 
 def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, boxes,
                    mask_input, b: int, *, input_size: tuple[int, int],
                    original_size: tuple[int, int], multimask_output: bool,
                    return_logits: bool, point_buckets: Sequence[int] = POINT_BUCKETS,
-                   prompt_buckets: Sequence[int] = PROMPT_BUCKETS):
+                   prompt_buckets: Sequence[int] = PROMPT_BUCKETS, image_terms=None):
   """B validated prompts for one embedded image, already in the model input
   frame -> padded to buckets, one jitted decode, sliced back on the host.
 
@@ -299,6 +312,10 @@ def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, 
       None; mask_input: [B, 1, 4h, 4w] or None (at least one is given).
     input_size: (h, w) of the resized image before padding; original_size:
       (H, W) the masks are returned at.
+    image_terms: optional ``model.decoder_image_terms`` of ``features``, for
+      a call of one prompt without a mask input (same masks, a click saves
+      ~10 %; with several prompts per call their per-prompt copies cost more
+      than the sums they save, so pass None then).
   Returns:
     masks [B, K, H, W] (bool, or float32 logits), iou [B, K] float32,
     low-res logits [B, K, 4h, 4w] float32 (numpy).
@@ -326,7 +343,7 @@ def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, 
     m_in[:b] = mask_input[:, 0]
 
   masks, iou, low = _decode(
-      params, features, image_pe, c_in, l_in, pv, b_in, bv, m_in, mv,
+      params, features, image_pe, c_in, l_in, pv, b_in, bv, m_in, mv, image_terms,
       model=model, multimask=bool(multimask_output),
       return_logits=bool(return_logits), input_size=tuple(input_size),
       original_size=tuple(original_size))

@@ -43,7 +43,7 @@ def _softmax(scores, key_valid):
 # and the generator's records must not depend on points_per_batch.
 
 
-def few_queries(qh, x, wk, bk, wv, bv, *, scale: float):
+def few_queries(qh, x, wk, bk, wv, bv, *, scale: float, xk_t=None):
   """Few projected queries attend over many raw tokens.
 
   Args:
@@ -51,6 +51,8 @@ def few_queries(qh, x, wk, bk, wv, bv, *, scale: float):
     x: [B, N, C] raw key/value tokens (the k / v inputs; may differ, pass a
       tuple (xk, xv) for different ones).
     wk, wv: [C, H*d] projection kernels; bk, bv: [H*d] biases.
+    xk_t: optional [B, C, N], the key tokens already transposed (the layout
+      the score product reads; XLA otherwise copies xk into it per call).
   Returns:
     [B, T, H, d] attention output (before out_proj).
   """
@@ -59,7 +61,10 @@ def few_queries(qh, x, wk, bk, wv, bv, *, scale: float):
   c = xk.shape[-1]
   wk_h = wk.reshape(c, h, d)
   g = jnp.einsum("bthd,chd->bhtc", qh, wk_h)                       # Wk_h q_t
-  scores = jnp.einsum("bhtc,bnc->bhtn", g, xk, preferred_element_type=jnp.float32)
+  if xk_t is None:
+    scores = jnp.einsum("bhtc,bnc->bhtn", g, xk, preferred_element_type=jnp.float32)
+  else:
+    scores = jnp.einsum("bhtc,bcn->bhtn", g, xk_t, preferred_element_type=jnp.float32)
   scores = scores + jnp.einsum("bthd,hd->bht", qh, bk.reshape(h, d)).astype(
       jnp.float32)[..., None]
   p = _softmax(scores * scale, None)

@@ -45,7 +45,11 @@ class MaskDecoder(nn.Module):
   config: SamConfig
 
   @nn.compact
-  def __call__(self, image_embeddings, image_pe, sparse, sparse_valid, dense):
+  def __call__(self, image_embeddings, image_pe, sparse, sparse_valid, dense,
+               image_terms=None):
+    """``image_terms``: optional ``Sam.decoder_image_terms`` of these images,
+    one per prompt (then ``image_embeddings`` and ``dense`` are not read: the
+    terms already hold their sum)."""
     cfg = self.config
     c = cfg.prompt_embed_dim
     dt = to_dtype(cfg.dtype)
@@ -61,14 +65,18 @@ class MaskDecoder(nn.Module):
     token_valid = jnp.concatenate(
         [jnp.ones((b, 1 + n_tokens), bool), sparse_valid], axis=1)
 
-    src = (image_embeddings + dense).reshape(b, h * w, c)
+    if image_terms is None:
+      src = (image_embeddings + dense).reshape(b, h * w, c)
+      first_keys_pe = None
+    else:
+      src, *first_keys_pe = image_terms
     src = constrain(src, ("batch", "length", "embed"))
     pos = jnp.broadcast_to(image_pe.reshape(1, h * w, c), (b, h * w, c))
     hs, src = TwoWayTransformer(cfg.decoder_depth, c, cfg.decoder_num_heads,
                                 cfg.decoder_mlp_dim, dtype=dt,
                                 factorize=cfg.decoder_factorized_attention,
                                 name="transformer")(
-                                    src, pos, tokens, token_valid)
+                                    src, pos, tokens, token_valid, first_keys_pe)
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1:1 + n_tokens, :]
 

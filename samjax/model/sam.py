@@ -47,15 +47,32 @@ class Sam(nn.Module):
     x = self.image_encoder(x, deterministic).astype(jnp.float32)
     return x if channels_last else jnp.transpose(x, (0, 3, 1, 2))
 
+  def decoder_image_terms(self, embeddings, image_pe=None):
+    """The image side of the decoder's first block, the same for every prompt
+    of an image that comes without a mask input.
+
+    [B, h, w, C] channels-last embeddings (+ [h, w, C] PE) ->
+    (src = embedding + no-mask embedding [B, h*w, C], src + PE [B, h*w, C],
+    src + PE transposed [B, C, h*w]): the sums and the copy the first block's
+    attentions read, computed once per image instead of once per decode.
+    """
+    b, g, _, c = embeddings.shape
+    pe = self.prompt_encoder
+    pe_grid = pe.dense_pe() if image_pe is None else image_pe
+    src = (embeddings + pe.no_mask_dense()).reshape(b, g * g, c)
+    keys_pe = src + pe_grid.reshape(1, g * g, c)
+    return src, keys_pe, jnp.transpose(keys_pe, (0, 2, 1))
+
   def decode(self, embeddings, point_coords, point_labels, point_valid,
              boxes, box_valid, mask_inputs, mask_valid, image_pe=None,
-             channels_last: bool = False):
+             channels_last: bool = False, image_terms=None):
     """All four mask tokens: ([B, M, 4, 4h, 4w] logits, [B, M, 4] IoU).
 
     ``image_pe`` may be passed precomputed (it depends on params only).
     ``channels_last``: ``embeddings`` are [B, h, w, C] (the encoder's own
     layout) instead of the official [B, C, h, w], and ``image_pe`` [h, w, C]
-    instead of [C, h, w].
+    instead of [C, h, w]. ``image_terms``: ``decoder_image_terms`` of these
+    embeddings (prompts without mask inputs only).
     """
     cfg = self.config
     pe = self.prompt_encoder
@@ -106,7 +123,14 @@ class Sam(nn.Module):
       # A [C, h, w] table is transposed on every call, a strided read of
       # 4096 x 256 values that costs a CPU click several milliseconds.
       pe_grid = image_pe if channels_last else jnp.transpose(image_pe, (1, 2, 0))
-    masks, iou = self.mask_decoder(emb, pe_grid, sparse, valid, dense)
+    if image_terms is not None:
+      if mask_inputs is not None:
+        raise ValueError("image_terms hold the no-mask embedding: decode prompts "
+                         "with mask inputs without them")
+      image_terms = tuple(
+          jnp.broadcast_to(t[:, None], (b, m) + t.shape[1:]).reshape((b * m,) + t.shape[1:])
+          for t in image_terms)
+    masks, iou = self.mask_decoder(emb, pe_grid, sparse, valid, dense, image_terms)
     k = masks.shape[1]
     return masks.reshape(b, m, k, *masks.shape[2:]), iou.reshape(b, m, k)
 
@@ -180,7 +204,7 @@ class SamModel:
              boxes=None, mask_inputs=None, *, point_valid=None, box_valid=None,
              mask_valid=None, multimask_output: bool = True, all_tokens: bool = False,
              image_pe=None, prompt_chunk: int | None = None,
-             channels_last: bool = False):
+             channels_last: bool = False, image_terms=None):
     """Prompted mask prediction for a batch of images and prompts.
 
     Args: see the module docstring for shapes; ``*_valid`` default to all True.
@@ -198,6 +222,10 @@ class SamModel:
         [h, w, C]: a decode then reads the 4096 image tokens and their
         positional encoding without transposing them on every call (copies
         that cost a CPU click as much as a third of its time).
+      image_terms: optional ``decoder_image_terms(params, embeddings,
+        image_pe)`` (channels-last only; prompts without mask inputs): the
+        first block's image-side sums, computed once per image and reused by
+        every decode of it. The masks are the same as without them.
     Returns:
       (low-res mask logits [B, M, K, 4h, 4w] float32, IoU predictions [B, M, K]).
     """
@@ -213,9 +241,13 @@ class SamModel:
     prompts = (point_coords, point_labels, point_valid, boxes, box_valid, mask_inputs,
                mask_valid)
 
+    if image_terms is not None and not channels_last:
+      raise ValueError("image_terms come from channels-last embeddings: pass "
+                       "channels_last=True")
+
     def run(chunk):
       return self.module.apply({"params": params}, embeddings, *chunk, image_pe,
-                               channels_last, method=Sam.decode)
+                               channels_last, image_terms, method=Sam.decode)
     m = _num_prompts(point_coords, boxes, mask_inputs)
     if prompt_chunk and m > prompt_chunk:
       if m % prompt_chunk:
@@ -234,6 +266,16 @@ class SamModel:
       return masks, iou
     sl = slice(1, None) if multimask_output else slice(0, 1)
     return masks[:, :, sl], iou[:, :, sl]
+
+  def decoder_image_terms(self, params, embeddings, image_pe=None):
+    """[B, h, w, C] channels-last embeddings (``embed_images(...,
+    channels_last=True)``), optional [h, w, C] ``dense_pe(params,
+    channels_last=True)`` -> the per-image terms ``decode(...,
+    image_terms=...)`` reuses: (embedding + no-mask embedding [B, h*w, C],
+    that + PE [B, h*w, C], the same transposed [B, C, h*w]); 3 x 4 MB per
+    ViT image, saving a click four passes over its 4096 image tokens."""
+    return self.module.apply({"params": params}, embeddings, image_pe,
+                             method=Sam.decoder_image_terms)
 
   def dense_pe(self, params, channels_last: bool = False):
     """Image positional encoding [C, h, w] (official ``get_dense_pe()[0]``),

@@ -54,7 +54,7 @@ class Attention(nn.Module):
   factorize: bool = True
 
   @nn.compact
-  def __call__(self, q, k, v, key_valid=None):
+  def __call__(self, q, k, v, key_valid=None, k_t=None):
     internal = self.embedding_dim // self.downsample_rate
     if internal % self.num_heads:
       raise ValueError("num_heads must divide embedding_dim / downsample_rate")
@@ -74,7 +74,7 @@ class Attention(nn.Module):
 
     if self.factorize and tq < d and tk > tq:      # token -> image
       out = few_token_attention.few_queries(proj(q, wq, bq), (k, v), wk, bk, wv, bv,
-                                            scale=scale)
+                                            scale=scale, xk_t=k_t)
       return out.reshape(out.shape[:-2] + (internal,)) @ wo + bo
     if self.factorize and tk < d and tq > tk:      # image -> token
       return few_token_attention.many_queries(q, wq, bq, proj(k, wk, bk), proj(v, wv, bv),
@@ -94,8 +94,12 @@ class TwoWayAttentionBlock(nn.Module):
   factorize: bool = True
 
   @nn.compact
-  def __call__(self, queries, keys, query_pe, key_pe, token_valid=None):
+  def __call__(self, queries, keys, query_pe, key_pe, token_valid=None, keys_pe=None):
+    """``keys_pe``: optional precomputed (keys + key_pe [B, Nk, C], the same
+    transposed [B, C, Nk]); the first block's are the same for every prompt
+    of an image (``Sam.decoder_image_terms``)."""
     c, h, dt = self.embedding_dim, self.num_heads, self.dtype
+    kpe, kpe_t = (None, None) if keys_pe is None else keys_pe
     ln = lambda name: LayerNorm(eps=1e-5, dtype=dt, name=name)
     if self.skip_first_layer_pe:
       # First layer: the self-attention output *replaces* the queries.
@@ -107,17 +111,17 @@ class TwoWayAttentionBlock(nn.Module):
                                     name="self_attn")(q, q, queries, token_valid)
     queries = ln("norm1")(queries)
 
-    q, k = queries + query_pe, keys + key_pe
+    q, k = queries + query_pe, keys + key_pe if kpe is None else kpe
     queries = queries + Attention(c, h, self.downsample_rate, dtype=dt,
                                   factorize=self.factorize,
-                                  name="cross_attn_token_to_image")(q, k, keys)
+                                  name="cross_attn_token_to_image")(q, k, keys, k_t=kpe_t)
     queries = ln("norm2")(queries)
 
     queries = queries + MLPBlock(self.mlp_dim, act=jax.nn.relu, dtype=dt,
                                  name="mlp")(queries)
     queries = ln("norm3")(queries)
 
-    q, k = queries + query_pe, keys + key_pe
+    q, k = queries + query_pe, keys + key_pe if kpe is None else kpe
     keys = keys + Attention(c, h, self.downsample_rate, dtype=dt,
                             factorize=self.factorize,
                             name="cross_attn_image_to_token")(k, q, queries, token_valid)
@@ -136,14 +140,18 @@ class TwoWayTransformer(nn.Module):
   factorize: bool = True
 
   @nn.compact
-  def __call__(self, image_embedding, image_pe, point_embedding, token_valid=None):
+  def __call__(self, image_embedding, image_pe, point_embedding, token_valid=None,
+               first_keys_pe=None):
+    """``first_keys_pe``: optional (image_embedding + image_pe, the same
+    transposed [B, C, h*w]) for the first block (see TwoWayAttentionBlock)."""
     queries, keys = point_embedding, image_embedding
     for i in range(self.depth):
       queries, keys = TwoWayAttentionBlock(
           self.embedding_dim, self.num_heads, self.mlp_dim, self.downsample_rate,
           skip_first_layer_pe=(i == 0), dtype=self.dtype, factorize=self.factorize,
           name=f"layers_{i}")(
-              queries, keys, point_embedding, image_pe, token_valid)
+              queries, keys, point_embedding, image_pe, token_valid,
+              first_keys_pe if i == 0 else None)
     q = queries + point_embedding
     k = keys + image_pe
     queries = queries + Attention(self.embedding_dim, self.num_heads,

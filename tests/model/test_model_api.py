@@ -111,6 +111,31 @@ def test_channels_last_embeddings_decode_the_same(tiny):
                  channels_last=True)
 
 
+def test_cached_decoder_image_terms_decode_the_same(tiny):
+  """``decoder_image_terms`` (the first block's prompt-independent sums, kept
+  per image by the predictor) give the same masks as computing them in the
+  decode, for one and for several prompts per call."""
+  model, params = tiny
+  images = jax.random.normal(jax.random.PRNGKey(11), (2, 3, 256, 256))
+  nhwc = model.embed_images(params, images, channels_last=True)
+  pe = model.dense_pe(params, channels_last=True)
+  terms = model.decoder_image_terms(params, nhwc, pe)
+  n, c = nhwc.shape[1] * nhwc.shape[2], nhwc.shape[3]
+  assert [t.shape for t in terms] == [(2, n, c), (2, n, c), (2, c, n)]
+  for prompts in (1, 3):
+    coords, labels, valid = _random_prompts(prompts, 2, 256)  # 2 images
+    kw = dict(point_valid=valid, image_pe=pe, channels_last=True)
+    a = model.decode(params, nhwc, coords, labels, **kw)
+    b = model.decode(params, nhwc, coords, labels, image_terms=terms, **kw)
+    for x, y in zip(a, b):
+      np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-6)
+  with pytest.raises(ValueError, match="channels_last=True"):
+    model.decode(params, nhwc, coords, labels, point_valid=valid, image_terms=terms)
+  masks = jnp.zeros((2, prompts, 4 * nhwc.shape[1], 4 * nhwc.shape[2]))
+  with pytest.raises(ValueError, match="mask inputs"):
+    model.decode(params, nhwc, coords, labels, mask_inputs=masks, image_terms=terms, **kw)
+
+
 def test_bfloat16_compute_keeps_float32_params(tiny):
   _, params = tiny
   images = jax.random.normal(jax.random.PRNGKey(2), (1, 3, 256, 256))
