@@ -67,6 +67,16 @@ def embed_both(model: SamModel, params, images):
   return jax.numpy.transpose(nhwc, (0, 3, 1, 2)), nhwc
 
 
+def embed_for_decoding(model: SamModel, params, images):
+  """[B, 3, S, S] -> ``embed_both``'s two layouts and the decoder's
+  per-image terms (``SamModel.decoder_image_terms``): everything the
+  predictor keeps per image, made by one program (one compile, one cache
+  entry) at ``set_image``."""
+  nchw, nhwc = embed_both(model, params, images)
+  pe = model.dense_pe(params, channels_last=True)
+  return nchw, nhwc, model.decoder_image_terms(params, nhwc, pe)
+
+
 # Prompts decoded together per step (see SamModel.decode); buckets above 1
 # are multiples of it.
 PROMPT_CHUNK = 4
@@ -107,10 +117,9 @@ class SamPredictor:
     self._params = sam_model.params
     self._point_buckets = tuple(point_buckets)
     self._prompt_buckets = tuple(prompt_buckets)
-    self._embed = jax.jit(embed_both, static_argnums=0)
+    self._embed = jax.jit(embed_for_decoding, static_argnums=0)
     # The image positional encoding depends on params only: compute it once.
     self._image_pe = jax.jit(self._model.dense_pe, static_argnums=1)(self._params, True)
-    self._image_terms_fn = jax.jit(self._model.decoder_image_terms)
     self.reset_image()
 
   # ---- image ------------------------------------------------------------
@@ -139,7 +148,8 @@ class SamPredictor:
     self.reset_image()
     chw = np.ascontiguousarray(transformed_image.transpose(2, 0, 1))[None]
     x = normalize_and_pad_host(chw, self.image_size)
-    self.features, self._features_nhwc = self._embed(self._model, self._params, x)
+    self.features, self._features_nhwc, self._image_terms = self._embed(
+        self._model, self._params, x)
     self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
     self.input_size = (h, w)
     self.is_image_set = True
@@ -183,14 +193,6 @@ class SamPredictor:
     self._image_terms = None
     self.original_size = None
     self.input_size = None
-
-  def _decoder_image_terms(self):
-    """The image's prompt-independent decoder sums (``decoder_image_terms``),
-    computed at its first single-prompt decode and kept with the embedding."""
-    if self._image_terms is None:
-      self._image_terms = self._image_terms_fn(self._params, self._features_nhwc,
-                                               self._image_pe)
-    return self._image_terms
 
   def _require_image(self):
     if not self.is_image_set:
@@ -293,7 +295,7 @@ class SamPredictor:
         boxes, mask_input, b, input_size=self.input_size, original_size=hw,
         multimask_output=multimask_output, return_logits=return_logits,
         point_buckets=self._point_buckets, prompt_buckets=self._prompt_buckets,
-        image_terms=self._decoder_image_terms() if one_prompt else None)
+        image_terms=self._image_terms if one_prompt else None)
 
 
 def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, boxes,
