@@ -43,6 +43,32 @@ def maybe_initialize_distributed() -> None:
         process_id=int(os.environ["JAX_PROCESS_ID"]))
 
 
+def resolve_mesh_shape(shape: Sequence[int], num_devices: int, *,
+                       use_all: bool = False) -> tuple[int, int, int]:
+  """(data, fsdp, model) with one -1 resolved -> the shape a mesh over
+  ``num_devices`` devices gets.
+
+  Without -1 and with fewer slots than devices the shape stands as given
+  (``make_mesh`` then takes the first devices: a 1-device run on an 8-device
+  host), unless ``use_all``: a plan for a pod must cover every chip.
+  """
+  shape = [int(s) for s in shape]
+  if len(shape) != 3:
+    raise ValueError(f"mesh shape {shape} must have 3 entries (data, fsdp, model)")
+  if shape.count(-1) > 1:
+    raise ValueError(f"mesh shape {shape}: at most one -1")
+  if -1 in shape:
+    known = int(np.prod([s for s in shape if s != -1]))
+    if num_devices % known:
+      raise ValueError(f"mesh shape {tuple(shape)} does not divide {num_devices} devices")
+    shape[shape.index(-1)] = num_devices // known
+  need = int(np.prod(shape))
+  if need != num_devices and (use_all or need > num_devices or need <= 0):
+    raise ValueError(f"mesh shape {tuple(shape)} needs {need} devices, "
+                     f"{num_devices} available")
+  return tuple(shape)
+
+
 def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
   """Mesh of ``shape`` over (data, fsdp, model); one -1 entry takes the rest.
 
@@ -50,19 +76,8 @@ def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
   (e.g. (1, 1, 1) for a single-device run on a multi-device host).
   """
   devices = list(jax.devices() if devices is None else devices)
-  shape = list(shape)
-  if -1 not in shape and 0 < int(np.prod(shape)) < len(devices):
-    devices = devices[:int(np.prod(shape))]
-  if len(shape) != 3:
-    raise ValueError(f"mesh shape {shape} must have 3 entries (data, fsdp, model)")
-  if shape.count(-1) > 1:
-    raise ValueError(f"mesh shape {shape}: at most one -1")
-  if -1 in shape:
-    known = int(np.prod([s for s in shape if s != -1]))
-    shape[shape.index(-1)] = len(devices) // known
-  if int(np.prod(shape)) != len(devices):
-    raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
-                     f"{len(devices)} available")
+  shape = resolve_mesh_shape(shape, len(devices))
+  devices = devices[:int(np.prod(shape))]
   arr = np.asarray(devices).reshape(shape)
   # Explicit Auto axes: jax 0.10 defaults to Explicit, which Linen code rejects.
   return Mesh(arr, MESH_AXES, axis_types=(AxisType.Auto,) * 3)

@@ -67,14 +67,14 @@ def embed_both(model: SamModel, params, images):
   return jax.numpy.transpose(nhwc, (0, 3, 1, 2)), nhwc
 
 
-def embed_for_decoding(model: SamModel, params, images):
-  """[B, 3, S, S] -> ``embed_both``'s two layouts and the decoder's
-  per-image terms (``SamModel.decoder_image_terms``): everything the
-  predictor keeps per image, made by one program (one compile, one cache
-  entry) at ``set_image``."""
+def embed_for_decoding(model: SamModel, params, images, image_pe):
+  """[B, 3, S, S] images, [h, w, C] ``dense_pe(params, channels_last=True)``
+  -> ``embed_both``'s two layouts and the decoder's per-image terms
+  (``SamModel.decoder_image_terms``): everything the predictor keeps per
+  image, made by one program (one compile, one cache entry) at
+  ``set_image``."""
   nchw, nhwc = embed_both(model, params, images)
-  pe = model.dense_pe(params, channels_last=True)
-  return nchw, nhwc, model.decoder_image_terms(params, nhwc, pe)
+  return nchw, nhwc, model.decoder_image_terms(params, nhwc, image_pe)
 
 
 # Prompts decoded together per step (see SamModel.decode); buckets above 1
@@ -149,7 +149,7 @@ class SamPredictor:
     chw = np.ascontiguousarray(transformed_image.transpose(2, 0, 1))[None]
     x = normalize_and_pad_host(chw, self.image_size)
     self.features, self._features_nhwc, self._image_terms = self._embed(
-        self._model, self._params, x)
+        self._model, self._params, x, self._image_pe)
     self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
     self.input_size = (h, w)
     self.is_image_set = True
@@ -289,13 +289,12 @@ class SamPredictor:
     if not transformed:
       coords = None if coords is None else apply_coords(coords, hw, s)
       boxes = None if boxes is None else apply_boxes(boxes, hw, s)
-    one_prompt = bucket(b, self._prompt_buckets) == 1 and mask_input is None
     return decode_prompts(
         self._model, self._params, self._features_nhwc, self._image_pe, coords, labels,
         boxes, mask_input, b, input_size=self.input_size, original_size=hw,
         multimask_output=multimask_output, return_logits=return_logits,
         point_buckets=self._point_buckets, prompt_buckets=self._prompt_buckets,
-        image_terms=self._image_terms if one_prompt else None)
+        image_terms=self._image_terms)
 
 
 def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, boxes,
@@ -314,16 +313,20 @@ def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, 
       None; mask_input: [B, 1, 4h, 4w] or None (at least one is given).
     input_size: (h, w) of the resized image before padding; original_size:
       (H, W) the masks are returned at.
-    image_terms: optional ``model.decoder_image_terms`` of ``features``, for
-      a call of one prompt without a mask input (same masks, a click saves
-      ~10 %; with several prompts per call their per-prompt copies cost more
-      than the sums they save, so pass None then).
+    image_terms: optional ``model.decoder_image_terms`` of ``features``.
+      Used only where they pay: a call of one prompt without a mask input
+      (same masks, a click saves ~10 %). With several prompts per call each
+      prompt would need its own copy, which costs more than the sums save,
+      and a mask input replaces the no-mask embedding they hold: those
+      calls decode without them.
   Returns:
     masks [B, K, H, W] (bool, or float32 logits), iou [B, K] float32,
     low-res logits [B, K, 4h, 4w] float32 (numpy).
   """
   ms = model.config.mask_input_size
   pb = bucket(b, prompt_buckets)
+  if pb != 1 or mask_input is not None:
+    image_terms = None
   n = coords.shape[1] if coords is not None else 1
   nb = bucket(n, point_buckets)
 

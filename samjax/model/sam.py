@@ -74,6 +74,14 @@ class Sam(nn.Module):
     instead of [C, h, w]. ``image_terms``: ``decoder_image_terms`` of these
     embeddings (prompts without mask inputs only).
     """
+    if image_terms is not None:
+      # Both preconditions of the cached terms, checked before anything runs.
+      if not channels_last:
+        raise ValueError("image_terms come from channels-last embeddings: pass "
+                         "channels_last=True")
+      if mask_inputs is not None:
+        raise ValueError("image_terms hold the no-mask embedding: decode prompts "
+                         "with mask inputs without them")
     cfg = self.config
     pe = self.prompt_encoder
     c, g = cfg.prompt_embed_dim, cfg.embedding_size
@@ -124,9 +132,6 @@ class Sam(nn.Module):
       # 4096 x 256 values that costs a CPU click several milliseconds.
       pe_grid = image_pe if channels_last else jnp.transpose(image_pe, (1, 2, 0))
     if image_terms is not None:
-      if mask_inputs is not None:
-        raise ValueError("image_terms hold the no-mask embedding: decode prompts "
-                         "with mask inputs without them")
       image_terms = tuple(
           jnp.broadcast_to(t[:, None], (b, m) + t.shape[1:]).reshape((b * m,) + t.shape[1:])
           for t in image_terms)
@@ -240,10 +245,6 @@ class SamModel:
       mask_valid = jnp.ones(mask_inputs.shape[:2], bool)
     prompts = (point_coords, point_labels, point_valid, boxes, box_valid, mask_inputs,
                mask_valid)
-
-    if image_terms is not None and not channels_last:
-      raise ValueError("image_terms come from channels-last embeddings: pass "
-                       "channels_last=True")
 
     def run(chunk):
       return self.module.apply({"params": params}, embeddings, *chunk, image_pe,

@@ -34,7 +34,6 @@ from samjax.planning.report import (
   PlanReport,
   format_flops,
   get_model_option,
-  resolve_mesh,
   set_model_option,
   shard_bytes,
   state_bytes,
@@ -64,6 +63,7 @@ def plan(config, topology: str | None = None, gpu: int | None = None,
     A ``PlanReport``. Raises ValueError / ImportError (one line) for bad
     topologies, meshes or a missing libtpu.
   """
+  from samjax.mesh import resolve_mesh_shape
   from samjax.train.setup import build_program
 
   log = log or (lambda _msg: None)
@@ -77,7 +77,7 @@ def plan(config, topology: str | None = None, gpu: int | None = None,
   # The mesh must cover every chip of the target (make_mesh would quietly
   # take a subset, right for a 1-device run on a big host, wrong for a plan);
   # whether the batch splits over it is build_program's check.
-  resolve_mesh(tuple(config.mesh.shape), len(target.devices))
+  resolve_mesh_shape(tuple(config.mesh.shape), len(target.devices), use_all=True)
 
   t = time.perf_counter()
   prog = build_program(config, devices=target.devices)

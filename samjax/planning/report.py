@@ -138,19 +138,6 @@ def parse_mesh(text: str) -> tuple:
   return shape
 
 
-def resolve_mesh(shape, num_devices: int) -> tuple:
-  shape = list(shape)
-  if -1 in shape:
-    known = math.prod(s for s in shape if s != -1)
-    if num_devices % known:
-      raise ValueError(f"mesh {tuple(shape)} does not divide {num_devices} devices")
-    shape[shape.index(-1)] = num_devices // known
-  if math.prod(shape) != num_devices:
-    raise ValueError(f"mesh {tuple(shape)} needs {math.prod(shape)} devices; the "
-                     f"target has {num_devices}")
-  return tuple(shape)
-
-
 # --------------------------------------------------------------------------
 # Shardings
 

@@ -34,7 +34,7 @@ from samjax import __version__, formats
 from samjax.mesh import maybe_initialize_distributed
 from samjax.train.checkpointing import Checkpointer
 from samjax.train.evaluation import evaluate_and_log
-from samjax.train.faults import maybe_inject
+from samjax.train.faults import maybe_inject, maybe_poison_params
 from samjax.train.init import make_init_params
 from samjax.train.input import train_iterator
 from samjax.train.logging_utils import RunLogger
@@ -161,6 +161,7 @@ def train_steps(run: Run, state: dict) -> tuple[dict, bool]:
   while step < run.config.total_steps:
     state, metrics = run.program.train_step(state, next(run.train_iter))
     step += 1
+    state = maybe_poison_params(step, state)
     if run.pending is not None:  # the previous step's metrics: ready by now
       log_train_metrics(run, run.pending)
     run.pending = (step, metrics)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import pytest
 
 from samjax.cli import main
+from samjax.mesh import resolve_mesh_shape
 from samjax.planning import chips, flops
 from samjax.planning.hbm_errors import parse_hbm_oom
 from samjax.planning.report import parse_mesh
@@ -133,6 +134,21 @@ def test_bad_mesh_is_one_line_error():
   rc, _, err = _run_cli(["plan", *TINY, "--topology", "v5p:2x2x1", "--mesh", "1,2"])
   assert rc == 1 and err.strip().count("\n") == 0 and "--mesh" in err
   assert parse_mesh("2,-1,1") == (2, -1, 1)
+
+
+def test_mesh_shape_resolution_one_owner():
+  """The -1 and device-count rules ``make_mesh`` and the planner share:
+  a run may use fewer devices than the host has, a plan must cover all."""
+  assert resolve_mesh_shape((2, -1, 1), 8) == (2, 4, 1)
+  assert resolve_mesh_shape((1, 1, 1), 8) == (1, 1, 1)
+  with pytest.raises(ValueError, match="needs 1 devices, 8 available"):
+    resolve_mesh_shape((1, 1, 1), 8, use_all=True)
+  with pytest.raises(ValueError, match="does not divide 8"):
+    resolve_mesh_shape((3, -1, 1), 8)
+  with pytest.raises(ValueError, match="needs 16 devices"):
+    resolve_mesh_shape((2, 2, 4), 8)
+  with pytest.raises(ValueError, match="at most one -1"):
+    resolve_mesh_shape((-1, -1, 1), 8)
 
 
 def test_batch_or_mesh_that_does_not_fit_the_target_is_one_line_error():
