@@ -9,6 +9,12 @@ from data_pipelines import sa1b_to_tfrecord, sample_data, train_copy
 from tests.shared_fixtures import build_once
 
 IMAGE, GT = 128, 32  # vit_tiny at 128 px: 8x8 embedding, 32x32 masks
+# The training tests' model: vit_tiny at 128 px, cut down to 2 encoder blocks
+# (one windowed, one global) and one two-way decoder layer. Every kind of
+# layer is still there; every cold compile of a train step (most of these
+# tests' time on a 2-core CI host) takes about half as long.
+TEST_MODEL = {"image_size": IMAGE, "encoder_depth": 2, "encoder_global_attn_indexes": (1,),
+              "decoder_depth": 1}
 
 
 @pytest.fixture(scope="session")
@@ -30,11 +36,12 @@ def train_data(tmp_path_factory):
 
 
 def small_config(train_data, **changes):
-  """tiny_demo shrunk for tests: 128 px, 1 click + 1 mask-only pass, batch 8."""
+  """tiny_demo shrunk for tests: ``TEST_MODEL``, 1 click + 1 mask-only pass,
+  batch 8."""
   from samjax.commands.train import load_config
   c = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "experiments",
                                "configs", "tiny_demo.py"))
-  c.model.overrides = {"image_size": IMAGE}
+  c.model.overrides = dict(TEST_MODEL)
   c.data.train_dir, c.data.eval_dir = train_data["train"], train_data["eval"]
   c.data.batch_size, c.data.eval_batch_size, c.data.max_masks = 8, 8, 4
   c.sim.num_point_iters, c.sim.num_mask_only_iters = 1, 1

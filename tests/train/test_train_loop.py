@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.shared_fixtures import build_once
-from tests.train.conftest import small_config, train_losses
+from tests.train.conftest import TEST_MODEL, small_config, train_losses
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIG = os.path.join(REPO, "experiments", "configs", "tiny_demo.py")
@@ -21,7 +21,7 @@ CONFIG = os.path.join(REPO, "experiments", "configs", "tiny_demo.py")
 def _cli_args(train_data, workdir, **overrides):
   args = [sys.executable, "-m", "samjax.cli", "train", "--config", CONFIG,
           "--workdir", workdir]
-  base = {"model.overrides": {"image_size": 128}, "data.train_dir": train_data["train"],
+  base = {"model.overrides": TEST_MODEL, "data.train_dir": train_data["train"],
           "data.eval_dir": train_data["eval"], "data.batch_size": 8,
           "data.eval_batch_size": 8, "data.max_masks": 4, "sim.num_point_iters": 1,
           "sim.num_mask_only_iters": 1, "total_steps": 6, "log_every": 1,
