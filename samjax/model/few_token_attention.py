@@ -35,15 +35,15 @@ def _softmax(scores, key_valid):
   return jax.nn.softmax(scores, axis=-1)
 
 
-# Layout (many_queries): the 4096 image tokens stay the leading (row) axis of
-# plain [N, C] @ [C, small] and [N, small] @ [small, C] products, so XLA does
-# not transpose them (on a CPU a [4096, 256] transpose costs a click about as
-# much as the products). few_queries keeps [small, C] @ [C, N]: laid out like
-# many_queries its scores round differently for 1 and 4 prompts per call,
-# and the generator's records must not depend on points_per_batch.
+# Layout: the 4096 image tokens stay the leading (row) axis of every
+# image-side product ([N, C] @ [C, small] scores, softmax down the columns,
+# [N, small]^T @ [N, C] pooling), so XLA never transposes them: on a CPU a
+# [4096, 256] transposed copy costs a click about as much as the products
+# (the earlier [small, C] @ [C, N] scores copied the keys once per block,
+# ~15 % of a click).
 
 
-def few_queries(qh, x, wk, bk, wv, bv, *, scale: float, xk_t=None):
+def few_queries(qh, x, wk, bk, wv, bv, *, scale: float):
   """Few projected queries attend over many raw tokens.
 
   Args:
@@ -51,8 +51,6 @@ def few_queries(qh, x, wk, bk, wv, bv, *, scale: float, xk_t=None):
     x: [B, N, C] raw key/value tokens (the k / v inputs; may differ, pass a
       tuple (xk, xv) for different ones).
     wk, wv: [C, H*d] projection kernels; bk, bv: [H*d] biases.
-    xk_t: optional [B, C, N], the key tokens already transposed (the layout
-      the score product reads; XLA otherwise copies xk into it per call).
   Returns:
     [B, T, H, d] attention output (before out_proj).
   """
@@ -60,15 +58,12 @@ def few_queries(qh, x, wk, bk, wv, bv, *, scale: float, xk_t=None):
   h, d = qh.shape[-2:]
   c = xk.shape[-1]
   wk_h = wk.reshape(c, h, d)
-  g = jnp.einsum("bthd,chd->bhtc", qh, wk_h)                       # Wk_h q_t
-  if xk_t is None:
-    scores = jnp.einsum("bhtc,bnc->bhtn", g, xk, preferred_element_type=jnp.float32)
-  else:
-    scores = jnp.einsum("bhtc,bcn->bhtn", g, xk_t, preferred_element_type=jnp.float32)
+  g = jnp.einsum("bthd,chd->bcht", qh, wk_h)                       # Wk_h q_t
+  scores = jnp.einsum("bnc,bcht->bnht", xk, g, preferred_element_type=jnp.float32)
   scores = scores + jnp.einsum("bthd,hd->bht", qh, bk.reshape(h, d)).astype(
-      jnp.float32)[..., None]
-  p = _softmax(scores * scale, None)
-  pooled = jnp.einsum("bhtn,bnc->bhtc", p.astype(xv.dtype), xv)    # sum_n p x_n
+      jnp.float32)[:, None]
+  p = jax.nn.softmax(scores * scale, axis=1)                       # over the N keys
+  pooled = jnp.einsum("bnht,bnc->bhtc", p.astype(xv.dtype), xv)    # sum_n p x_n
   out = jnp.einsum("bhtc,chd->bthd", pooled, wv.reshape(c, h, d))
   return out + bv.reshape(h, d)
 

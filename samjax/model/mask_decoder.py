@@ -69,7 +69,7 @@ class MaskDecoder(nn.Module):
       src = (image_embeddings + dense).reshape(b, h * w, c)
       first_keys_pe = None
     else:
-      src, *first_keys_pe = image_terms
+      src, first_keys_pe = image_terms
     src = constrain(src, ("batch", "length", "embed"))
     pos = jnp.broadcast_to(image_pe.reshape(1, h * w, c), (b, h * w, c))
     hs, src = TwoWayTransformer(cfg.decoder_depth, c, cfg.decoder_num_heads,

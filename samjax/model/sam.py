@@ -52,16 +52,15 @@ class Sam(nn.Module):
     of an image that comes without a mask input.
 
     [B, h, w, C] channels-last embeddings (+ [h, w, C] PE) ->
-    (src = embedding + no-mask embedding [B, h*w, C], src + PE [B, h*w, C],
-    src + PE transposed [B, C, h*w]): the sums and the copy the first block's
-    attentions read, computed once per image instead of once per decode.
+    (src = embedding + no-mask embedding [B, h*w, C], src + PE [B, h*w, C]):
+    the sums the first block's attentions read, computed once per image
+    instead of once per decode.
     """
     b, g, _, c = embeddings.shape
     pe = self.prompt_encoder
     pe_grid = pe.dense_pe() if image_pe is None else image_pe
     src = (embeddings + pe.no_mask_dense()).reshape(b, g * g, c)
-    keys_pe = src + pe_grid.reshape(1, g * g, c)
-    return src, keys_pe, jnp.transpose(keys_pe, (0, 2, 1))
+    return src, src + pe_grid.reshape(1, g * g, c)
 
   def decode(self, embeddings, point_coords, point_labels, point_valid,
              boxes, box_valid, mask_inputs, mask_valid, image_pe=None,
@@ -273,8 +272,8 @@ class SamModel:
     channels_last=True)``), optional [h, w, C] ``dense_pe(params,
     channels_last=True)`` -> the per-image terms ``decode(...,
     image_terms=...)`` reuses: (embedding + no-mask embedding [B, h*w, C],
-    that + PE [B, h*w, C], the same transposed [B, C, h*w]); 3 x 4 MB per
-    ViT image, saving a click four passes over its 4096 image tokens."""
+    that + PE [B, h*w, C]); 2 x 4 MB per ViT image, saving a click passes
+    over its 4096 image tokens."""
     return self.module.apply({"params": params}, embeddings, image_pe,
                              method=Sam.decoder_image_terms)
 

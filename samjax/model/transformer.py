@@ -54,7 +54,7 @@ class Attention(nn.Module):
   factorize: bool = True
 
   @nn.compact
-  def __call__(self, q, k, v, key_valid=None, k_t=None):
+  def __call__(self, q, k, v, key_valid=None):
     internal = self.embedding_dim // self.downsample_rate
     if internal % self.num_heads:
       raise ValueError("num_heads must divide embedding_dim / downsample_rate")
@@ -74,7 +74,7 @@ class Attention(nn.Module):
 
     if self.factorize and tq < d and tk > tq:      # token -> image
       out = few_token_attention.few_queries(proj(q, wq, bq), (k, v), wk, bk, wv, bv,
-                                            scale=scale, xk_t=k_t)
+                                            scale=scale)
       return out.reshape(out.shape[:-2] + (internal,)) @ wo + bo
     if self.factorize and tk < d and tq > tk:      # image -> token
       return few_token_attention.many_queries(q, wq, bq, proj(k, wk, bk), proj(v, wv, bv),
@@ -95,11 +95,11 @@ class TwoWayAttentionBlock(nn.Module):
 
   @nn.compact
   def __call__(self, queries, keys, query_pe, key_pe, token_valid=None, keys_pe=None):
-    """``keys_pe``: optional precomputed (keys + key_pe [B, Nk, C], the same
-    transposed [B, C, Nk]); the first block's are the same for every prompt
-    of an image (``Sam.decoder_image_terms``)."""
+    """``keys_pe``: optional precomputed keys + key_pe [B, Nk, C]; the first
+    block's are the same for every prompt of an image
+    (``Sam.decoder_image_terms``)."""
     c, h, dt = self.embedding_dim, self.num_heads, self.dtype
-    kpe, kpe_t = (None, None) if keys_pe is None else keys_pe
+    kpe = keys_pe
     ln = lambda name: LayerNorm(eps=1e-5, dtype=dt, name=name)
     if self.skip_first_layer_pe:
       # First layer: the self-attention output *replaces* the queries.
@@ -114,7 +114,7 @@ class TwoWayAttentionBlock(nn.Module):
     q, k = queries + query_pe, keys + key_pe if kpe is None else kpe
     queries = queries + Attention(c, h, self.downsample_rate, dtype=dt,
                                   factorize=self.factorize,
-                                  name="cross_attn_token_to_image")(q, k, keys, k_t=kpe_t)
+                                  name="cross_attn_token_to_image")(q, k, keys)
     queries = ln("norm2")(queries)
 
     queries = queries + MLPBlock(self.mlp_dim, act=jax.nn.relu, dtype=dt,
@@ -142,8 +142,8 @@ class TwoWayTransformer(nn.Module):
   @nn.compact
   def __call__(self, image_embedding, image_pe, point_embedding, token_valid=None,
                first_keys_pe=None):
-    """``first_keys_pe``: optional (image_embedding + image_pe, the same
-    transposed [B, C, h*w]) for the first block (see TwoWayAttentionBlock)."""
+    """``first_keys_pe``: optional image_embedding + image_pe [B, h*w, C] for
+    the first block (see TwoWayAttentionBlock)."""
     queries, keys = point_embedding, image_embedding
     for i in range(self.depth):
       queries, keys = TwoWayAttentionBlock(
