@@ -80,9 +80,12 @@ def decode_points(params, embedding, image_pe, coords, *, model: SamModel,
   p = coords.shape[0]
   pts = coords[None, :, None, :].astype(jnp.float32)
   labels = jnp.ones((1, p, 1), jnp.int32)
+  # The first two-way block's image side, once for all P points (every
+  # chunk of the decode reads it instead of summing a copy per point).
+  terms = model.decoder_image_terms(params, embedding, image_pe)
   logits, iou = model.decode(params, embedding, pts, labels, multimask_output=True,
                              image_pe=image_pe, prompt_chunk=prompt_chunk,
-                             channels_last=True)
+                             channels_last=True, image_terms=terms)
   return logits[0].reshape(p * 3, *logits.shape[-2:]), iou[0].reshape(p * 3)
 
 

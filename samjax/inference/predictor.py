@@ -313,19 +313,17 @@ def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, 
       None; mask_input: [B, 1, 4h, 4w] or None (at least one is given).
     input_size: (h, w) of the resized image before padding; original_size:
       (H, W) the masks are returned at.
-    image_terms: optional ``model.decoder_image_terms`` of ``features``.
-      Used only where they pay: a call of one prompt without a mask input
-      (same masks, a click saves ~10 %). With several prompts per call each
-      prompt would need its own copy, which costs more than the sums save,
-      and a mask input replaces the no-mask embedding they hold: those
-      calls decode without them.
+    image_terms: optional ``model.decoder_image_terms`` of ``features``:
+      the first two-way block reads them once for all prompts of the call
+      instead of summing a copy per prompt (same masks). Not used with a
+      mask input, which replaces the no-mask embedding they hold.
   Returns:
     masks [B, K, H, W] (bool, or float32 logits), iou [B, K] float32,
     low-res logits [B, K, 4h, 4w] float32 (numpy).
   """
   ms = model.config.mask_input_size
   pb = bucket(b, prompt_buckets)
-  if pb != 1 or mask_input is not None:
+  if mask_input is not None:  # a mask input replaces the no-mask embedding they hold
     image_terms = None
   n = coords.shape[1] if coords is not None else 1
   nb = bucket(n, point_buckets)

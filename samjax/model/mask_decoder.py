@@ -47,13 +47,15 @@ class MaskDecoder(nn.Module):
   @nn.compact
   def __call__(self, image_embeddings, image_pe, sparse, sparse_valid, dense,
                image_terms=None):
-    """``image_terms``: optional ``Sam.decoder_image_terms`` of these images,
-    one per prompt (then ``image_embeddings`` and ``dense`` are not read: the
-    terms already hold their sum)."""
+    """``image_terms``: optional ``Sam.decoder_image_terms`` of the b images,
+    [b, h*w, C] each, shared by the B / b consecutive prompts of each image
+    (then ``image_embeddings`` and ``dense`` are not read: the terms already
+    hold their sum; the first two-way block reads them once per image)."""
     cfg = self.config
     c = cfg.prompt_embed_dim
     dt = to_dtype(cfg.dtype)
-    b, h, w, _ = image_embeddings.shape
+    _, h, w, _ = image_embeddings.shape
+    b = sparse.shape[0]  # prompts (B)
     n_tokens = cfg.num_mask_tokens
     emb_init = param_init(nn.initializers.normal(1.0), (None, "embed"))
     iou_token = nn.Embed(1, c, embedding_init=emb_init, name="iou_token").embedding

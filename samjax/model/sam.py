@@ -130,10 +130,8 @@ class Sam(nn.Module):
       # A [C, h, w] table is transposed on every call, a strided read of
       # 4096 x 256 values that costs a CPU click several milliseconds.
       pe_grid = image_pe if channels_last else jnp.transpose(image_pe, (1, 2, 0))
-    if image_terms is not None:
-      image_terms = tuple(
-          jnp.broadcast_to(t[:, None], (b, m) + t.shape[1:]).reshape((b * m,) + t.shape[1:])
-          for t in image_terms)
+    # image_terms stay one per image: the first two-way block reads them once
+    # for all m prompts of an image (no per-prompt copies).
     masks, iou = self.mask_decoder(emb, pe_grid, sparse, valid, dense, image_terms)
     k = masks.shape[1]
     return masks.reshape(b, m, k, *masks.shape[2:]), iou.reshape(b, m, k)

@@ -79,8 +79,28 @@ class Attention(nn.Module):
     if self.factorize and tk < d and tq > tk:      # image -> token
       return few_token_attention.many_queries(q, wq, bq, proj(k, wk, bk), proj(v, wv, bv),
                                               wo, bo, key_valid, scale=scale)
+    # Image tokens shared by several prompts (see TwoWayAttentionBlock): the
+    # direct form needs one copy per prompt.
+    rows = max(q.shape[0], k.shape[0])
+    q, k, v = (per_prompt(x, rows) for x in (q, k, v))
     out = masked_attention(proj(q, wq, bq), proj(k, wk, bk), proj(v, wv, bv), key_valid)
     return out.reshape(out.shape[:-2] + (internal,)) @ wo + bo
+
+
+def per_prompt(x, rows: int):
+  """[b, ...] shared per image -> [rows, ...] (rows / b consecutive copies of
+  each image's entry, the prompt-major order of the decoder's batch)."""
+  return x if x.shape[0] == rows else jnp.repeat(x, rows // x.shape[0], axis=0)
+
+
+def add_per_prompt(shared, per_row):
+  """[b, ...] + [b*m, ...] -> [b*m, ...]: each image's entry added to its m
+  prompts' rows (plain ``+`` when both are per prompt)."""
+  if shared.shape[0] == per_row.shape[0]:
+    return shared + per_row
+  b = shared.shape[0]
+  rows = per_row.reshape((b, per_row.shape[0] // b) + per_row.shape[1:])
+  return (shared[:, None] + rows).reshape(per_row.shape)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -97,7 +117,10 @@ class TwoWayAttentionBlock(nn.Module):
   def __call__(self, queries, keys, query_pe, key_pe, token_valid=None, keys_pe=None):
     """``keys_pe``: optional precomputed keys + key_pe [B, Nk, C]; the first
     block's are the same for every prompt of an image
-    (``Sam.decoder_image_terms``)."""
+    (``Sam.decoder_image_terms``). With it, ``keys`` and ``keys_pe`` may be
+    [b, Nk, C], one per image, shared by the B / b consecutive prompts of
+    each image (queries [B, Nq, C]): the attentions then read them once per
+    image, and the block returns per-prompt keys [B, Nk, C]."""
     c, h, dt = self.embedding_dim, self.num_heads, self.dtype
     kpe = keys_pe
     ln = lambda name: LayerNorm(eps=1e-5, dtype=dt, name=name)
@@ -122,9 +145,10 @@ class TwoWayAttentionBlock(nn.Module):
     queries = ln("norm3")(queries)
 
     q, k = queries + query_pe, keys + key_pe if kpe is None else kpe
-    keys = keys + Attention(c, h, self.downsample_rate, dtype=dt,
-                            factorize=self.factorize,
-                            name="cross_attn_image_to_token")(k, q, queries, token_valid)
+    keys = add_per_prompt(keys, Attention(c, h, self.downsample_rate, dtype=dt,
+                                          factorize=self.factorize,
+                                          name="cross_attn_image_to_token")(
+                                              k, q, queries, token_valid))
     keys = ln("norm4")(keys)
     return queries, keys
 
@@ -143,7 +167,9 @@ class TwoWayTransformer(nn.Module):
   def __call__(self, image_embedding, image_pe, point_embedding, token_valid=None,
                first_keys_pe=None):
     """``first_keys_pe``: optional image_embedding + image_pe [B, h*w, C] for
-    the first block (see TwoWayAttentionBlock)."""
+    the first block (see TwoWayAttentionBlock); with it, ``image_embedding``
+    and ``first_keys_pe`` may be [b, h*w, C], one per image, shared by the
+    B / b consecutive prompts of each image."""
     queries, keys = point_embedding, image_embedding
     for i in range(self.depth):
       queries, keys = TwoWayAttentionBlock(

@@ -113,8 +113,10 @@ def test_channels_last_embeddings_decode_the_same(tiny):
 
 def test_cached_decoder_image_terms_decode_the_same(tiny):
   """``decoder_image_terms`` (the first block's prompt-independent sums, kept
-  per image by the predictor) give the same masks as computing them in the
-  decode, for one and for several prompts per call."""
+  per image by the predictor, read once per image by the first block) give
+  the same masks as computing them per prompt in the decode: one and several
+  prompts per image, few prompt tokens (factorized attention) and more
+  tokens than the per-head width (direct attention)."""
   model, params = tiny
   images = jax.random.normal(jax.random.PRNGKey(11), (2, 3, 256, 256))
   nhwc = model.embed_images(params, images, channels_last=True)
@@ -122,8 +124,10 @@ def test_cached_decoder_image_terms_decode_the_same(tiny):
   terms = model.decoder_image_terms(params, nhwc, pe)
   n, c = nhwc.shape[1] * nhwc.shape[2], nhwc.shape[3]
   assert [t.shape for t in terms] == [(2, n, c), (2, n, c)]
-  for prompts in (1, 3):
-    coords, labels, valid = _random_prompts(prompts, 2, 256)  # 2 images
+  # tiny: per-head width 8 in the cross attentions; 1 point = 7 tokens
+  # (factorized), 2 points = 8 tokens (direct).
+  for prompts, points in ((1, 1), (3, 1), (1, 2), (3, 2)):
+    coords, labels, valid = _random_prompts(prompts, points, 256)  # 2 images
     kw = dict(point_valid=valid, image_pe=pe, channels_last=True)
     a = model.decode(params, nhwc, coords, labels, **kw)
     b = model.decode(params, nhwc, coords, labels, image_terms=terms, **kw)
