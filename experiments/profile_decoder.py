@@ -1,9 +1,10 @@
 """Where a decode's time goes, per module, as the program really runs.
 
 Times one mask-decoder call of the interactive predictor (one image, P
-prompts, channels-last cached embedding, as ``SamPredictor.predict`` runs
-it) with XLA's per-op trace (``xla_op_profile.py``) and sums the ops by the
-model module they came from: prompt encoder, each two-way block's four
+prompts, channels-last cached embedding and per-image decoder terms, as
+``SamPredictor.predict`` runs it) with XLA's per-op trace
+(``xla_op_profile.py``) and sums the ops by the model module they came
+from: prompt encoder, each two-way block's four
 attentions and MLP (image side: the 4096 image tokens; token side: the few
 prompt tokens), the output upscaling, the hypernetwork heads.
 
@@ -49,8 +50,12 @@ def main(argv=None):
   coords = jnp.asarray(rng.uniform(0, cfg.image_size, (1, p, 1, 2)).astype(np.float32))
   labels = jnp.ones((1, p, 1), jnp.int32)
   chunk = PROMPT_CHUNK if p > PROMPT_CHUNK and p % PROMPT_CHUNK == 0 else None
+  # The first block's per-image terms, kept with the embedding as the
+  # predictor keeps them (computed outside the profiled call).
+  terms = jax.jit(model.decoder_image_terms)(params, features, image_pe)
   decode = jax.jit(lambda prm, f, xy, lab: model.decode(
-      prm, f, xy, lab, image_pe=image_pe, channels_last=True, prompt_chunk=chunk))
+      prm, f, xy, lab, image_pe=image_pe, channels_last=True, prompt_chunk=chunk,
+      image_terms=terms))
 
   report = Report(f"profile_decoder {args.variant}, {p} prompt(s) per call",
                   f"host: {host_description()}",
