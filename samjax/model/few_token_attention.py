@@ -25,22 +25,26 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-
-def _softmax(scores, key_valid):
-  """Softmax of float32 ``scores`` over the last axis (the keys); ``key_valid``
-  [B, K] or None masks the keys of [B, ., ., K] scores."""
-  if key_valid is not None:
-    scores = jnp.where(key_valid[:, None, None, :], scores,
-                       jnp.finfo(jnp.float32).min)
-  return jax.nn.softmax(scores, axis=-1)
-
-
 # Layout: the 4096 image tokens stay the leading (row) axis of every
 # image-side product ([N, C] @ [C, small] scores, softmax down the columns,
 # [N, small]^T @ [N, C] pooling), so XLA never transposes them: on a CPU a
 # [4096, 256] transposed copy costs a click about as much as the products
 # (the earlier [small, C] @ [C, N] scores copied the keys once per block,
 # ~15 % of a click).
+#
+# Shared image tokens: the first two-way block of prompts without a mask
+# input reads the same image tokens for every prompt of an image. The image
+# side may then be [b, N, C] for B = b*m prompt rows (m consecutive rows per
+# image): the m prompts become more columns of one product per image
+# ([N, C] @ [C, m*H*T] scores, [m*H*T, N] @ [N, C] pooling) instead of m
+# copies of the image tokens. Per-prompt image tokens are the case m = 1.
+
+
+def _per_image(rows, images: int):
+  """[b*m, T, H, d] prompt-side rows -> [b, m, T, H, d] for b images."""
+  if rows.shape[0] % images:
+    raise ValueError(f"{rows.shape[0]} prompt rows do not split over {images} images")
+  return rows.reshape((images, rows.shape[0] // images) + rows.shape[1:])
 
 
 def few_queries(qh, x, wk, bk, wv, bv, *, scale: float):
@@ -50,7 +54,7 @@ def few_queries(qh, x, wk, bk, wv, bv, *, scale: float):
     qh: [B, T, H, d] projected queries (T small).
     x: [B, N, C] raw key/value tokens (the k / v inputs; may differ, pass a
       tuple (xk, xv) for different ones), or [b, N, C] shared by the B / b
-      consecutive query rows of each of b images (``_few_queries_shared``).
+      consecutive query rows of each of b images.
     wk, wv: [C, H*d] projection kernels; bk, bv: [H*d] biases.
   Returns:
     [B, T, H, d] attention output (before out_proj).
@@ -59,16 +63,15 @@ def few_queries(qh, x, wk, bk, wv, bv, *, scale: float):
   h, d = qh.shape[-2:]
   c = xk.shape[-1]
   wk_h = wk.reshape(c, h, d)
-  if xk.shape[0] != qh.shape[0]:
-    return _few_queries_shared(qh, xk, xv, wk_h, bk, wv, bv, scale)
-  g = jnp.einsum("bthd,chd->bcht", qh, wk_h)                       # Wk_h q_t
-  scores = jnp.einsum("bnc,bcht->bnht", xk, g, preferred_element_type=jnp.float32)
-  scores = scores + jnp.einsum("bthd,hd->bht", qh, bk.reshape(h, d)).astype(
+  q5 = _per_image(qh, xk.shape[0])                                 # [b, m, T, H, d]
+  g = jnp.einsum("bmthd,chd->bcmht", q5, wk_h)                     # Wk_h q_t
+  scores = jnp.einsum("bnc,bcmht->bnmht", xk, g, preferred_element_type=jnp.float32)
+  scores = scores + jnp.einsum("bmthd,hd->bmht", q5, bk.reshape(h, d)).astype(
       jnp.float32)[:, None]
   p = jax.nn.softmax(scores * scale, axis=1)                       # over the N keys
-  pooled = jnp.einsum("bnht,bnc->bhtc", p.astype(xv.dtype), xv)    # sum_n p x_n
-  out = jnp.einsum("bhtc,chd->bthd", pooled, wv.reshape(c, h, d))
-  return out + bv.reshape(h, d)
+  pooled = jnp.einsum("bnmht,bnc->bmhtc", p.astype(xv.dtype), xv)  # sum_n p x_n
+  out = jnp.einsum("bmhtc,chd->bmthd", pooled, wv.reshape(c, h, d))
+  return out.reshape(qh.shape) + bv.reshape(h, d)
 
 
 def many_queries(x, wq, bq, kh, vh, wo, bo, key_valid, *, scale: float):
@@ -76,7 +79,7 @@ def many_queries(x, wq, bq, kh, vh, wo, bo, key_valid, *, scale: float):
 
   Args:
     x: [B, N, C] raw query tokens, or [b, N, C] shared by the B / b
-      consecutive key rows of each of b images (``_many_queries_shared``).
+      consecutive key rows of each of b images.
     wq: [C, H*d]; bq: [H*d] query projection.
     kh, vh: [B, T, H, d] projected keys / values (T small).
     wo: [H*d, C_out]; bo: [C_out] output projection.
@@ -84,60 +87,16 @@ def many_queries(x, wq, bq, kh, vh, wo, bo, key_valid, *, scale: float):
   Returns:
     [B, N, C_out] (already through out_proj).
   """
-  h, d = kh.shape[-2:]
-  c = x.shape[-1]
-  if x.shape[0] != kh.shape[0]:
-    return _many_queries_shared(x, wq.reshape(c, h, d), bq, kh, vh, wo, bo, key_valid, scale)
-  g = jnp.einsum("bthd,chd->bcht", kh, wq.reshape(c, h, d))        # Wq_h k_t
-  scores = jnp.einsum("bnc,bcht->bnht", x, g, preferred_element_type=jnp.float32)
-  scores = scores + jnp.einsum("hd,bthd->bht", bq.reshape(h, d), kh).astype(
-      jnp.float32)[:, None]
-  p = _softmax(scores * scale, key_valid)
-  u = jnp.einsum("bthd,hdo->bhto", vh, wo.reshape(h, d, -1))       # v_t Wo_h
-  return jnp.einsum("bnht,bhto->bno", p.astype(u.dtype), u) + bo
-
-
-# Shared image tokens: the first two-way block of prompts without a mask
-# input reads the same image tokens for every prompt of an image. Instead of
-# a copy per prompt, the m prompts of an image become more columns of one
-# product: [N, C] @ [C, m*H*T] scores and [m*H*T, N] @ [N, C] pooling per
-# image, the same sums per output element as m products of one prompt.
-
-
-def _prompts_per_image(rows: int, images: int) -> int:
-  if rows % images:
-    raise ValueError(f"{rows} prompt rows do not split over {images} shared images")
-  return rows // images
-
-
-def _few_queries_shared(qh, xk, xv, wk_h, bk, wv, bv, scale):
-  """qh [b*m, T, H, d], xk / xv [b, N, C] -> [b*m, T, H, d]."""
-  rows, t, h, d = qh.shape
-  b, c = xk.shape[0], xk.shape[-1]
-  q5 = qh.reshape(b, _prompts_per_image(rows, b), t, h, d)
-  g = jnp.einsum("bmthd,chd->bcmht", q5, wk_h)
-  scores = jnp.einsum("bnc,bcmht->bnmht", xk, g, preferred_element_type=jnp.float32)
-  scores = scores + jnp.einsum("bmthd,hd->bmht", q5, bk.reshape(h, d)).astype(
-      jnp.float32)[:, None]
-  p = jax.nn.softmax(scores * scale, axis=1)                       # over the N keys
-  pooled = jnp.einsum("bnmht,bnc->bmhtc", p.astype(xv.dtype), xv)
-  out = jnp.einsum("bmhtc,chd->bmthd", pooled, wv.reshape(c, h, d))
-  return out.reshape(rows, t, h, d) + bv.reshape(h, d)
-
-
-def _many_queries_shared(x, wq_h, bq, kh, vh, wo, bo, key_valid, scale):
-  """x [b, N, C], kh / vh [b*m, T, H, d], key_valid [b*m, T] -> [b*m, N, C_out]."""
   rows, t, h, d = kh.shape
-  b, n = x.shape[:2]
-  m = _prompts_per_image(rows, b)
-  k5, v5 = kh.reshape(b, m, t, h, d), vh.reshape(b, m, t, h, d)
-  g = jnp.einsum("bmthd,chd->bcmht", k5, wq_h)
+  b, n, c = x.shape
+  k5, v5 = _per_image(kh, b), _per_image(vh, b)                    # [b, m, T, H, d]
+  g = jnp.einsum("bmthd,chd->bcmht", k5, wq.reshape(c, h, d))      # Wq_h k_t
   scores = jnp.einsum("bnc,bcmht->bnmht", x, g, preferred_element_type=jnp.float32)
   scores = scores + jnp.einsum("hd,bmthd->bmht", bq.reshape(h, d), k5).astype(
       jnp.float32)[:, None]
   if key_valid is not None:
-    scores = jnp.where(key_valid.reshape(b, 1, m, 1, t), scores, jnp.finfo(jnp.float32).min)
-  p = jax.nn.softmax(scores * scale, axis=-1)
-  u = jnp.einsum("bmthd,hdo->bmhto", v5, wo.reshape(h, d, -1))
+    scores = jnp.where(key_valid.reshape(b, 1, -1, 1, t), scores, jnp.finfo(jnp.float32).min)
+  p = jax.nn.softmax(scores * scale, axis=-1)                      # over the T keys
+  u = jnp.einsum("bmthd,hdo->bmhto", v5, wo.reshape(h, d, -1))     # v_t Wo_h
   out = jnp.einsum("bnmht,bmhto->bmno", p.astype(u.dtype), u)
   return out.reshape(rows, n, -1) + bo

@@ -122,7 +122,6 @@ class TwoWayAttentionBlock(nn.Module):
     each image (queries [B, Nq, C]): the attentions then read them once per
     image, and the block returns per-prompt keys [B, Nk, C]."""
     c, h, dt = self.embedding_dim, self.num_heads, self.dtype
-    kpe = keys_pe
     ln = lambda name: LayerNorm(eps=1e-5, dtype=dt, name=name)
     if self.skip_first_layer_pe:
       # First layer: the self-attention output *replaces* the queries.
@@ -134,7 +133,7 @@ class TwoWayAttentionBlock(nn.Module):
                                     name="self_attn")(q, q, queries, token_valid)
     queries = ln("norm1")(queries)
 
-    q, k = queries + query_pe, keys + key_pe if kpe is None else kpe
+    q, k = queries + query_pe, keys + key_pe if keys_pe is None else keys_pe
     queries = queries + Attention(c, h, self.downsample_rate, dtype=dt,
                                   factorize=self.factorize,
                                   name="cross_attn_token_to_image")(q, k, keys)
@@ -144,7 +143,7 @@ class TwoWayAttentionBlock(nn.Module):
                                  name="mlp")(queries)
     queries = ln("norm3")(queries)
 
-    q, k = queries + query_pe, keys + key_pe if kpe is None else kpe
+    q, k = queries + query_pe, keys + key_pe if keys_pe is None else keys_pe
     keys = add_per_prompt(keys, Attention(c, h, self.downsample_rate, dtype=dt,
                                           factorize=self.factorize,
                                           name="cross_attn_image_to_token")(
