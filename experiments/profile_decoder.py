@@ -34,6 +34,8 @@ import samjax  # noqa: E402,F401  (quiets an installed libtpu before jax picks a
 def main(argv=None):
   ap = make_parser(__doc__, variant="vit_b", runs=10, runs_help="profiled calls")
   ap.add_argument("--prompts", type=int, default=1, help="prompts per call (1 = a click)")
+  ap.add_argument("--chunk", type=int, default=None,
+                  help="prompts per decoder step (default: the predictor's PROMPT_CHUNK)")
   ap.add_argument("--depth", type=int, default=4, help="module path components per row")
   args = ap.parse_args(argv)
 
@@ -49,7 +51,8 @@ def main(argv=None):
   p = args.prompts
   coords = jnp.asarray(rng.uniform(0, cfg.image_size, (1, p, 1, 2)).astype(np.float32))
   labels = jnp.ones((1, p, 1), jnp.int32)
-  chunk = PROMPT_CHUNK if p > PROMPT_CHUNK and p % PROMPT_CHUNK == 0 else None
+  chunk = args.chunk or PROMPT_CHUNK
+  chunk = chunk if p > chunk and p % chunk == 0 else None
   # The first block's per-image terms, kept with the embedding as the
   # predictor keeps them (computed outside the profiled call).
   terms = jax.jit(model.decoder_image_terms)(params, features, image_pe)

@@ -60,6 +60,27 @@ def upscale_operands(low: int, image_size: int, input_size: tuple[int, int],
   return rows_p, cols_p, np.arange(hp) < h, np.arange(wp) < w
 
 
+def mask_grid(rows: np.ndarray, cols: np.ndarray, grid: int) -> tuple[int, int]:
+  """The top-left (gh, gw) cells of the grid x grid embedding whose low-res
+  logits the crop's upscaling reads (``upscale_operands``' rows [Hp, L] and
+  cols [Wp, L] are zero past the resized image), rounded up to a multiple of
+  grid / 8 so one crop geometry class shares one decode program.
+
+  The resized image fills the padded model input only along its long side:
+  on a 3:2 photo a third of the grid's rows is padding, which the generator
+  need not upscale into masks (``decode_points(..., mask_grid=)``).
+  """
+  low = rows.shape[1]
+  cell = low // grid  # low-res pixels per grid cell (4)
+  step = max(1, grid // 8)
+
+  def extent(m):
+    used = np.flatnonzero(np.any(m != 0, axis=0))
+    n = -(-(int(used[-1]) + 1 if len(used) else 1) // cell)
+    return min(grid, -(-n // step) * step)
+  return extent(rows), extent(cols)
+
+
 @functools.partial(jax.jit, static_argnames=("model",))
 def embed(params, images, *, model: SamModel):
   """[B, 3, S, S] preprocessed crops -> [B, h, w, C] channels-last embeddings
@@ -72,11 +93,15 @@ def dense_pe(params, *, model: SamModel):
   return model.dense_pe(params, channels_last=True)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "prompt_chunk"))
+@functools.partial(jax.jit, static_argnames=("model", "prompt_chunk", "mask_grid"))
 def decode_points(params, embedding, image_pe, coords, *, model: SamModel,
-                  prompt_chunk: int):
+                  prompt_chunk: int, mask_grid: tuple[int, int] | None = None):
   """embedding [1, h, w, C], coords [P, 2] (input frame) -> low-res logits
-  [P*3, L, L] and IoU predictions [P*3], point-major (the official order)."""
+  [P*3, L, L] and IoU predictions [P*3], point-major (the official order).
+
+  ``mask_grid`` (gh, gw) (see ``mask_grid``): only the top-left [4gh, 4gw]
+  logits are decoded, the rest are returned as 0 (the crop's upscaling
+  gives them weight 0)."""
   p = coords.shape[0]
   pts = coords[None, :, None, :].astype(jnp.float32)
   labels = jnp.ones((1, p, 1), jnp.int32)
@@ -85,8 +110,11 @@ def decode_points(params, embedding, image_pe, coords, *, model: SamModel,
   terms = model.decoder_image_terms(params, embedding, image_pe)
   logits, iou = model.decode(params, embedding, pts, labels, multimask_output=True,
                              image_pe=image_pe, prompt_chunk=prompt_chunk,
-                             channels_last=True, image_terms=terms)
-  return logits[0].reshape(p * 3, *logits.shape[-2:]), iou[0].reshape(p * 3)
+                             channels_last=True, image_terms=terms, mask_grid=mask_grid)
+  logits = logits[0].reshape(p * 3, *logits.shape[-2:])
+  low = 4 * embedding.shape[1]
+  logits = jnp.pad(logits, ((0, 0), (0, low - logits.shape[1]), (0, low - logits.shape[2])))
+  return logits, iou[0].reshape(p * 3)
 
 
 def _upscale(low, rows, cols, valid_h, valid_w):

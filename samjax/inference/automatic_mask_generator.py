@@ -234,6 +234,7 @@ class SamAutomaticMaskGenerator:
     low_size = 4 * self._model.config.embedding_size
     ops = K.upscale_operands(low_size, s, input_size, crop_size)
     k = K.gather_size(len(ops[2]), len(ops[3]))
+    grid = K.mask_grid(ops[0], ops[1], self._model.config.embedding_size)
     offset = np.float32(self.stability_score_offset)
 
     chunks, cand = [], []  # gathered logits on device; (chunk, row, flat index)
@@ -247,7 +248,8 @@ class SamAutomaticMaskGenerator:
       batch = np.zeros((padded, 2), np.float32)
       batch[:n] = coords[start:start + n]
       low, iou = K.decode_points(self._params, embedding, self._image_pe, batch,
-                                 model=self._model, prompt_chunk=self.prompt_chunk)
+                                 model=self._model, prompt_chunk=self.prompt_chunk,
+                                 mask_grid=grid)
       iou = np.asarray(jax.device_get(iou))[:3 * n]
       idx = np.arange(3 * n)
       if self.pred_iou_thresh > 0.0:

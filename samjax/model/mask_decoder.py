@@ -7,8 +7,9 @@ the single-mask output, 1..3 the ambiguity-aware multimask outputs.
 Shapes (C = 256, h = w = 64 at full size):
   image_embeddings [B, h, w, C] (already one per prompt), image_pe [h, w, C],
   sparse [B, S, C] with sparse_valid [B, S], dense [B, h, w, C]
-  -> mask logits [B, 4, 4h, 4w], iou predictions [B, 4] (all four tokens;
-  ``samjax.model.sam`` applies the official multimask slicing).
+  -> mask logits [B, K, 4h, 4w], iou predictions [B, K] for the K mask tokens
+  asked for (``mask_tokens``; all four by default; ``samjax.model.sam`` asks
+  for the official multimask slice).
 """
 
 from __future__ import annotations
@@ -46,17 +47,36 @@ class MaskDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, image_embeddings, image_pe, sparse, sparse_valid, dense,
-               image_terms=None):
+               image_terms=None, mask_tokens: tuple[int, ...] | None = None,
+               mask_grid: tuple[int, int] | None = None):
     """``image_terms``: optional ``Sam.decoder_image_terms`` of the b images,
     [b, h*w, C] each, shared by the B / b consecutive prompts of each image
     (then ``image_embeddings`` and ``dense`` are not read: the terms already
-    hold their sum; the first two-way block reads them once per image)."""
+    hold their sum; the first two-way block reads them once per image).
+
+    ``mask_tokens``: which of the mask tokens to return (static; default
+    all, in order): only they and the IoU token query the image in the final
+    attention and only their hypernetworks run, so (1, 2, 3) (the official
+    multimask slice) or (0,) cost less than all four and then slicing. The
+    values are those of the same tokens decoded with all four.
+
+    ``mask_grid``: (gh, gw) <= (h, w), static: upscale only the top-left gh x
+    gw cells of the image grid, giving that corner of the logits
+    [B, K, 4gh, 4gw] (same values: the upscaling and the hypernetwork product
+    are per cell). For callers that read only part of the mask, such as the
+    automatic mask generator on a non-square image, whose resized photo
+    covers only the top-left part of the padded input.
+    Returns masks [B, K, 4h, 4w] (or [B, K, 4gh, 4gw]) and IoU [B, K],
+    K = len(mask_tokens)."""
     cfg = self.config
     c = cfg.prompt_embed_dim
     dt = to_dtype(cfg.dtype)
     _, h, w, _ = image_embeddings.shape
     b = sparse.shape[0]  # prompts (B)
     n_tokens = cfg.num_mask_tokens
+    sel = tuple(range(n_tokens)) if mask_tokens is None else tuple(mask_tokens)
+    if not sel or any(not 0 <= t < n_tokens for t in sel):
+      raise ValueError(f"mask_tokens {mask_tokens} must name tokens in 0..{n_tokens - 1}")
     emb_init = param_init(nn.initializers.normal(1.0), (None, "embed"))
     iou_token = nn.Embed(1, c, embedding_init=emb_init, name="iou_token").embedding
     mask_tokens = nn.Embed(n_tokens, c, embedding_init=emb_init,
@@ -78,26 +98,34 @@ class MaskDecoder(nn.Module):
                                 cfg.decoder_mlp_dim, dtype=dt,
                                 factorize=cfg.decoder_factorized_attention,
                                 name="transformer")(
-                                    src, pos, tokens, token_valid, first_keys_pe)
+                                    src, pos, tokens, token_valid, first_keys_pe,
+                                    final_tokens=(0,) + tuple(1 + t for t in sel))
     iou_token_out = hs[:, 0, :]
-    mask_tokens_out = hs[:, 1:1 + n_tokens, :]
+    mask_tokens_out = hs[:, 1:, :]  # [B, K, C], the tokens of sel in order
 
     # Upscaling 4x in sub-pixel layout [B, h, w, i1, j1, i2, j2, C/8] (no
     # intermediate pixel shuffles): the hypernetwork product runs as one
     # matmul and only its small [B, K, ...] result is shuffled (row 4y +
     # 2*i1 + i2), instead of shuffling 2M-element activations twice.
     x = src.reshape(b, h, w, c)
+    if mask_grid is not None:
+      gh, gw = mask_grid
+      if not (0 < gh <= h and 0 < gw <= w):
+        raise ValueError(f"mask_grid {mask_grid} must lie within the {h}x{w} grid")
+      x, h, w = x[:, :gh, :gw], gh, gw
     x = ConvTranspose2x2(c // 4, dtype=dt, name="output_upscaling_0")(x, shuffle=False)
     x = gelu(LayerNorm(eps=1e-6, dtype=dt, name="output_upscaling_1")(x))
     x = gelu(ConvTranspose2x2(c // 8, dtype=dt, name="output_upscaling_3")(x, shuffle=False))
     hyper_in = jnp.stack([
-        MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{i}")(
-            mask_tokens_out[:, i, :]) for i in range(n_tokens)], axis=1)
+        MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{t}")(
+            mask_tokens_out[:, j, :]) for j, t in enumerate(sel)], axis=1)
     masks = jnp.einsum("bnc,bmc->bnm", x.reshape(b, -1, x.shape[-1]), hyper_in,
                        preferred_element_type=jnp.float32)
     # [B, (h, w, i1, j1, i2, j2), K] -> [B, K, (h, i1, i2), (w, j1, j2)]
-    masks = masks.reshape(b, h, w, 2, 2, 2, 2, n_tokens).transpose(0, 7, 1, 3, 5, 2, 4, 6)
-    masks = masks.reshape(b, n_tokens, 4 * h, 4 * w)
+    k = len(sel)
+    masks = masks.reshape(b, h, w, 2, 2, 2, 2, k).transpose(0, 7, 1, 3, 5, 2, 4, 6)
+    masks = masks.reshape(b, k, 4 * h, 4 * w)
     iou_pred = MLP(cfg.iou_head_hidden_dim, n_tokens, cfg.iou_head_depth, dtype=dt,
                    name="iou_prediction_head")(iou_token_out)
+    iou_pred = jnp.stack([iou_pred[:, t] for t in sel], axis=1)
     return masks, iou_pred.astype(jnp.float32)

@@ -64,8 +64,12 @@ class Sam(nn.Module):
 
   def decode(self, embeddings, point_coords, point_labels, point_valid,
              boxes, box_valid, mask_inputs, mask_valid, image_pe=None,
-             channels_last: bool = False, image_terms=None):
-    """All four mask tokens: ([B, M, 4, 4h, 4w] logits, [B, M, 4] IoU).
+             channels_last: bool = False, image_terms=None,
+             mask_tokens: tuple[int, ...] | None = None,
+             mask_grid: tuple[int, int] | None = None):
+    """The mask tokens asked for (``mask_tokens``, static; all four by
+    default): ([B, M, K, 4h, 4w] logits, [B, M, K] IoU); with ``mask_grid``
+    (gh, gw) only the logits' top-left [4gh, 4gw] corner (``MaskDecoder``).
 
     ``image_pe`` may be passed precomputed (it depends on params only).
     ``channels_last``: ``embeddings`` are [B, h, w, C] (the encoder's own
@@ -132,7 +136,8 @@ class Sam(nn.Module):
       pe_grid = image_pe if channels_last else jnp.transpose(image_pe, (1, 2, 0))
     # image_terms stay one per image: the first two-way block reads them once
     # for all m prompts of an image (no per-prompt copies).
-    masks, iou = self.mask_decoder(emb, pe_grid, sparse, valid, dense, image_terms)
+    masks, iou = self.mask_decoder(emb, pe_grid, sparse, valid, dense, image_terms,
+                                   mask_tokens, mask_grid)
     k = masks.shape[1]
     return masks.reshape(b, m, k, *masks.shape[2:]), iou.reshape(b, m, k)
 
@@ -206,11 +211,13 @@ class SamModel:
              boxes=None, mask_inputs=None, *, point_valid=None, box_valid=None,
              mask_valid=None, multimask_output: bool = True, all_tokens: bool = False,
              image_pe=None, prompt_chunk: int | None = None,
-             channels_last: bool = False, image_terms=None):
+             channels_last: bool = False, image_terms=None,
+             mask_grid: tuple[int, int] | None = None):
     """Prompted mask prediction for a batch of images and prompts.
 
     Args: see the module docstring for shapes; ``*_valid`` default to all True.
-      multimask_output: official slicing: tokens 1..3 if True, else token 0.
+      multimask_output: official slicing: tokens 1..3 if True, else token 0
+        (only those are decoded past the two-way blocks).
       all_tokens: return all four mask tokens (training uses this).
       image_pe: optional precomputed ``dense_pe(params, channels_last)``
         ([C, h, w], or [h, w, C] with ``channels_last``; saves recomputing
@@ -228,6 +235,10 @@ class SamModel:
         image_pe)`` (channels-last only; prompts without mask inputs): the
         first block's image-side sums, computed once per image and reused by
         every decode of it. The masks are the same as without them.
+      mask_grid: optional static (gh, gw): return only the top-left
+        [4gh, 4gw] corner of the low-res logits, upscaling only those cells
+        of the embedding grid (same values; for callers that read only the
+        part covered by the resized image).
     Returns:
       (low-res mask logits [B, M, K, 4h, 4w] float32, IoU predictions [B, M, K]).
     """
@@ -243,9 +254,15 @@ class SamModel:
     prompts = (point_coords, point_labels, point_valid, boxes, box_valid, mask_inputs,
                mask_valid)
 
+    # Only the returned tokens are decoded past the last two-way block (the
+    # official computes all four and slices; same values).
+    tokens = self.config.num_mask_tokens
+    mask_tokens = None if all_tokens else tuple(range(1, tokens)) if multimask_output else (0,)
+
     def run(chunk):
       return self.module.apply({"params": params}, embeddings, *chunk, image_pe,
-                               channels_last, image_terms, method=Sam.decode)
+                               channels_last, image_terms, mask_tokens, mask_grid,
+                               method=Sam.decode)
     m = _num_prompts(point_coords, boxes, mask_inputs)
     if prompt_chunk and m > prompt_chunk:
       if m % prompt_chunk:
@@ -260,10 +277,7 @@ class SamModel:
       iou = jnp.moveaxis(iou, 0, 1).reshape(iou.shape[1], m, *iou.shape[3:])
     else:
       masks, iou = run(prompts)
-    if all_tokens:
-      return masks, iou
-    sl = slice(1, None) if multimask_output else slice(0, 1)
-    return masks[:, :, sl], iou[:, :, sl]
+    return masks, iou
 
   def decoder_image_terms(self, params, embeddings, image_pe=None):
     """[B, h, w, C] channels-last embeddings (``embed_images(...,

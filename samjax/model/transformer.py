@@ -164,11 +164,17 @@ class TwoWayTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, image_embedding, image_pe, point_embedding, token_valid=None,
-               first_keys_pe=None):
+               first_keys_pe=None, final_tokens: tuple[int, ...] | None = None):
     """``first_keys_pe``: optional image_embedding + image_pe [B, h*w, C] for
     the first block (see TwoWayAttentionBlock); with it, ``image_embedding``
     and ``first_keys_pe`` may be [b, h*w, C], one per image, shared by the
-    B / b consecutive prompts of each image."""
+    B / b consecutive prompts of each image.
+
+    ``final_tokens``: the token positions whose outputs are read (static);
+    only they query the image in the final attention, and only they are
+    returned ([B, len(final_tokens), C]). The final attention updates
+    tokens, not image tokens, so nothing else depends on the others (the
+    prompt tokens' final outputs are never read by the mask decoder)."""
     queries, keys = point_embedding, image_embedding
     for i in range(self.depth):
       queries, keys = TwoWayAttentionBlock(
@@ -177,6 +183,9 @@ class TwoWayTransformer(nn.Module):
           name=f"layers_{i}")(
               queries, keys, point_embedding, image_pe, token_valid,
               first_keys_pe if i == 0 else None)
+    if final_tokens is not None:
+      pick = lambda x: jnp.concatenate([x[:, t:t + 1] for t in final_tokens], axis=1)
+      queries, point_embedding = pick(queries), pick(point_embedding)
     q = queries + point_embedding
     k = keys + image_pe
     queries = queries + Attention(self.embedding_dim, self.num_heads,

@@ -140,6 +140,52 @@ def test_cached_decoder_image_terms_decode_the_same(tiny):
     model.decode(params, nhwc, coords, labels, mask_inputs=masks, image_terms=terms, **kw)
 
 
+def test_decoding_only_the_returned_mask_tokens_gives_their_values(tiny):
+  """``multimask_output`` decodes only the returned mask tokens past the
+  two-way blocks (final attention and hypernetworks for them and the IoU
+  token only): same values as all four tokens sliced the official way."""
+  model, params = tiny
+  images = jax.random.normal(jax.random.PRNGKey(12), (1, 3, 256, 256))
+  emb = model.embed_images(params, images)
+  coords, labels, valid = _random_prompts(2, 1, 256)
+  coords, labels, valid = coords[:1], labels[:1], valid[:1]
+  boxes = jnp.asarray([[[10.0, 20.0, 120.0, 200.0], [30.0, 5.0, 90.0, 60.0]]])
+  all4 = model.decode(params, emb, coords, labels, boxes, point_valid=valid, all_tokens=True)
+  assert all4[0].shape[2] == 4
+  for multimask, sl in ((True, slice(1, 4)), (False, slice(0, 1))):
+    got = model.decode(params, emb, coords, labels, boxes, point_valid=valid,
+                       multimask_output=multimask)
+    for x, y in zip(all4, got):
+      assert y.shape == x[:, :, sl].shape
+      np.testing.assert_allclose(np.asarray(y), np.asarray(x[:, :, sl]), atol=1e-5)
+  with pytest.raises(ValueError, match="mask_tokens"):
+    model.module.apply({"params": params}, jnp.transpose(emb, (0, 2, 3, 1)), coords,
+                       labels, valid, None, None, None, None, None, True, None, (4,),
+                       method=type(model.module).decode)
+
+
+def test_mask_grid_decodes_the_top_left_corner_of_the_logits(tiny):
+  """``mask_grid`` upscales only part of the embedding grid: the logits are
+  that corner of the full decode, the IoU predictions unchanged."""
+  model, params = tiny
+  images = jax.random.normal(jax.random.PRNGKey(13), (1, 3, 256, 256))
+  emb = model.embed_images(params, images)
+  coords, labels, valid = _random_prompts(4, 1, 256)
+  coords, labels, valid = coords[:1], labels[:1], valid[:1]
+  g = emb.shape[-1]
+  full = model.decode(params, emb, coords, labels, point_valid=valid)
+  for grid in ((g - 4, g), (g, g // 2), (3, 5)):
+    part = model.decode(params, emb, coords, labels, point_valid=valid, mask_grid=grid,
+                        prompt_chunk=2)
+    assert part[0].shape == full[0].shape[:3] + (4 * grid[0], 4 * grid[1])
+    np.testing.assert_allclose(np.asarray(part[0]),
+                               np.asarray(full[0][..., :4 * grid[0], :4 * grid[1]]), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(part[1]), np.asarray(full[1]), atol=1e-6)
+  for bad in ((0, g), (g + 1, g)):
+    with pytest.raises(ValueError, match="mask_grid"):
+      model.decode(params, emb, coords, labels, point_valid=valid, mask_grid=bad)
+
+
 def test_bfloat16_compute_keeps_float32_params(tiny):
   _, params = tiny
   images = jax.random.normal(jax.random.PRNGKey(2), (1, 3, 256, 256))
