@@ -64,7 +64,9 @@ def mask_grid(rows: np.ndarray, cols: np.ndarray, grid: int) -> tuple[int, int]:
   """The top-left (gh, gw) cells of the grid x grid embedding whose low-res
   logits the crop's upscaling reads (``upscale_operands``' rows [Hp, L] and
   cols [Wp, L] are zero past the resized image), rounded up to a multiple of
-  grid / 8 so one crop geometry class shares one decode program.
+  grid / 16 so crop geometries share decode programs (16 extents per axis
+  at most; finer steps save little: on a 3:2 photo 44 of 64 rows instead
+  of 48 saved 3.5 % of the generator's decode time, 48 instead of 64: 9 %).
 
   The resized image fills the padded model input only along its long side:
   on a 3:2 photo a third of the grid's rows is padding, which the generator
@@ -72,7 +74,7 @@ def mask_grid(rows: np.ndarray, cols: np.ndarray, grid: int) -> tuple[int, int]:
   """
   low = rows.shape[1]
   cell = low // grid  # low-res pixels per grid cell (4)
-  step = max(1, grid // 8)
+  step = max(1, grid // 16)
 
   def extent(m):
     used = np.flatnonzero(np.any(m != 0, axis=0))
