@@ -79,9 +79,9 @@ class MaskDecoder(nn.Module):
       raise ValueError(f"mask_tokens {mask_tokens} must name tokens in 0..{n_tokens - 1}")
     emb_init = param_init(nn.initializers.normal(1.0), (None, "embed"))
     iou_token = nn.Embed(1, c, embedding_init=emb_init, name="iou_token").embedding
-    mask_tokens = nn.Embed(n_tokens, c, embedding_init=emb_init,
-                           name="mask_tokens").embedding
-    output_tokens = jnp.concatenate([iou_token, mask_tokens], axis=0)
+    mask_token_emb = nn.Embed(n_tokens, c, embedding_init=emb_init,
+                              name="mask_tokens").embedding
+    output_tokens = jnp.concatenate([iou_token, mask_token_emb], axis=0)
     output_tokens = jnp.broadcast_to(output_tokens, (b,) + output_tokens.shape)
     tokens = jnp.concatenate([output_tokens, sparse.astype(output_tokens.dtype)], axis=1)
     token_valid = jnp.concatenate(
