@@ -60,7 +60,7 @@ def upscale_operands(low: int, image_size: int, input_size: tuple[int, int],
   return rows_p, cols_p, np.arange(hp) < h, np.arange(wp) < w
 
 
-def mask_grid(rows: np.ndarray, cols: np.ndarray, grid: int) -> tuple[int, int]:
+def crop_mask_grid(rows: np.ndarray, cols: np.ndarray, grid: int) -> tuple[int, int]:
   """The top-left (gh, gw) cells of the grid x grid embedding whose low-res
   logits the crop's upscaling reads (``upscale_operands``' rows [Hp, L] and
   cols [Wp, L] are zero past the resized image), rounded up to a multiple of
@@ -101,7 +101,7 @@ def decode_points(params, embedding, image_pe, coords, *, model: SamModel,
   """embedding [1, h, w, C], coords [P, 2] (input frame) -> low-res logits
   [P*3, L, L] and IoU predictions [P*3], point-major (the official order).
 
-  ``mask_grid`` (gh, gw) (see ``mask_grid``): only the top-left [4gh, 4gw]
+  ``mask_grid`` (gh, gw) (see ``crop_mask_grid``): only the top-left [4gh, 4gw]
   logits are decoded, the rest are returned as 0 (the crop's upscaling
   gives them weight 0)."""
   p = coords.shape[0]

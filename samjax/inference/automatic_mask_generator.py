@@ -234,7 +234,7 @@ class SamAutomaticMaskGenerator:
     low_size = 4 * self._model.config.embedding_size
     ops = K.upscale_operands(low_size, s, input_size, crop_size)
     k = K.gather_size(len(ops[2]), len(ops[3]))
-    grid = K.mask_grid(ops[0], ops[1], self._model.config.embedding_size)
+    grid = K.crop_mask_grid(ops[0], ops[1], self._model.config.embedding_size)
     offset = np.float32(self.stability_score_offset)
 
     chunks, cand = [], []  # gathered logits on device; (chunk, row, flat index)
