@@ -83,6 +83,11 @@ def base_config() -> ml_collections.ConfigDict:
   # storing its activations: at 64 masks x 11 passes the stored residuals,
   # not the encoder, exhaust HBM (see `samjax plan`).
   c.sim.remat_passes = False
+  # Recompute every decoder call's activations in the backward pass, one
+  # prompt chunk (`prompt_chunk` masks) at a time: the decoder then holds one
+  # chunk's activations instead of all masks' of a pass (first pass
+  # included). Makes remat_passes unnecessary; costs one more decoder forward.
+  c.sim.remat_prompt_chunks = False
 
   c.total_steps = 180_000
 

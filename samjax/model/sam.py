@@ -212,7 +212,7 @@ class SamModel:
              mask_valid=None, multimask_output: bool = True, all_tokens: bool = False,
              image_pe=None, prompt_chunk: int | None = None,
              channels_last: bool = False, image_terms=None,
-             mask_grid: tuple[int, int] | None = None):
+             mask_grid: tuple[int, int] | None = None, remat_chunks: bool = False):
     """Prompted mask prediction for a batch of images and prompts.
 
     Args: see the module docstring for shapes; ``*_valid`` default to all True.
@@ -239,6 +239,12 @@ class SamModel:
         [4gh, 4gw] corner of the low-res logits, upscaling only those cells
         of the embedding grid (same values; for callers that read only the
         part covered by the resized image).
+      remat_chunks: under differentiation, keep only each prompt chunk's
+        inputs and recompute its activations in the backward pass
+        (``jax.checkpoint`` per chunk; the whole decode when it is one chunk):
+        training's decoder memory is then one chunk's activations instead of
+        all M prompts' (~0.3 GB per prompt and pass at ViT size, fp32), for
+        one more forward pass of the decoder. Same values and gradients.
     Returns:
       (low-res mask logits [B, M, K, 4h, 4w] float32, IoU predictions [B, M, K]).
     """
@@ -263,6 +269,8 @@ class SamModel:
       return self.module.apply({"params": params}, embeddings, *chunk, image_pe,
                                channels_last, image_terms, mask_tokens, mask_grid,
                                method=Sam.decode)
+    if remat_chunks:
+      run = jax.checkpoint(run, prevent_cse=False)
     m = _num_prompts(point_coords, boxes, mask_inputs)
     if prompt_chunk and m > prompt_chunk:
       if m % prompt_chunk:

@@ -119,6 +119,8 @@ def _new_report(config, config_name: str, target, prog, batch: dict,
                 "scan_layers": bool(getattr(mcfg, "scan_layers", False)),
                 "image_size": mcfg.image_size,
                 "remat_passes": bool(dict(config.sim).get("remat_passes", False)),
+                "remat_prompt_chunks": bool(dict(config.sim).get("remat_prompt_chunks", False)),
+                "prompt_chunk": int(config.get("prompt_chunk", 0) or 0),
                 "microbatches": int(prog.microbatches)}
   want_scan = get_model_option(config, "scan_layers", None)
   if want_scan is not None and bool(want_scan) != model_desc["scan_layers"]:
@@ -209,13 +211,15 @@ def _cost_dict(compiled) -> dict:
 
 def _model_flops(config, devices, state, batch, program_flops, log) -> float:
   """FLOPs of the step with remat off (the MFU convention: recomputation is
-  not useful work): encoder remat and ``sim.remat_passes`` (recomputed
-  decoder passes) both off. Equal to ``program_flops`` when nothing is
-  rematerialised."""
+  not useful work): encoder remat, ``sim.remat_passes`` (recomputed
+  decoder passes) and ``sim.remat_prompt_chunks`` all off. Equal to
+  ``program_flops`` when nothing is rematerialised."""
   policy = get_model_option(config, "remat_policy", "none")
   remat = bool(get_model_option(config, "remat", False))
-  remat_passes = bool(dict(config.sim).get("remat_passes", False))
-  if policy in (None, "none") and not remat and not remat_passes:
+  sim = dict(config.sim)
+  remat_passes = bool(sim.get("remat_passes", False))
+  remat_chunks = bool(sim.get("remat_prompt_chunks", False))
+  if policy in (None, "none") and not remat and not remat_passes and not remat_chunks:
     return program_flops
   import jax
 
@@ -225,6 +229,8 @@ def _model_flops(config, devices, state, batch, program_flops, log) -> float:
   set_model_option(cfg, "remat_policy", "none")
   if remat_passes:
     cfg.sim.remat_passes = False
+  if remat_chunks:
+    cfg.sim.remat_prompt_chunks = False
   t = time.perf_counter()
   prog = build_program(cfg, devices=devices)
   shs = jax.tree_util.tree_map(lambda a: a.sharding, state)

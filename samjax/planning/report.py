@@ -215,6 +215,8 @@ def format_report(r: PlanReport) -> str:
       ("batch", f"{r.global_batch} images x {r.max_masks} masks, {r.decoder_passes} "
                 "decoder passes" + (" (follow-ups rematerialised)"
                                     if m.get("remat_passes") else "")
+                + (f" (decoder recomputed per chunk of {m.get('prompt_chunk') or 'all'} masks)"
+                   if m.get("remat_prompt_chunks") else "")
                 + _microbatch_note(r.global_batch, m.get("microbatches", 1))),
       ("parameters", f"{r.num_params / 1e6:.1f}M, {_b(r.param_bytes_total)} total; "
                      f"{_b(r.param_bytes)} per chip"),

@@ -38,6 +38,7 @@ class InteractiveConfig:
   dice_weight: float = 1.0
   iou_weight: float = 1.0
   remat_passes: bool = False         # recompute follow-up passes in the backward pass
+  remat_prompt_chunks: bool = False  # recompute each decoder prompt chunk in the backward pass
 
   def __post_init__(self):
     if self.num_mask_only_iters not in (0, 1, 2):
@@ -90,7 +91,8 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
     return model.decode(params, embeddings, coords, labels, boxes, masks,
                         point_valid=pvalid, box_valid=box_valid,
                         mask_valid=None if masks is None else jnp.ones((b, k), bool),
-                        all_tokens=True, image_pe=image_pe, prompt_chunk=prompt_chunk)
+                        all_tokens=True, image_pe=image_pe, prompt_chunk=prompt_chunk,
+                        remat_chunks=cfg.remat_prompt_chunks)
 
   prompts = _first_prompts((r_first, r_pt, r_box), batch, gt, cfg, first_prompt,
                            model.config.image_size)

@@ -91,8 +91,9 @@ def test_schedule_counts(points, mask_only):
 
 
 def test_remat_of_the_passes_changes_nothing():
-  """``remat_passes`` recomputes the follow-up passes in the backward pass:
-  same loss, same gradients, only memory differs."""
+  """``remat_passes`` recomputes the follow-up passes in the backward pass,
+  ``remat_prompt_chunks`` every decoder call per prompt chunk: same loss,
+  same gradients, only memory differs."""
   from samjax.model import build
   from samjax.train.interactive import simulate
   # vit_tiny cut down (2 encoder blocks, one decoder layer): the passes are
@@ -122,3 +123,19 @@ def test_remat_of_the_passes_changes_nothing():
   # The recompute is really there (a checkpoint primitive in the program).
   assert "remat" in str(jax.make_jaxpr(lambda p: loss(p, remat))(params))
   assert "remat" not in str(jax.make_jaxpr(lambda p: loss(p, plain))(params))
+
+  # remat_prompt_chunks: every decoder call recomputed chunk by chunk (1 of
+  # the 3 masks per chunk here), first pass included: same loss and gradients.
+  chunked = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1, remat_prompt_chunks=True)
+
+  def loss_chunked(p):
+    emb = model.embed_images(p, images)
+    return simulate(model, p, emb, batch, jax.random.PRNGKey(3), chunked, prompt_chunk=1)[0]
+
+  v2, g2 = jax.jit(jax.value_and_grad(loss_chunked))(params)
+  np.testing.assert_allclose(float(v2), float(v0), rtol=1e-6)
+  for a, b in zip(jax.tree_util.tree_leaves(g2), jax.tree_util.tree_leaves(g0)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-7)
+  jaxpr = str(jax.make_jaxpr(loss_chunked)(params))
+  # One checkpoint per decoder call (first pass and the scanned follow-ups).
+  assert jaxpr.count("remat") >= 2
