@@ -174,15 +174,16 @@ def test_mask_grid_decodes_the_top_left_corner_of_the_logits(tiny):
   coords, labels, valid = coords[:1], labels[:1], valid[:1]
   g = emb.shape[-1]
   full = model.decode(params, emb, coords, labels, point_valid=valid)
-  for grid in ((g - 4, g), (3, 5)):
+  for grid in ((g - 4, g), (g, g // 2), (3, 5)):
     part = model.decode(params, emb, coords, labels, point_valid=valid, mask_grid=grid,
                         prompt_chunk=2)
     assert part[0].shape == full[0].shape[:3] + (4 * grid[0], 4 * grid[1])
     np.testing.assert_allclose(np.asarray(part[0]),
                                np.asarray(full[0][..., :4 * grid[0], :4 * grid[1]]), atol=1e-5)
     np.testing.assert_allclose(np.asarray(part[1]), np.asarray(full[1]), atol=1e-6)
-  with pytest.raises(ValueError, match="mask_grid"):
-    model.decode(params, emb, coords, labels, point_valid=valid, mask_grid=(g + 1, g))
+  for bad in ((0, g), (g + 1, g)):
+    with pytest.raises(ValueError, match="mask_grid"):
+      model.decode(params, emb, coords, labels, point_valid=valid, mask_grid=bad)
 
 
 def test_bfloat16_compute_keeps_float32_params(tiny):
