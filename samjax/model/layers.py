@@ -106,8 +106,6 @@ def _window_matmul(x, kernel):
   training, 30 % of a decoder pass).
   """
   k = kernel.shape[0]
-  if k == 1:
-    return jnp.einsum("bhwc,co->bhwo", x, kernel[0, 0])
   b, h, w, c = x.shape
   x = x[:, :h - h % k, :w - w % k]
   x = x.reshape(b, h // k, k, w // k, k, c).transpose(0, 1, 3, 2, 4, 5)

@@ -112,14 +112,15 @@ def _new_report(config, config_name: str, target, prog, batch: dict,
   import jax
 
   mcfg = prog.model.config
+  sim = dict(config.sim)
   model_desc = {"variant": str(config.model.variant), "dtype": mcfg.dtype,
                 "attention_impl": mcfg.attention_impl,
                 "remat_policy": getattr(mcfg, "encoder_remat_policy",
                                         "block" if mcfg.remat else "none"),
                 "scan_layers": bool(getattr(mcfg, "scan_layers", False)),
                 "image_size": mcfg.image_size,
-                "remat_passes": bool(dict(config.sim).get("remat_passes", False)),
-                "remat_prompt_chunks": bool(dict(config.sim).get("remat_prompt_chunks", False)),
+                "remat_passes": bool(sim.get("remat_passes", False)),
+                "remat_prompt_chunks": bool(sim.get("remat_prompt_chunks", False)),
                 "prompt_chunk": int(config.get("prompt_chunk", 0) or 0),
                 "microbatches": int(prog.microbatches)}
   want_scan = get_model_option(config, "scan_layers", None)
@@ -127,7 +128,6 @@ def _new_report(config, config_name: str, target, prog, batch: dict,
     notes.append(f"config asks scan_layers={bool(want_scan)} but the built model has "
                  f"{model_desc['scan_layers']} (build_model does not pass it)")
   sizes = state_bytes(prog.abstract_state)
-  sim = dict(config.sim)
   passes = 1 + int(sim.get("num_point_iters", 0)) + int(sim.get("num_mask_only_iters", 0))
   per = target.per_device_chips
   chip = target.chip
