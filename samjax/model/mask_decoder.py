@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 
 from samjax.logical_axes import constrain, param_init
-from samjax.model.broadcast import broadcast_along
 from samjax.model.configs import SamConfig
 from samjax.model.layers import ConvTranspose2x2, Dense, LayerNorm, gelu, to_dtype
 from samjax.model.transformer import TwoWayTransformer
@@ -94,7 +93,7 @@ class MaskDecoder(nn.Module):
     else:
       src, first_keys_pe = image_terms
     src = constrain(src, ("batch", "length", "embed"))
-    pos = broadcast_along(image_pe.reshape(1, h * w, c), 0, b)
+    pos = jnp.broadcast_to(image_pe.reshape(1, h * w, c), (b, h * w, c))
     hs, src = TwoWayTransformer(cfg.decoder_depth, c, cfg.decoder_num_heads,
                                 cfg.decoder_mlp_dim, dtype=dt,
                                 factorize=cfg.decoder_factorized_attention,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from samjax.logical_axes import param_init
@@ -30,10 +29,7 @@ class PositionEmbeddingRandom(nn.Module):
   """Random-Fourier positional encoding; coords in [0, 1] -> [..., 2F].
 
   The Gaussian matrix [2, F] is a fixed buffer in the official model; here
-  it lives in params (so checkpoints carry it), the optimizer freezes it and
-  no gradient flows into it (``stop_gradient``): a train step would
-  otherwise back-propagate through every prompt's copy of the 64x64 dense
-  encoding only to throw the result away.
+  it lives in params (so checkpoints carry it) and the optimizer freezes it.
   """
   num_pos_feats: int
 
@@ -46,7 +42,7 @@ class PositionEmbeddingRandom(nn.Module):
   def encode(self, coords):
     """coords [..., 2] (x, y) normalised to [0, 1] -> [..., 2F] float32."""
     coords = 2.0 * coords.astype(jnp.float32) - 1.0
-    coords = coords @ jax.lax.stop_gradient(self.positional_encoding_gaussian_matrix)
+    coords = coords @ self.positional_encoding_gaussian_matrix
     coords = 2.0 * math.pi * coords
     return jnp.concatenate([jnp.sin(coords), jnp.cos(coords)], axis=-1)
 

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 
 from samjax.logical_axes import constrain
-from samjax.model.broadcast import broadcast_along
 from samjax.model.configs import PIXEL_MEAN, PIXEL_STD, SamConfig
 from samjax.model.image_encoder import ImageEncoderViT
 from samjax.model.mask_decoder import MaskDecoder
@@ -123,8 +122,7 @@ class Sam(nn.Module):
       dense = jnp.broadcast_to(no_mask, (b * m, g, g, c))
 
     emb = embeddings if channels_last else jnp.transpose(embeddings, (0, 2, 3, 1))
-    # One copy per prompt; its gradient sums them with adds (see broadcast_along).
-    emb = broadcast_along(emb[:, None], 1, m).reshape(b * m, g, g, c)
+    emb = jnp.broadcast_to(emb[:, None], (b, m, g, g, c)).reshape(b * m, g, g, c)
     emb = constrain(emb, ("batch", None, None, "embed"))
     if image_pe is None:
       pe_grid = pe.dense_pe()
