@@ -58,7 +58,7 @@ def profile(variant: str, runs: int, query_chunk: int | None, say) -> None:
   from samjax import build
   from samjax.model.attention import rel_pos_attention
   from samjax.model.image_encoder import Attention, Block, window_partition, window_unpartition
-  from samjax.model.layers import LayerNorm, MLPBlock
+  from samjax.model.layers import LayerNorm, MLPBlock, gelu
 
   overrides = {} if query_chunk is None else {"attention_query_chunk": query_chunk}
   cfg = build(variant, **overrides).config
@@ -142,7 +142,7 @@ def profile(variant: str, runs: int, query_chunk: int | None, say) -> None:
       add("  lin1 dense alone", lambda p, x: x @ p["kernel"] + p["bias"],
           (mp["lin1"], x.reshape(t, c)), mm(t, c, mlp), "lin1")
       h = jnp.asarray(rng.normal(size=(t, mlp)).astype(np.float32))
-      add("  GELU (erf) alone", lambda h: jax.nn.gelu(h, approximate=False), (h,), 0, "lin1")
+      add("  GELU (erf) alone", gelu, (h,), 0, "lin1")
 
   nwin = sum(1 for w in cfg.encoder_block_windows if w)
   nglob = cfg.encoder_depth - nwin

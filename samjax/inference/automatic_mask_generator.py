@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import operator
 import time
 from typing import Any
@@ -74,6 +75,18 @@ class _Masks:
                     for f in ("boxes", "iou", "stability", "points", "crop_boxes")))
 
 
+def decode_batch_size(points_per_batch: int, prompt_chunk: int) -> int:
+  """Prompts per decoder call: room for ``points_per_batch`` points starting
+  at any slot ``start % prompt_chunk`` their batches can start at, rounded
+  up to whole chunks (one size for every call, so one compiled program).
+
+  Batches start at multiples of ``points_per_batch``, so their first slots
+  are the multiples of gcd(points_per_batch, prompt_chunk) below the chunk.
+  """
+  lead = prompt_chunk - math.gcd(points_per_batch, prompt_chunk)
+  return -(-(points_per_batch + lead) // prompt_chunk) * prompt_chunk
+
+
 class SamAutomaticMaskGenerator:
   """Masks for everything in an image, from a grid of point prompts.
 
@@ -84,9 +97,10 @@ class SamAutomaticMaskGenerator:
 
   Arguments are the official ones (see its docstring) plus:
     points_per_batch: points decoded per jitted call (any positive int, as
-      officially; each call is padded up to a multiple of ``prompt_chunk``);
-      larger is fewer dispatches but ~3*L*L*4 bytes of low-res logits per
-      point on device.
+      officially; each call is padded to whole ``prompt_chunk``s, see
+      ``decode_batch_size``); larger is fewer dispatches but ~3*L*L*4 bytes
+      of low-res logits per point on device. The records do not depend on
+      it, bit for bit.
     encoder_batch: crops embedded per encoder call.
     prompt_chunk: prompts per step inside the decoder (cache-sized on CPU).
     compile_cache: turn jax's persistent compilation cache on unless it is
@@ -239,18 +253,21 @@ class SamAutomaticMaskGenerator:
 
     chunks, cand = [], []  # gathered logits on device; (chunk, row, flat index)
     iou_all, stab_all, box_all = [], [], []
-    ppb = self.points_per_batch
-    # The decoder walks the prompts in chunks of prompt_chunk: pad each call
-    # up to whole chunks (padded points' masks are never looked at).
-    padded = -(-ppb // self.prompt_chunk) * self.prompt_chunk
+    ppb, chunk = self.points_per_batch, self.prompt_chunk
+    padded = decode_batch_size(ppb, chunk)
     for start in range(0, len(coords), ppb):
       n = min(ppb, len(coords) - start)
+      # Point p sits in slot p % chunk of its decoder chunk whatever the batch
+      # size: XLA's CPU kernels round a prompt's logits differently by its
+      # slot, so this is what makes the records independent of
+      # points_per_batch, bit for bit.
+      lead = start % chunk
       batch = np.zeros((padded, 2), np.float32)
-      batch[:n] = coords[start:start + n]
+      batch[lead:lead + n] = coords[start:start + n]
       low, iou = K.decode_points(self._params, embedding, self._image_pe, batch,
-                                 model=self._model, prompt_chunk=self.prompt_chunk,
+                                 model=self._model, prompt_chunk=chunk,
                                  mask_grid=grid)
-      iou = np.asarray(jax.device_get(iou))[:3 * n]
+      iou = np.asarray(jax.device_get(iou))[3 * lead:3 * (lead + n)]
       idx = np.arange(3 * n)
       if self.pred_iou_thresh > 0.0:
         idx = idx[iou > np.float32(self.pred_iou_thresh)]
@@ -258,7 +275,7 @@ class SamAutomaticMaskGenerator:
         sel = idx[c:c + k]
         pad = np.zeros(k, np.int32)
         pad[:len(sel)] = sel
-        g, stab, boxes = K.mask_stats(low, pad, *ops, offset)
+        g, stab, boxes = K.mask_stats(low, pad + 3 * lead, *ops, offset)
         stab, boxes = jax.device_get((stab, boxes))
         chunks.append(g)
         cand.extend((len(chunks) - 1, r, start * 3 + int(j)) for r, j in enumerate(sel))

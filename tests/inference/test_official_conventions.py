@@ -59,10 +59,11 @@ def test_generator_defaults_are_official(pair):
   assert ours["points_per_batch"].default == 64
 
 
-@pytest.mark.parametrize("points_per_batch", [1, 10, 64])
+@pytest.mark.parametrize("points_per_batch", [1, 3, 10, 64])
 def test_any_points_per_batch_gives_the_same_records(pair, points_per_batch):
   """Batches that are not whole prompt chunks are padded, not refused; the
-  records do not depend on the batch size (25 points: a partial last batch)."""
+  records do not depend on the batch size (25 points: a partial last batch;
+  3 and 10 start batches at every slot of a 4-prompt chunk)."""
   _, loaded = pair
   image = skimage.data.chelsea()
   kw = dict(points_per_side=5, pred_iou_thresh=0.0, stability_score_thresh=0.0,
