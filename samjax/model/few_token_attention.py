@@ -87,16 +87,67 @@ def many_queries(x, wq, bq, kh, vh, wo, bo, key_valid, *, scale: float):
   Returns:
     [B, N, C_out] (already through out_proj).
   """
-  rows, t, h, d = kh.shape
-  b, n, c = x.shape
-  k5, v5 = _per_image(kh, b), _per_image(vh, b)                    # [b, m, T, H, d]
+  h, d = kh.shape[-2:]
+  b, c = x.shape[0], x.shape[-1]
+  k5 = _per_image(kh, b)                                           # [b, m, T, H, d]
   g = jnp.einsum("bmthd,chd->bcmht", k5, wq.reshape(c, h, d))      # Wq_h k_t
   scores = jnp.einsum("bnc,bcmht->bnmht", x, g, preferred_element_type=jnp.float32)
   scores = scores + jnp.einsum("hd,bmthd->bmht", bq.reshape(h, d), k5).astype(
       jnp.float32)[:, None]
+  return _pool_tokens(scores, _per_image(vh, b), wo, bo, key_valid, scale=scale)
+
+
+def _pool_tokens(scores, v5, wo, bo, key_valid, *, scale: float):
+  """Softmax of [b, N, m, H, T] scores over the T keys, then the values
+  [b, m, T, H, d] through out_proj: -> [b*m, N, C_out]."""
+  b, n, m, h, t = scores.shape
   if key_valid is not None:
     scores = jnp.where(key_valid.reshape(b, 1, -1, 1, t), scores, jnp.finfo(jnp.float32).min)
   p = jax.nn.softmax(scores * scale, axis=-1)                      # over the T keys
-  u = jnp.einsum("bmthd,hdo->bmhto", v5, wo.reshape(h, d, -1))     # v_t Wo_h
+  u = jnp.einsum("bmthd,hdo->bmhto", v5, wo.reshape(h, v5.shape[-1], -1))  # v_t Wo_h
   out = jnp.einsum("bnmht,bmhto->bmno", p.astype(u.dtype), u)
-  return out.reshape(rows, n, -1) + bo
+  return out.reshape(b * m, n, -1) + bo
+
+
+# Projected image heads. The first two-way block of prompts without a mask
+# input projects the same image tokens for every prompt: projected once per
+# image (``SamModel.decoder_image_terms``), head-major [b, H, N, d], each
+# prompt's attention against them is H products of width d (16 at SAM's
+# size) per token instead of the re-associated [N, C] @ [C, H*T] above: 16x
+# fewer multiply-adds, and the projections are the official's own
+# (x @ W + bias, then the dot).
+
+
+def image_keys(qh, kh, vh, *, scale: float):
+  """Prompt queries attend over one image's projected keys and values.
+
+  Args:
+    qh: [B, T, H, d] projected queries, B = b*m prompt rows (m per image).
+    kh, vh: [b, H, N, d] projected image keys / values (biases included),
+      shared by the m consecutive rows of each image.
+  Returns:
+    [B, T, H, d] attention output (before out_proj).
+  """
+  q5 = _per_image(qh, kh.shape[0])                                 # [b, m, T, H, d]
+  scores = jnp.einsum("bhnd,bmthd->bhnmt", kh, q5, preferred_element_type=jnp.float32)
+  p = jax.nn.softmax(scores * scale, axis=2)                       # over the N keys
+  out = jnp.einsum("bhnmt,bhnd->bmthd", p.astype(vh.dtype), vh)
+  return out.reshape(qh.shape)
+
+
+def image_queries(qh, kh, vh, wo, bo, key_valid, *, scale: float):
+  """One image's projected queries attend over each prompt's few keys/values;
+  out_proj folded in.
+
+  Args:
+    qh: [b, H, N, d] projected image queries (bias included), shared by the
+      B / b consecutive prompt rows of each image.
+    kh, vh: [B, T, H, d] projected keys / values; key_valid: [B, T] or None.
+    wo: [H*d, C_out]; bo: [C_out].
+  Returns:
+    [B, N, C_out] (already through out_proj).
+  """
+  b = qh.shape[0]
+  scores = jnp.einsum("bhnd,bmthd->bnmht", qh, _per_image(kh, b),
+                      preferred_element_type=jnp.float32)
+  return _pool_tokens(scores, _per_image(vh, b), wo, bo, key_valid, scale=scale)

@@ -49,10 +49,11 @@ class MaskDecoder(nn.Module):
   def __call__(self, image_embeddings, image_pe, sparse, sparse_valid, dense,
                image_terms=None, mask_tokens: tuple[int, ...] | None = None,
                mask_grid: tuple[int, int] | None = None):
-    """``image_terms``: optional ``Sam.decoder_image_terms`` of the b images,
-    [b, h*w, C] each, shared by the B / b consecutive prompts of each image
-    (then ``image_embeddings`` and ``dense`` are not read: the terms already
-    hold their sum; the first two-way block reads them once per image).
+    """``image_terms``: optional ``Sam.decoder_image_terms`` of the b images
+    (their [b, h*w, C] sum of embedding and no-mask embedding, and the first
+    two-way block's projections of it), shared by the B / b consecutive
+    prompts of each image (then ``image_embeddings`` and ``dense`` are not
+    read; the first block reads the terms once per image).
 
     ``mask_tokens``: which of the mask tokens to return (static; default
     all, in order): only they and the IoU token query the image in the final
@@ -89,16 +90,16 @@ class MaskDecoder(nn.Module):
 
     if image_terms is None:
       src = (image_embeddings + dense).reshape(b, h * w, c)
-      first_keys_pe = None
+      first_heads = None
     else:
-      src, first_keys_pe = image_terms
+      src, *first_heads = image_terms
     src = constrain(src, ("batch", "length", "embed"))
     pos = jnp.broadcast_to(image_pe.reshape(1, h * w, c), (b, h * w, c))
     hs, src = TwoWayTransformer(cfg.decoder_depth, c, cfg.decoder_num_heads,
                                 cfg.decoder_mlp_dim, dtype=dt,
                                 factorize=cfg.decoder_factorized_attention,
                                 name="transformer")(
-                                    src, pos, tokens, token_valid, first_keys_pe,
+                                    src, pos, tokens, token_valid, first_heads,
                                     final_tokens=(0,) + tuple(1 + t for t in sel))
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1:, :]  # [B, K, C], the tokens of sel in order

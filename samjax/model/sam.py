@@ -19,6 +19,7 @@ gives each prompt exactly the official result.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -27,8 +28,10 @@ import jax.numpy as jnp
 from samjax.logical_axes import constrain
 from samjax.model.configs import PIXEL_MEAN, PIXEL_STD, SamConfig
 from samjax.model.image_encoder import ImageEncoderViT
+from samjax.model.layers import to_dtype
 from samjax.model.mask_decoder import MaskDecoder
 from samjax.model.prompt_encoder import PromptEncoder
+from samjax.model.transformer import project_image_heads
 
 
 class Sam(nn.Module):
@@ -51,16 +54,24 @@ class Sam(nn.Module):
     """The image side of the decoder's first block, the same for every prompt
     of an image that comes without a mask input.
 
-    [B, h, w, C] channels-last embeddings (+ [h, w, C] PE) ->
-    (src = embedding + no-mask embedding [B, h*w, C], src + PE [B, h*w, C]):
-    the sums the first block's attentions read, computed once per image
-    instead of once per decode.
+    [B, h, w, C] channels-last embeddings (+ [h, w, C] PE) -> (src =
+    embedding + no-mask embedding [B, h*w, C], then the first block's
+    projections, head-major [B, H, h*w, d]: token->image keys of src + PE,
+    its values of src, image->token queries of src + PE): computed once per
+    image instead of once per decode.
     """
     b, g, _, c = embeddings.shape
     pe = self.prompt_encoder
     pe_grid = pe.dense_pe() if image_pe is None else image_pe
     src = (embeddings + pe.no_mask_dense()).reshape(b, g * g, c)
-    return src, src + pe_grid.reshape(1, g * g, c)
+    src_pe = src + pe_grid.reshape(1, g * g, c)
+    cfg = self.config
+    block = self.variables["params"]["mask_decoder"]["transformer"]["layers_0"]
+    heads = partial(project_image_heads, num_heads=cfg.decoder_num_heads,
+                    dtype=to_dtype(cfg.dtype))
+    k, v = heads(block["cross_attn_token_to_image"], (src_pe, src))
+    q, = heads(block["cross_attn_image_to_token"], src_pe, names=("q_proj",))
+    return src, k, v, q
 
   def decode(self, embeddings, point_coords, point_labels, point_valid,
              boxes, box_valid, mask_inputs, mask_valid, image_pe=None,
@@ -292,8 +303,10 @@ class SamModel:
     channels_last=True)``), optional [h, w, C] ``dense_pe(params,
     channels_last=True)`` -> the per-image terms ``decode(...,
     image_terms=...)`` reuses: (embedding + no-mask embedding [B, h*w, C],
-    that + PE [B, h*w, C]); 2 x 4 MB per ViT image, saving a click passes
-    over its 4096 image tokens."""
+    and the first two-way block's three image-side projections, head-major
+    [B, heads, h*w, C/2/heads]); 4 + 3 x 2 MB per ViT image, saving every
+    decode of the image three [h*w, C]-sized products and passes over its
+    4096 image tokens."""
     return self.module.apply({"params": params}, embeddings, image_pe,
                              method=Sam.decoder_image_terms)
 

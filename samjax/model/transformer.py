@@ -54,22 +54,37 @@ class Attention(nn.Module):
   factorize: bool = True
 
   @nn.compact
-  def __call__(self, q, k, v, key_valid=None):
+  def __call__(self, q, k, v, key_valid=None, image_heads=None):
+    """``image_heads``: optional projections of one side, precomputed per
+    image (``project_image_heads``), head-major [b, H, N, d] and shared by
+    the B / b consecutive prompt rows of each of b images: (k, v) heads when
+    the image tokens are the keys and values (``k`` and ``v`` are then not
+    read, pass None), or (q,) heads when they are the queries (``q`` not
+    read)."""
     internal = self.embedding_dim // self.downsample_rate
     if internal % self.num_heads:
       raise ValueError("num_heads must divide embedding_dim / downsample_rate")
     h = self.num_heads
     d = internal // h
     dt = self.dtype
-    wq, bq = ProjectionWeights(internal, name="q_proj")(q.shape[-1])
-    wk, bk = ProjectionWeights(internal, name="k_proj")(k.shape[-1])
-    wv, bv = ProjectionWeights(internal, name="v_proj")(v.shape[-1])
+    c = self.embedding_dim
+    wq, bq = ProjectionWeights(internal, name="q_proj")(c)
+    wk, bk = ProjectionWeights(internal, name="k_proj")(c)
+    wv, bv = ProjectionWeights(internal, name="v_proj")(c)
     wo, bo = ProjectionWeights(self.embedding_dim, ("heads", "embed"),
                                name="out_proj")(internal)
     wq, bq, wk, bk, wv, bv, wo, bo = (a.astype(dt) for a in (wq, bq, wk, bk, wv, bv, wo, bo))
-    q, k, v = q.astype(dt), k.astype(dt), v.astype(dt)
-    proj = lambda x, w, b: (x @ w + b).reshape(x.shape[:-1] + (h, d))
+    proj = lambda x, w, b: (x.astype(dt) @ w + b).reshape(x.shape[:-1] + (h, d))
     scale = d ** -0.5
+    if image_heads is not None and len(image_heads) == 2:   # token -> image
+      kh, vh = (x.astype(dt) for x in image_heads)
+      out = few_token_attention.image_keys(proj(q, wq, bq), kh, vh, scale=scale)
+      return out.reshape(out.shape[:-2] + (internal,)) @ wo + bo
+    if image_heads is not None:                              # image -> token
+      return few_token_attention.image_queries(image_heads[0].astype(dt), proj(k, wk, bk),
+                                               proj(v, wv, bv), wo, bo, key_valid,
+                                               scale=scale)
+    q, k, v = q.astype(dt), k.astype(dt), v.astype(dt)
     tq, tk = q.shape[1], k.shape[1]
 
     if self.factorize and tq < d and tk > tq:      # token -> image
@@ -85,6 +100,25 @@ class Attention(nn.Module):
     q, k, v = (per_prompt(x, rows) for x in (q, k, v))
     out = masked_attention(proj(q, wq, bq), proj(k, wk, bk), proj(v, wv, bv), key_valid)
     return out.reshape(out.shape[:-2] + (internal,)) @ wo + bo
+
+
+def project_image_heads(attention_params, x, num_heads: int, dtype, names=("k_proj", "v_proj")):
+  """Image tokens through an ``Attention``'s projections, head-major.
+
+  attention_params: that Attention's params ({name: {kernel, bias}});
+  x: [b, N, C] image tokens, or a tuple with one per name (k and v read
+  different tokens in SAM's token -> image attention).
+  Returns one [b, H, N, d] array per name (x @ kernel + bias, split into
+  heads): the ``image_heads`` ``Attention`` takes.
+  """
+  xs = x if isinstance(x, tuple) else (x,) * len(names)
+  out = []
+  for name, xi in zip(names, xs):
+    w = attention_params[name]["kernel"].astype(dtype)
+    bias = attention_params[name]["bias"].astype(dtype)
+    y = xi.astype(dtype) @ w + bias
+    out.append(jnp.transpose(y.reshape(y.shape[:-1] + (num_heads, -1)), (0, 2, 1, 3)))
+  return tuple(out)
 
 
 def per_prompt(x, rows: int):
@@ -114,13 +148,14 @@ class TwoWayAttentionBlock(nn.Module):
   factorize: bool = True
 
   @nn.compact
-  def __call__(self, queries, keys, query_pe, key_pe, token_valid=None, keys_pe=None):
-    """``keys_pe``: optional precomputed keys + key_pe [B, Nk, C]; the first
-    block's are the same for every prompt of an image
-    (``Sam.decoder_image_terms``). With it, ``keys`` and ``keys_pe`` may be
+  def __call__(self, queries, keys, query_pe, key_pe, token_valid=None, image_heads=None):
+    """``image_heads``: optional (token->image k, v, image->token q) heads
+    of the keys, [b, H, Nk, d] each (``Sam.decoder_image_terms``): the first
+    block's image side is the same for every prompt of an image without a
+    mask input, so it is projected once per image. With them, ``keys`` is
     [b, Nk, C], one per image, shared by the B / b consecutive prompts of
-    each image (queries [B, Nq, C]): the attentions then read them once per
-    image, and the block returns per-prompt keys [B, Nk, C]."""
+    each image (queries [B, Nq, C]), ``key_pe`` is not read, and the block
+    returns per-prompt keys [B, Nk, C]."""
     c, h, dt = self.embedding_dim, self.num_heads, self.dtype
     ln = lambda name: LayerNorm(eps=1e-5, dtype=dt, name=name)
     if self.skip_first_layer_pe:
@@ -133,21 +168,27 @@ class TwoWayAttentionBlock(nn.Module):
                                     name="self_attn")(q, q, queries, token_valid)
     queries = ln("norm1")(queries)
 
-    q, k = queries + query_pe, keys + key_pe if keys_pe is None else keys_pe
-    queries = queries + Attention(c, h, self.downsample_rate, dtype=dt,
-                                  factorize=self.factorize,
-                                  name="cross_attn_token_to_image")(q, k, keys)
+    t2i = Attention(c, h, self.downsample_rate, dtype=dt, factorize=self.factorize,
+                    name="cross_attn_token_to_image")
+    q = queries + query_pe
+    if image_heads is None:
+      queries = queries + t2i(q, keys + key_pe, keys)
+    else:
+      queries = queries + t2i(q, None, None, image_heads=image_heads[:2])
     queries = ln("norm2")(queries)
 
     queries = queries + MLPBlock(self.mlp_dim, act=jax.nn.relu, dtype=dt,
                                  name="mlp")(queries)
     queries = ln("norm3")(queries)
 
-    q, k = queries + query_pe, keys + key_pe if keys_pe is None else keys_pe
-    keys = add_per_prompt(keys, Attention(c, h, self.downsample_rate, dtype=dt,
-                                          factorize=self.factorize,
-                                          name="cross_attn_image_to_token")(
-                                              k, q, queries, token_valid))
+    i2t = Attention(c, h, self.downsample_rate, dtype=dt, factorize=self.factorize,
+                    name="cross_attn_image_to_token")
+    q = queries + query_pe
+    if image_heads is None:
+      update = i2t(keys + key_pe, q, queries, token_valid)
+    else:
+      update = i2t(None, q, queries, token_valid, image_heads=image_heads[2:])
+    keys = add_per_prompt(keys, update)
     keys = ln("norm4")(keys)
     return queries, keys
 
@@ -164,11 +205,11 @@ class TwoWayTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, image_embedding, image_pe, point_embedding, token_valid=None,
-               first_keys_pe=None, final_tokens: tuple[int, ...] | None = None):
-    """``first_keys_pe``: optional image_embedding + image_pe [B, h*w, C] for
-    the first block (see TwoWayAttentionBlock); with it, ``image_embedding``
-    and ``first_keys_pe`` may be [b, h*w, C], one per image, shared by the
-    B / b consecutive prompts of each image.
+               first_image_heads=None, final_tokens: tuple[int, ...] | None = None):
+    """``first_image_heads``: optional projections of the image side of the
+    first block (see TwoWayAttentionBlock); with them, ``image_embedding``
+    may be [b, h*w, C], one per image, shared by the B / b consecutive
+    prompts of each image.
 
     ``final_tokens``: the token positions whose outputs are read (static);
     only they query the image in the final attention, and only they are
@@ -182,7 +223,7 @@ class TwoWayTransformer(nn.Module):
           skip_first_layer_pe=(i == 0), dtype=self.dtype, factorize=self.factorize,
           name=f"layers_{i}")(
               queries, keys, point_embedding, image_pe, token_valid,
-              first_keys_pe if i == 0 else None)
+              first_image_heads if i == 0 else None)
     if final_tokens is not None:
       pick = lambda x: jnp.concatenate([x[:, t:t + 1] for t in final_tokens], axis=1)
       queries, point_embedding = pick(queries), pick(point_embedding)

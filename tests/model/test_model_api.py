@@ -112,8 +112,9 @@ def test_channels_last_embeddings_decode_the_same(tiny):
 
 
 def test_cached_decoder_image_terms_decode_the_same(tiny):
-  """``decoder_image_terms`` (the first block's prompt-independent sums, kept
-  per image by the predictor, read once per image by the first block) give
+  """``decoder_image_terms`` (the first block's prompt-independent sum and
+  its three projections, kept per image by the predictor, read once per
+  image by the first block) give
   the same masks as computing them per prompt in the decode: one and several
   prompts per image, few prompt tokens (factorized attention) and more
   tokens than the per-head width (direct attention)."""
@@ -123,7 +124,9 @@ def test_cached_decoder_image_terms_decode_the_same(tiny):
   pe = model.dense_pe(params, channels_last=True)
   terms = model.decoder_image_terms(params, nhwc, pe)
   n, c = nhwc.shape[1] * nhwc.shape[2], nhwc.shape[3]
-  assert [t.shape for t in terms] == [(2, n, c), (2, n, c)]
+  heads = model.config.decoder_num_heads
+  d = c // 2 // heads  # cross attention: C / 2 channels
+  assert [t.shape for t in terms] == [(2, n, c)] + [(2, heads, n, d)] * 3
   # tiny: per-head width 8 in the cross attentions; 1 point = 7 tokens
   # (factorized), 2 points = 8 tokens (direct).
   for prompts, points in ((1, 1), (3, 1), (1, 2), (3, 2)):
