@@ -64,12 +64,22 @@ def few_queries(qh, x, wk, bk, wv, bv, *, scale: float):
   c = xk.shape[-1]
   wk_h = wk.reshape(c, h, d)
   q5 = _per_image(qh, xk.shape[0])                                 # [b, m, T, H, d]
-  g = jnp.einsum("bmthd,chd->bcmht", q5, wk_h)                     # Wk_h q_t
-  scores = jnp.einsum("bnc,bcmht->bnmht", xk, g, preferred_element_type=jnp.float32)
-  scores = scores + jnp.einsum("bmthd,hd->bmht", q5, bk.reshape(h, d)).astype(
-      jnp.float32)[:, None]
-  p = jax.nn.softmax(scores * scale, axis=1)                       # over the N keys
-  pooled = jnp.einsum("bnmht,bnc->bmhtc", p.astype(xv.dtype), xv)  # sum_n p x_n
+  bias = jnp.einsum("bmthd,hd->bmht", q5, bk.reshape(h, d)).astype(jnp.float32)
+  if qh.shape[0] > 1:
+    # Scores [b, m, H, T, N]: the softmax reduces over the contiguous N axis
+    # (64 prompts in chunks of 4: decode 3 % faster than the layout below,
+    # in-process A/B, ViT-B, 2-core EPYC).
+    g = jnp.einsum("bmthd,chd->bmhtc", q5, wk_h)                   # Wk_h q_t
+    scores = jnp.einsum("bmhtc,bnc->bmhtn", g, xk, preferred_element_type=jnp.float32)
+    p = jax.nn.softmax((scores + bias[..., None]) * scale, axis=-1)   # over the N keys
+    pooled = jnp.einsum("bmhtn,bnc->bmhtc", p.astype(xv.dtype), xv)
+  else:
+    # One prompt row (a click): [N, C] @ [C, H*T] scores, N the row axis,
+    # are faster in the whole decode (that layout: 18 % slower there).
+    g = jnp.einsum("bmthd,chd->bcmht", q5, wk_h)
+    scores = jnp.einsum("bnc,bcmht->bnmht", xk, g, preferred_element_type=jnp.float32)
+    p = jax.nn.softmax((scores + bias[:, None]) * scale, axis=1)   # over the N keys
+    pooled = jnp.einsum("bnmht,bnc->bmhtc", p.astype(xv.dtype), xv)  # sum_n p x_n
   out = jnp.einsum("bmhtc,chd->bmthd", pooled, wv.reshape(c, h, d))
   return out.reshape(qh.shape) + bv.reshape(h, d)
 
@@ -129,9 +139,18 @@ def image_keys(qh, kh, vh, *, scale: float):
     [B, T, H, d] attention output (before out_proj).
   """
   q5 = _per_image(qh, kh.shape[0])                                 # [b, m, T, H, d]
-  scores = jnp.einsum("bhnd,bmthd->bhnmt", kh, q5, preferred_element_type=jnp.float32)
-  p = jax.nn.softmax(scores * scale, axis=2)                       # over the N keys
-  out = jnp.einsum("bhnmt,bhnd->bmthd", p.astype(vh.dtype), vh)
+  if q5.shape[1] == 1:
+    # One prompt per image (a click): scores [b, H, 1, T, N], the softmax
+    # over the contiguous N axis (0.68 vs 1.08 ms for ViT-B on a 2-core EPYC).
+    scores = jnp.einsum("bmthd,bhnd->bhmtn", q5, kh, preferred_element_type=jnp.float32)
+    p = jax.nn.softmax(scores * scale, axis=-1)
+    out = jnp.einsum("bhmtn,bhnd->bmthd", p.astype(vh.dtype), vh)
+  else:
+    # Several: [b, H, N, m*T] products are wider, and they win (4 prompts:
+    # 1.8 vs 2.4 ms) although the softmax then reduces over a strided axis.
+    scores = jnp.einsum("bhnd,bmthd->bhnmt", kh, q5, preferred_element_type=jnp.float32)
+    p = jax.nn.softmax(scores * scale, axis=2)                     # over the N keys
+    out = jnp.einsum("bhnmt,bhnd->bmthd", p.astype(vh.dtype), vh)
   return out.reshape(qh.shape)
 
 
