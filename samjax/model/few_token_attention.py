@@ -25,12 +25,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-# Layout: the 4096 image tokens stay the leading (row) axis of every
-# image-side product ([N, C] @ [C, small] scores, softmax down the columns,
-# [N, small]^T @ [N, C] pooling), so XLA never transposes them: on a CPU a
-# [4096, 256] transposed copy costs a click about as much as the products
-# (the earlier [small, C] @ [C, N] scores copied the keys once per block,
-# ~15 % of a click).
+# Layout: the image tokens are never copied transposed (on a CPU a
+# [4096, 256] transposed copy costs a click about as much as the products;
+# an early [small, C] @ [C, N] form copied the keys once per block, ~15 % of
+# a click). Scores are [N, small] (tokens as rows, softmax down the
+# columns) or [small, N] (the dot reads the tokens' channel axis in place,
+# softmax along contiguous rows), whichever measured faster for the number
+# of prompts per step (see few_queries and image_keys).
 #
 # Shared image tokens: the first two-way block of prompts without a mask
 # input reads the same image tokens for every prompt of an image. The image
