@@ -33,12 +33,12 @@ import jax.numpy as jnp
 # softmax along contiguous rows), whichever measured faster for the number
 # of prompts per step (see few_queries and image_keys).
 #
-# Shared image tokens: the first two-way block of prompts without a mask
-# input reads the same image tokens for every prompt of an image. The image
-# side may then be [b, N, C] for B = b*m prompt rows (m consecutive rows per
-# image): the m prompts become more columns of one product per image
-# ([N, C] @ [C, m*H*T] scores, [m*H*T, N] @ [N, C] pooling) instead of m
-# copies of the image tokens. Per-prompt image tokens are the case m = 1.
+# Shared image tokens: few_queries / many_queries also take an image side
+# [b, N, C] shared by B = b*m prompt rows (m consecutive rows per image; the
+# m prompts become more columns of one product per image). The model's
+# shared case, the first block of prompts without a mask input, now goes
+# through the projected image heads below instead; its other attentions
+# read per-prompt image tokens (m = 1).
 
 
 def _per_image(rows, images: int):

@@ -94,10 +94,6 @@ class Attention(nn.Module):
     if self.factorize and tk < d and tq > tk:      # image -> token
       return few_token_attention.many_queries(q, wq, bq, proj(k, wk, bk), proj(v, wv, bv),
                                               wo, bo, key_valid, scale=scale)
-    # Image tokens shared by several prompts (see TwoWayAttentionBlock): the
-    # direct form needs one copy per prompt.
-    rows = max(q.shape[0], k.shape[0])
-    q, k, v = (per_prompt(x, rows) for x in (q, k, v))
     out = masked_attention(proj(q, wq, bq), proj(k, wk, bk), proj(v, wv, bv), key_valid)
     return out.reshape(out.shape[:-2] + (internal,)) @ wo + bo
 
@@ -119,12 +115,6 @@ def project_image_heads(attention_params, x, num_heads: int, dtype, names=("k_pr
     y = xi.astype(dtype) @ w + bias
     out.append(jnp.transpose(y.reshape(y.shape[:-1] + (num_heads, -1)), (0, 2, 1, 3)))
   return tuple(out)
-
-
-def per_prompt(x, rows: int):
-  """[b, ...] shared per image -> [rows, ...] (rows / b consecutive copies of
-  each image's entry, the prompt-major order of the decoder's batch)."""
-  return x if x.shape[0] == rows else jnp.repeat(x, rows // x.shape[0], axis=0)
 
 
 def add_per_prompt(shared, per_row):
