@@ -14,6 +14,7 @@ worker thread spends ~5 ms more CPU and ~7 more voluntary switches per
 click. See docs/performance_cpu.md.
 
   python experiments/probe_click_speeds.py [--runs 30] [--per-block 12]   # runs = blocks
+  python experiments/probe_click_speeds.py --pin   # workers pinned one per CPU
   python experiments/probe_click_speeds.py --write experiments/results
 """
 
@@ -52,6 +53,9 @@ def thread_counters() -> dict[str, tuple[str, int, int]]:
 def main(argv=None):
   ap = make_parser(__doc__, variant="vit_b", runs=30, runs_help="blocks")
   ap.add_argument("--per-block", type=int, default=12, help="timed clicks per block")
+  ap.add_argument("--pin", action="store_true",
+                  help="pin each XLA worker thread to its own CPU (os.sched_setaffinity) "
+                       "after the first click, to test whether thread placement is the cause")
   args = ap.parse_args(argv)
   if not os.path.isdir("/proc/self/task"):
     raise SystemExit("needs Linux /proc for per-thread counters")
@@ -71,9 +75,17 @@ def main(argv=None):
   matmul = jax.jit(lambda a: a @ a)
   square = jnp.ones((1024, 1024), jnp.float32)
   tick_ms = 1e3 / os.sysconf("SC_CLK_TCK")
+  predictor.predict(point_coords=point, point_labels=label)  # compiles; starts the workers
+  if args.pin:
+    cpus = sorted(os.sched_getaffinity(0))
+    workers = sorted(t for t, (name, *_) in thread_counters().items()
+                     if name.startswith("tf_XLAEigen"))
+    for i, tid in enumerate(workers):
+      os.sched_setaffinity(int(tid), {cpus[i % len(cpus)]})
 
   report = Report(f"probe_click_speeds {args.variant}: {args.runs} blocks x "
-                  f"{args.per_block} clicks, nothing changed between blocks",
+                  f"{args.per_block} clicks, nothing changed between blocks"
+                  + (", XLA workers pinned one per CPU" if args.pin else ""),
                   f"host: {host_description()}")
   say = report.say
   say("| block | click ms | XLA workers: CPU ms / voluntary switches per click | "
