@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from samjax.logical_axes import param_init
@@ -29,7 +30,11 @@ class PositionEmbeddingRandom(nn.Module):
   """Random-Fourier positional encoding; coords in [0, 1] -> [..., 2F].
 
   The Gaussian matrix [2, F] is a fixed buffer in the official model; here
-  it lives in params (so checkpoints carry it) and the optimizer freezes it.
+  it lives in params (so checkpoints carry it), the optimizer freezes it and
+  no gradient flows into it (``stop_gradient``, as for the official
+  buffer): otherwise every train step would back-propagate through each
+  prompt's copy of the 64x64 dense encoding (a sum over the copies that
+  XLA's CPU backend runs slowly) only for the optimizer to drop the result.
   """
   num_pos_feats: int
 
@@ -42,7 +47,7 @@ class PositionEmbeddingRandom(nn.Module):
   def encode(self, coords):
     """coords [..., 2] (x, y) normalised to [0, 1] -> [..., 2F] float32."""
     coords = 2.0 * coords.astype(jnp.float32) - 1.0
-    coords = coords @ self.positional_encoding_gaussian_matrix
+    coords = coords @ jax.lax.stop_gradient(self.positional_encoding_gaussian_matrix)
     coords = 2.0 * math.pi * coords
     return jnp.concatenate([jnp.sin(coords), jnp.cos(coords)], axis=-1)
 
