@@ -90,6 +90,18 @@ def median(xs) -> float:
   return float(statistics.median(xs))
 
 
+# A timing block this much slower than a run's fastest one ran in the host's
+# slow state (docs/performance_cpu.md: XLA's click runs at one of two speeds,
+# ~20 or ~26.5 ms on the AVX-512 EPYC, and switches on its own).
+SLOW_BLOCK_FACTOR = 1.15
+
+
+def slow_blocks(block_times: list[float]) -> list[float]:
+  """The blocks more than ``SLOW_BLOCK_FACTOR`` above the fastest one."""
+  fastest = min(block_times)
+  return [t for t in block_times if t > SLOW_BLOCK_FACTOR * fastest]
+
+
 def cpu_name() -> str:
   """The CPU's model name (from /proc/cpuinfo where there is one)."""
   try:

@@ -31,10 +31,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import (
+  SLOW_BLOCK_FACTOR,
   Report,
   loaded_and_official,
   make_parser,
   median,
+  slow_blocks,
   time_alternating_blocks,
   time_calls,
 )
@@ -126,10 +128,11 @@ def block_spread(t_ours: list[float], t_off: list[float], per_block: int) -> str
   def blocks(ts):
     return [median(ts[i:i + per_block]) for i in range(0, len(ts), per_block)]
   ours, off = blocks(t_ours), blocks(t_off)
-  slow = sum(t > 1.15 * min(ours) for t in ours)
+  slow = len(slow_blocks(ours))
   return (f"Steady-state click, block medians of {per_block} calls: samjax "
           f"{min(ours) * 1e3:.1f}-{max(ours) * 1e3:.1f} ms ({slow} of {len(ours)} blocks more "
-          f"than 15 % above its fastest), official {min(off) * 1e3:.1f}-{max(off) * 1e3:.1f} ms; "
+          f"than {SLOW_BLOCK_FACTOR - 1:.0%} above its fastest), "
+          f"official {min(off) * 1e3:.1f}-{max(off) * 1e3:.1f} ms; "
           f"fastest samjax block / median official block: "
           f"{median(off) / min(ours):.2f}x.")
 

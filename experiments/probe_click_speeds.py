@@ -27,7 +27,15 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import Report, host_description, make_parser, median, random_params
+from bench_common import (
+  SLOW_BLOCK_FACTOR,
+  Report,
+  host_description,
+  make_parser,
+  median,
+  random_params,
+  slow_blocks,
+)
 
 
 def thread_counters() -> dict[str, tuple[str, int, int]]:
@@ -101,11 +109,11 @@ def main(argv=None):
       predictor.predict(point_coords=point, point_labels=label)
       times.append(time.perf_counter() - t0)
     after = thread_counters()
-    workers = []
+    worker_rows = []
     for tid, (name, ticks, switches) in after.items():
       if tid in before and name.startswith("tf_XLAEigen"):
         n = args.per_block
-        workers.append(f"{(ticks - before[tid][1]) * tick_ms / n:.1f} / "
+        worker_rows.append(f"{(ticks - before[tid][1]) * tick_ms / n:.1f} / "
                        f"{(switches - before[tid][2]) / n:.0f}")
     matmul(square).block_until_ready()
     t0 = time.perf_counter()
@@ -113,12 +121,12 @@ def main(argv=None):
       matmul(square).block_until_ready()
     mm = (time.perf_counter() - t0) / 10
     clicks.append(median(times))
-    say(f"| {block} | {clicks[-1] * 1e3:.1f} | {', '.join(workers)} | {mm * 1e3:.2f} |")
-  fastest = min(clicks)
-  slow = [c for c in clicks if c > 1.15 * fastest]
+    say(f"| {block} | {clicks[-1] * 1e3:.1f} | {', '.join(worker_rows)} | {mm * 1e3:.2f} |")
+  slow = slow_blocks(clicks)
   say("")
-  say(f"fastest block {fastest * 1e3:.1f} ms; {len(slow)} of {len(clicks)} blocks more than "
-      f"15 % slower" + (f" (their median {median(slow) * 1e3:.1f} ms)" if slow else "") + ".")
+  say(f"fastest block {min(clicks) * 1e3:.1f} ms; {len(slow)} of {len(clicks)} blocks more than "
+      f"{SLOW_BLOCK_FACTOR - 1:.0%} slower"
+      + (f" (their median {median(slow) * 1e3:.1f} ms)" if slow else "") + ".")
   report.write(args.write, f"probe_click_speeds_{args.variant}")
 
 
