@@ -8,9 +8,14 @@ configs, in one run.
 
 The ViT-B config is the paper recipe (8 + 2 corrective passes) on a batch of
 1 image with --vit-b-masks masks, float32, on all local devices. The recipe's
-64 masks fit a 24 GB host only with the decoder recomputed per prompt chunk:
+64 masks fit a 24 GB host only with the decoder run per prompt chunk, each
+chunk recomputed in the backward pass or (--vit-b-eager-grads) its gradient
+taken right after its forward pass (sim.eager_chunk_grads, nothing
+recomputed):
 
   python experiments/bench_train.py --configs vit_b --vit-b-masks 64 --vit-b-prompt-chunk 8
+  python experiments/bench_train.py --configs vit_b --vit-b-masks 64 --vit-b-prompt-chunk 8 \
+      --vit-b-eager-grads
 
   python experiments/bench_train.py --configs vit_b --profile   # + per-module time
 
@@ -105,6 +110,9 @@ def main(argv=None):
                   help="decode the ViT-B row's masks in chunks of this many, each "
                        "recomputed in the backward pass (sim.remat_prompt_chunks): "
                        "64 masks in chunks of 8 need ~12 GB at fp32; 0 = off")
+  ap.add_argument("--vit-b-eager-grads", action="store_true",
+                  help="with --vit-b-prompt-chunk: take each chunk's gradient in the "
+                       "forward pass (sim.eager_chunk_grads) instead of recomputing it")
   args = ap.parse_args(argv)
   from samjax.configs import load_config
   rate = matmul_rate_gflops()
@@ -123,17 +131,21 @@ def main(argv=None):
     if name == "tiny":
       cfg = load_config("tiny_demo")
     elif name == "vit_b":
-      chunk = args.vit_b_prompt_chunk
+      chunk, eager = args.vit_b_prompt_chunk, args.vit_b_eager_grads
+      if eager and not chunk:
+        raise SystemExit("--vit-b-eager-grads needs --vit-b-prompt-chunk")
       cfg = load_config("sam_vit_b_sa1b:local",
                         ["--config.data.batch_size=1",
                          f"--config.data.max_masks={args.vit_b_masks}",
                          f"--config.prompt_chunk={chunk}",
-                         f"--config.sim.remat_prompt_chunks={chunk > 0}"])
+                         f"--config.sim.remat_prompt_chunks={chunk > 0 and not eager}",
+                         f"--config.sim.eager_chunk_grads={eager}"])
     else:
       raise SystemExit(f"unknown config {name!r}")
     r = bench_config(name, cfg, args.runs, profile_runs=1 if args.profile else 0)
     if cfg.prompt_chunk:
-      r["name"] += f", decoder in chunks of {cfg.prompt_chunk} masks, recomputed"
+      how = ("gradient in the forward pass" if cfg.sim.eager_chunk_grads else "recomputed")
+      r["name"] += f", decoder in chunks of {cfg.prompt_chunk} masks, {how}"
     line = (f"| {r['name']} ({r['variant']}) | {r['batch']} x {r['masks']} x {r['passes']} "
             f"| {r['step_s']:.3f} s | {r['images_s']:.2f} | {r['gflop']:.1f} "
             f"({r['xla_gflop']:.1f}) | {r['gflops']:.1f} | {r['gflops'] / r['shapes_rate']:.2f} "

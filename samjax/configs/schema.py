@@ -88,6 +88,11 @@ def base_config() -> ml_collections.ConfigDict:
   # chunk's activations instead of all masks' of a pass (first pass
   # included). Makes remat_passes unnecessary; costs one more decoder forward.
   c.sim.remat_prompt_chunks = False
+  # Take every decoder call's gradient right after its forward pass, one
+  # prompt chunk at a time (a pass's loss is a sum over its chunks): the
+  # decoder holds one chunk's activations and recomputes nothing. Replaces
+  # both remats above (it refuses to run with either).
+  c.sim.eager_chunk_grads = False
 
   c.total_steps = 180_000
 

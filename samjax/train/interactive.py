@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from samjax.train import prompt_sampling
+from samjax.train.eager_grad import chunked_sum_eager_grad, merge_chunks, split_chunks
 from samjax.train.losses import mask_iou, masked_mean, per_mask_losses
 
 
@@ -39,10 +40,19 @@ class InteractiveConfig:
   iou_weight: float = 1.0
   remat_passes: bool = False         # recompute follow-up passes in the backward pass
   remat_prompt_chunks: bool = False  # recompute each decoder prompt chunk in the backward pass
+  # Compute each prompt chunk's decoder gradient right after its forward pass
+  # (``samjax.train.eager_grad``): one chunk's activations in memory and
+  # nothing recomputed, instead of either remat above.
+  eager_chunk_grads: bool = False
 
   def __post_init__(self):
     if self.num_mask_only_iters not in (0, 1, 2):
       raise ValueError("num_mask_only_iters must be 0, 1 or 2")
+    if self.eager_chunk_grads and (self.remat_passes or self.remat_prompt_chunks):
+      raise ValueError(
+          "sim.eager_chunk_grads keeps no decoder activations for the backward pass, "
+          "so sim.remat_passes / sim.remat_prompt_chunks would only recompute the "
+          "forward-pass gradients; set them False")
 
   @property
   def num_followups(self) -> int:
@@ -87,19 +97,62 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
   b, k = valid.shape
   r_first, r_pt, r_box, r_sched, r_loop = jax.random.split(rng, 5)
 
-  def decode(coords, labels, pvalid, boxes, box_valid, masks):
-    return model.decode(params, embeddings, coords, labels, boxes, masks,
-                        point_valid=pvalid, box_valid=box_valid,
-                        mask_valid=None if masks is None else jnp.ones((b, k), bool),
-                        all_tokens=True, image_pe=image_pe, prompt_chunk=prompt_chunk,
-                        remat_chunks=cfg.remat_prompt_chunks)
+  def decode_pass(pass_prompts, mask_in, per_mask, extra):
+    """One decoder pass over all K masks -> (loss, per-mask outputs).
+
+    ``pass_prompts`` = (coords, labels, pvalid, boxes, box_valid) [B, K, ...],
+    ``mask_in`` [B, K, G, G] or None, ``per_mask(logits, iou, extra)`` ->
+    (loss parts dict of [B, K], outputs dict of [B, K, ...]) on any slice of
+    the K masks, ``extra`` its per-mask inputs [B, K, ...]. Returns the
+    pass's loss (mean over valid masks), the loss parts and the outputs.
+    """
+    if cfg.eager_chunk_grads:
+      return _eager_pass(model, params, embeddings, image_pe, pass_prompts, mask_in,
+                         per_mask, extra, valid, cfg, prompt_chunk)
+    coords, labels, pvalid, boxes, box_valid = pass_prompts
+    logits, iou = model.decode(
+        params, embeddings, coords, labels, boxes, mask_in, point_valid=pvalid,
+        box_valid=box_valid, mask_valid=None if mask_in is None else jnp.ones((b, k), bool),
+        all_tokens=True, image_pe=image_pe, prompt_chunk=prompt_chunk,
+        remat_chunks=cfg.remat_prompt_chunks)
+    parts, out = per_mask(logits, iou, extra)
+    return _pass_loss(parts, valid, cfg), parts, out
 
   prompts = _first_prompts((r_first, r_pt, r_box), batch, gt, cfg, first_prompt,
                            model.config.image_size)
-  first = _first_pass(decode, prompts, gt, cfg)
-  outs = _followup_passes(decode, prompts, first["prev"], gt, valid, cfg, (r_sched, r_loop),
-                          model.config.image_size)
+  first = _first_pass(decode_pass, prompts, gt, cfg)
+  outs = _followup_passes(decode_pass, prompts, first["prev"], gt, valid, cfg,
+                          (r_sched, r_loop), model.config.image_size)
   return _summarize(first, outs, valid, cfg)
+
+
+def _eager_pass(model, params, embeddings, image_pe, pass_prompts, mask_in, per_mask,
+                extra, valid, cfg: InteractiveConfig, prompt_chunk):
+  """``decode_pass`` with each prompt chunk's gradient taken in the forward
+  pass (``chunked_sum_eager_grad``): the loss is a sum over chunks of the
+  chunk's valid-weighted per-mask losses. Same values and gradients as the
+  plain pass, up to float summation order."""
+  k = valid.shape[1]
+  chunk = min(prompt_chunk or k, k)
+  weight = valid.astype(jnp.float32) / jnp.maximum(valid.sum(), 1.0)   # [B, K]
+  # The image encoder is not part of a decode: differentiating the whole
+  # tree would carry its ~90M zero gradients through every chunk.
+  decoder_params = {name: p for name, p in params.items() if name != "image_encoder"}
+
+  def term(diff, c):
+    dec_params, emb, pe = diff
+    (coords, labels, pvalid, boxes, box_valid), m_in, ex, w = c
+    logits, iou = model.decode(
+        dec_params, emb, coords, labels, boxes, m_in, point_valid=pvalid,
+        box_valid=box_valid, mask_valid=None if m_in is None else jnp.ones(w.shape, bool),
+        all_tokens=True, image_pe=pe)
+    parts, out = per_mask(logits, iou, ex)
+    return jnp.sum(w * (parts["mask"] + cfg.iou_weight * parts["iou_mse"])), (parts, out)
+
+  chunks = split_chunks((pass_prompts, mask_in, extra, weight), chunk)
+  loss, aux = chunked_sum_eager_grad(term, (decoder_params, embeddings, image_pe), chunks)
+  parts, out = merge_chunks(aux)
+  return loss, parts, out
 
 
 def _weights(cfg: InteractiveConfig) -> dict:
@@ -135,26 +188,38 @@ def _first_prompts(keys, batch, gt, cfg: InteractiveConfig, first_prompt: str, s
           "pvalid": jnp.zeros((b, k, n), bool).at[:, :, 0].set(is_point)}
 
 
-def _first_pass(decode, prompts, gt, cfg: InteractiveConfig) -> dict:
+def _first_pass(decode_pass, prompts, gt, cfg: InteractiveConfig) -> dict:
   """3 outputs for a point (loss on the best), the single output for a box.
-  Returns loss parts, the fed-back logits ``prev`` [B, K, G, G] and the IoUs
-  of the confident (``iou0``) and best (``oracle0``) output, [B, K]."""
-  w, is_point = _weights(cfg), prompts["is_point"]
-  logits, iou = decode(prompts["coords"], prompts["labels"], prompts["pvalid"],
-                       prompts["boxes"], prompts["box_valid"], None)
-  multi, _ = per_mask_losses(logits[:, :, 1:], iou[:, :, 1:], gt, **w)
-  single, _ = per_mask_losses(logits[:, :, :1], iou[:, :, :1], gt, **w)
-  parts = jax.tree_util.tree_map(lambda a, c: jnp.where(is_point, a, c), multi, single)
-  chosen = jnp.where(is_point, jnp.argmax(iou[:, :, 1:], axis=-1) + 1, 0)
-  prev = jnp.take_along_axis(logits, chosen[:, :, None, None, None], axis=2)[:, :, 0]
-  iou0 = mask_iou(prev, gt)
-  # The paper's "oracle": the best of the 3 outputs against the GT (a box
-  # first prompt has only the single output, already scored in iou0).
-  oracle0 = jnp.where(is_point, mask_iou(logits[:, :, 1:], gt[:, :, None]).max(-1), iou0)
-  return {"parts": parts, "prev": prev, "iou0": iou0, "oracle0": oracle0}
+  Returns the pass's ``loss``, loss parts, the fed-back logits ``prev``
+  [B, K, G, G] and the IoUs of the confident (``iou0``) and best
+  (``oracle0``) output, [B, K]."""
+  w = _weights(cfg)
+
+  def per_mask(logits, iou, extra):
+    gt, is_point = extra
+    multi, _ = per_mask_losses(logits[:, :, 1:], iou[:, :, 1:], gt, **w)
+    single, _ = per_mask_losses(logits[:, :, :1], iou[:, :, :1], gt, **w)
+    parts = jax.tree_util.tree_map(lambda a, c: jnp.where(is_point, a, c), multi, single)
+    chosen = jnp.where(is_point, jnp.argmax(iou[:, :, 1:], axis=-1) + 1, 0)
+    prev = jnp.take_along_axis(logits, chosen[:, :, None, None, None], axis=2)[:, :, 0]
+    iou0 = mask_iou(prev, gt)
+    # The paper's "oracle": the best of the 3 outputs against the GT (a box
+    # first prompt has only the single output, already scored in iou0).
+    oracle0 = jnp.where(is_point, mask_iou(logits[:, :, 1:], gt[:, :, None]).max(-1), iou0)
+    return parts, {"prev": prev, "iou0": iou0, "oracle0": oracle0}
+
+  loss, parts, out = decode_pass(_decoder_prompts(prompts, prompts["coords"],
+                                                  prompts["labels"], prompts["pvalid"]),
+                                 None, per_mask, (gt, prompts["is_point"]))
+  return {"loss": loss, "parts": parts, **out}
 
 
-def _followup_passes(decode, prompts, prev, gt, valid, cfg: InteractiveConfig, keys,
+def _decoder_prompts(prompts, coords, labels, pvalid):
+  """The (coords, labels, pvalid, boxes, box_valid) tuple ``decode_pass`` reads."""
+  return coords, labels, pvalid, prompts["boxes"], prompts["box_valid"]
+
+
+def _followup_passes(decode_pass, prompts, prev, gt, valid, cfg: InteractiveConfig, keys,
                      s: int) -> dict:
   """The corrective-click and mask-only passes, one ``lax.scan`` step each.
   Returns per-pass means [num_followups]: loss, iou and the loss parts."""
@@ -163,7 +228,11 @@ def _followup_passes(decode, prompts, prev, gt, valid, cfg: InteractiveConfig, k
             ("loss", "iou", "mask", "focal", "dice", "iou_mse")}
   r_sched, r_loop = keys
   n, w = 1 + cfg.num_point_iters, _weights(cfg)
-  boxes, box_valid = prompts["boxes"], prompts["box_valid"]
+
+  def per_mask(logits, iou, gt):
+    parts, _ = per_mask_losses(logits[:, :, :1], iou[:, :, :1], gt, **w)
+    prev = logits[:, :, 0]
+    return parts, {"prev": prev, "iou": mask_iou(prev, gt)}
 
   def body(carry, xs):
     coords, labels, pvalid, cursor, prev = carry
@@ -176,12 +245,11 @@ def _followup_passes(decode, prompts, prev, gt, valid, cfg: InteractiveConfig, k
     pvalid = pvalid | slot
     cursor = cursor + do.astype(jnp.int32)
     # The fed-back logits are an input, not a path for gradients.
-    logits, iou = decode(coords, labels, pvalid, boxes, box_valid,
-                         jax.lax.stop_gradient(prev))
-    parts, _ = per_mask_losses(logits[:, :, :1], iou[:, :, :1], gt, **w)
-    prev = logits[:, :, 0]
-    out = {"loss": _pass_loss(parts, valid, cfg),
-           "iou": masked_mean(mask_iou(prev, gt), valid),
+    loss, parts, per = decode_pass(_decoder_prompts(prompts, coords, labels, pvalid),
+                                   jax.lax.stop_gradient(prev), per_mask, gt)
+    prev = per["prev"]
+    out = {"loss": loss,
+           "iou": masked_mean(per["iou"], valid),
            **{name: masked_mean(v, valid) for name, v in parts.items() if name != "iou"}}
     return (coords, labels, pvalid, cursor, prev), out
 
@@ -198,8 +266,7 @@ def _followup_passes(decode, prompts, prev, gt, valid, cfg: InteractiveConfig, k
 
 def _summarize(first, outs, valid, cfg: InteractiveConfig):
   """(loss, metrics): means over all passes and valid masks."""
-  parts0 = first["parts"]
-  loss0 = _pass_loss(parts0, valid, cfg)
+  parts0, loss0 = first["parts"], first["loss"]
   passes = 1 + cfg.num_followups
   loss = (loss0 + outs["loss"].sum()) / passes
   iou_per_pass = jnp.concatenate([masked_mean(first["iou0"], valid)[None], outs["iou"]])

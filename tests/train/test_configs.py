@@ -264,6 +264,7 @@ def _pop_later_defaults(c):
   assert c["data"].pop("tfds_eval_split") == ""
   assert c["optim"].pop("image_encoder_lr_scale") == 1.0
   assert c["sim"].pop("remat_prompt_chunks") is False
+  assert c["sim"].pop("eager_chunk_grads") is False
 
 
 def test_tiny_demo_is_unchanged():

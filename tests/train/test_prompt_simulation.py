@@ -90,14 +90,14 @@ def test_schedule_counts(points, mask_only):
     assert len(seen_positions) > 3           # the other one moves around
 
 
-def test_remat_of_the_passes_changes_nothing():
-  """``remat_passes`` recomputes the follow-up passes in the backward pass,
-  ``remat_prompt_chunks`` every decoder call per prompt chunk: same loss,
-  same gradients, only memory differs."""
+@pytest.fixture(scope="module")
+def small_simulation():
+  """A cut-down vit_tiny (2 encoder blocks, one decoder layer: the passes are
+  what the variants below change, and the compiles take half the time), a
+  batch of 2 images x 3 masks, and the plain loss and gradients every
+  memory-saving variant must reproduce."""
   from samjax.model import build
   from samjax.train.interactive import simulate
-  # vit_tiny cut down (2 encoder blocks, one decoder layer): the passes are
-  # what is rematerialised, and the two compiles take half the time.
   model = build("vit_tiny", image_size=64, encoder_depth=2, encoder_global_attn_indexes=(1,),
                 decoder_depth=1)
   params = model.init(jax.random.PRNGKey(0))
@@ -109,13 +109,27 @@ def test_remat_of_the_passes_changes_nothing():
            "image_size": np.full((2, 2), 64, np.int32)}
   images = jax.random.uniform(jax.random.PRNGKey(2), (2, 3, 64, 64))
 
-  def loss(p, cfg):
+  def run(p, cfg, prompt_chunk=None, batch=batch):
     emb = model.embed_images(p, images)
-    return simulate(model, p, emb, batch, jax.random.PRNGKey(3), cfg)[0]
+    return simulate(model, p, emb, batch, jax.random.PRNGKey(3), cfg,
+                    prompt_chunk=prompt_chunk)
+
+  def loss(p, cfg, prompt_chunk=None, batch=batch):
+    return run(p, cfg, prompt_chunk, batch)[0]
 
   plain = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1)
-  remat = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1, remat_passes=True)
   v0, g0 = jax.jit(jax.value_and_grad(lambda p: loss(p, plain)))(params)
+  return {"params": params, "batch": batch, "run": run, "loss": loss, "plain": plain,
+          "v0": v0, "g0": g0}
+
+
+def test_remat_of_the_passes_changes_nothing(small_simulation):
+  """``remat_passes`` recomputes the follow-up passes in the backward pass,
+  ``remat_prompt_chunks`` every decoder call per prompt chunk: same loss,
+  same gradients, only memory differs."""
+  params, loss = small_simulation["params"], small_simulation["loss"]
+  plain, v0, g0 = small_simulation["plain"], small_simulation["v0"], small_simulation["g0"]
+  remat = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1, remat_passes=True)
   v1, g1 = jax.jit(jax.value_and_grad(lambda p: loss(p, remat)))(params)
   np.testing.assert_allclose(float(v1), float(v0), rtol=1e-6)
   for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g0)):
@@ -129,8 +143,7 @@ def test_remat_of_the_passes_changes_nothing():
   chunked = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1, remat_prompt_chunks=True)
 
   def loss_chunked(p):
-    emb = model.embed_images(p, images)
-    return simulate(model, p, emb, batch, jax.random.PRNGKey(3), chunked, prompt_chunk=1)[0]
+    return loss(p, chunked, prompt_chunk=1)
 
   v2, g2 = jax.jit(jax.value_and_grad(loss_chunked))(params)
   np.testing.assert_allclose(float(v2), float(v0), rtol=1e-6)
@@ -139,3 +152,40 @@ def test_remat_of_the_passes_changes_nothing():
   jaxpr = str(jax.make_jaxpr(loss_chunked)(params))
   # One checkpoint per decoder call (first pass and the scanned follow-ups).
   assert jaxpr.count("remat") >= 2
+
+
+def test_eager_chunk_grads_give_the_same_loss_gradients_and_metrics(small_simulation):
+  """``eager_chunk_grads`` takes each prompt chunk's gradient in the forward
+  pass: same loss, gradients and metrics as the plain program (with masks
+  that do not count, so the per-mask weights matter), and no decoder forward
+  pass recomputed (its FLOPs are the plain program's, below the chunk remat's)."""
+  from samjax.planning.flops import count_flops
+  params, run = small_simulation["params"], small_simulation["run"]
+  plain = small_simulation["plain"]
+  batch = {**small_simulation["batch"], "valid": np.array([[True, True, False],
+                                                          [True, False, False]])}
+  eager = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1, eager_chunk_grads=True)
+
+  def value_and_grad(cfg, chunk):
+    return jax.jit(jax.value_and_grad(lambda p: run(p, cfg, chunk, batch), has_aux=True))
+
+  (v0, m0), g0 = value_and_grad(plain, None)(params)
+  (v1, m1), g1 = value_and_grad(eager, 1)(params)
+  np.testing.assert_allclose(float(v1), float(v0), rtol=1e-6)
+  for name in m0:
+    np.testing.assert_allclose(np.asarray(m1[name]), np.asarray(m0[name]), rtol=1e-5,
+                               atol=1e-7, err_msg=name)
+  leaves0 = jax.tree_util.tree_leaves_with_path(g0)
+  assert sum(float(jnp.abs(g).sum()) > 0 for _, g in leaves0) > len(leaves0) // 2
+  for (path, a), b in zip(leaves0, jax.tree_util.tree_leaves(g1)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-7,
+                               err_msg=jax.tree_util.keystr(path))
+
+  def flops(cfg, chunk):
+    return count_flops(jax.grad(lambda p: run(p, cfg, chunk, batch)[0]), params).total
+  remat = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1, remat_prompt_chunks=True)
+  assert flops(eager, 1) == pytest.approx(flops(plain, None), rel=0.02)
+  assert flops(eager, 1) < 0.95 * flops(remat, 1)
+
+  with pytest.raises(ValueError, match="eager_chunk_grads"):
+    InteractiveConfig(eager_chunk_grads=True, remat_passes=True)
