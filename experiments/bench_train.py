@@ -73,6 +73,8 @@ def bench_config(name, config, runs, profile_runs: int = 0):
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
+  memory = compiled.memory_analysis()
+  temp_gib = getattr(memory, "temp_size_in_bytes", 0) / 2**30 if memory else float("nan")
   flops = program_flops(step, state, batch)
   xla_count = xla_flops(step, state, batch)
   # Recomputed decoder chunks are executed work but not model work (the MFU
@@ -94,7 +96,7 @@ def bench_config(name, config, runs, profile_runs: int = 0):
           "compile_s": compile_s, "gflop": flops / 1e9, "xla_gflop": xla_count / 1e9,
           "shapes_rate": encoder_shapes_rate(model.config), "gflops": flops / t / 1e9,
           "model_gflop": model_flops / 1e9,
-          "images_s": b / t, "modules": modules}
+          "images_s": b / t, "modules": modules, "temp_gib": temp_gib}
 
 
 def main(argv=None):
@@ -152,6 +154,9 @@ def main(argv=None):
             f"/ {r['gflops'] / rate:.2f} | {r['compile_s']:.0f} s |")
     print(line, flush=True)
     lines.append(line)
+    note = f"({r['name']}: XLA's temporary buffers {r['temp_gib']:.1f} GiB)"
+    print(note, flush=True)
+    lines.append(note)
     if r["model_gflop"] != r["gflop"]:
       mg = r["model_gflop"] / r["step_s"]
       note = (f"({r['name']}: {r['gflop'] - r['model_gflop']:.0f} of the {r['gflop']:.0f} "
