@@ -121,6 +121,7 @@ def _new_report(config, config_name: str, target, prog, batch: dict,
                 "image_size": mcfg.image_size,
                 "remat_passes": bool(sim.get("remat_passes", False)),
                 "remat_prompt_chunks": bool(sim.get("remat_prompt_chunks", False)),
+                "eager_chunk_grads": bool(sim.get("eager_chunk_grads", False)),
                 "prompt_chunk": int(config.get("prompt_chunk", 0) or 0),
                 "microbatches": int(prog.microbatches)}
   want_scan = get_model_option(config, "scan_layers", None)

@@ -217,6 +217,8 @@ def format_report(r: PlanReport) -> str:
                                     if m.get("remat_passes") else "")
                 + (f" (decoder recomputed per chunk of {m.get('prompt_chunk') or 'all'} masks)"
                    if m.get("remat_prompt_chunks") else "")
+                + (f" (decoder gradients taken per chunk of {m.get('prompt_chunk') or 'all'} "
+                   "masks in the forward pass)" if m.get("eager_chunk_grads") else "")
                 + _microbatch_note(r.global_batch, m.get("microbatches", 1))),
       ("parameters", f"{r.num_params / 1e6:.1f}M, {_b(r.param_bytes_total)} total; "
                      f"{_b(r.param_bytes)} per chip"),
