@@ -19,22 +19,24 @@ def _batch(b=8, k=3, s=128, g=32, seed=0):
   return synthetic_batch(b, k, s, g, seed)
 
 
-def _run(mesh, model, tx, state0, batch):
-  sim = InteractiveConfig(num_point_iters=1, num_mask_only_iters=0)
+def _run(mesh, model, tx, state0, batch, sim=None, prompt_chunk=None):
+  sim = sim or InteractiveConfig(num_point_iters=1, num_mask_only_iters=0)
   abstract = jax.eval_shape(lambda: state0)
   sh = state_shardings(abstract, param_shardings(model, mesh, DEFAULT_LOGICAL_RULES), mesh)
   bsh = batch_sharding(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_LOGICAL_RULES):
-    step = jax.jit(make_train_step(model, tx, sim), in_shardings=(sh, bsh),
+    step = jax.jit(make_train_step(model, tx, sim, prompt_chunk), in_shardings=(sh, bsh),
                    out_shardings=(sh, None))
     state = jax.device_put(state0, sh)
     new_state, metrics = step(state, jax.device_put(batch, bsh))
   return jax.device_get(new_state), jax.device_get(metrics), sh
 
 
-def test_one_device_and_2x4_mesh_agree():
+@pytest.fixture(scope="module")
+def one_device_step():
+  """The model, first state, batch and one plain step's result on one device."""
   # vit_tiny cut down (2 encoder blocks, one decoder layer): every kind of
-  # layer is still sharded, and the two compiles take half the time.
+  # layer is still sharded, and the compiles take half the time.
   model = build("vit_tiny", image_size=128, encoder_depth=2, encoder_global_attn_indexes=(1,),
                 decoder_depth=1)
   params = model.init(jax.random.PRNGKey(0))
@@ -43,6 +45,11 @@ def test_one_device_and_2x4_mesh_agree():
             "rng": jax.random.PRNGKey(3)}
   batch = _batch()
   s1, m1, _ = _run(make_mesh((1, 1, 1)), model, tx, state0, batch)
+  return model, tx, params, state0, batch, s1, m1
+
+
+def test_one_device_and_2x4_mesh_agree(one_device_step):
+  model, tx, params, state0, batch, s1, m1 = one_device_step
   s8, m8, sh8 = _run(make_mesh((2, 4, 1)), model, tx, state0, batch)
   np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-4)
   np.testing.assert_allclose(m1["grad_norm"], m8["grad_norm"], rtol=1e-3)
@@ -80,3 +87,17 @@ def test_installed_libtpu_without_a_tpu_is_not_an_accelerator(monkeypatch):
   monkeypatch.setattr(glob, "glob", lambda p: ["/dev/accel0"] if p == "/dev/accel*"
                       else real_glob(p))
   assert hardware.has_accelerator() is True
+
+
+def test_eager_chunk_grads_on_a_2x4_mesh_match_the_plain_step(one_device_step):
+  """``sim.eager_chunk_grads`` (one mask per chunk) inside the FSDP-sharded
+  step: the same loss, gradient norm and update as the plain one-device step."""
+  model, tx, _, state0, batch, s1, m1 = one_device_step
+  eager = InteractiveConfig(num_point_iters=1, num_mask_only_iters=0, eager_chunk_grads=True)
+  s8, m8, _ = _run(make_mesh((2, 4, 1)), model, tx, state0, batch, eager, prompt_chunk=1)
+  np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-4)
+  np.testing.assert_allclose(m8["grad_norm"], m1["grad_norm"], rtol=1e-3)
+  diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in zip(
+      jax.tree_util.tree_leaves(s1["params"]), jax.tree_util.tree_leaves(s8["params"]))])
+  assert diffs.max() < 1e-4
+  assert (diffs < 2e-6).mean() > 0.99
