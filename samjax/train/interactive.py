@@ -82,6 +82,9 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
     batch: dict with masks [B, K, G, G] {0,1}, boxes [B, K, 4] (S frame),
       valid [B, K] bool, image_size [B, 2] resized (h, w).
     first_prompt: 'random' (training), 'point' or 'box' (evaluation).
+    prompt_chunk: masks per decoder call (None: all K at once); with
+      ``cfg.eager_chunk_grads`` also the unit whose gradient is taken in the
+      forward pass.
   Returns:
     loss (scalar, mean over passes and valid masks) and float32 metrics:
     loss parts, ``iou_first`` / ``iou_last`` (IoU of the mask a user would

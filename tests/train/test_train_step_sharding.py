@@ -32,6 +32,19 @@ def _run(mesh, model, tx, state0, batch, sim=None, prompt_chunk=None):
   return jax.device_get(new_state), jax.device_get(metrics), sh
 
 
+def _assert_same_step(s1, m1, s8, m8):
+  """Two steps' loss, gradient norm and updated params agree."""
+  np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-4)
+  np.testing.assert_allclose(m1["grad_norm"], m8["grad_norm"], rtol=1e-3)
+  # Adam's first step is ~lr * sign(g) where |g| >> eps, but ~lr * g / eps for
+  # near-zero gradients, where a different reduction order (sharded sums) shows
+  # up: every element must agree to 10% of lr, nearly all to float noise.
+  diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in zip(
+      jax.tree_util.tree_leaves(s1["params"]), jax.tree_util.tree_leaves(s8["params"]))])
+  assert diffs.max() < 1e-4
+  assert (diffs < 2e-6).mean() > 0.99
+
+
 @pytest.fixture(scope="module")
 def one_device_step():
   """The model, first state, batch and one plain step's result on one device."""
@@ -51,15 +64,7 @@ def one_device_step():
 def test_one_device_and_2x4_mesh_agree(one_device_step):
   model, tx, params, state0, batch, s1, m1 = one_device_step
   s8, m8, sh8 = _run(make_mesh((2, 4, 1)), model, tx, state0, batch)
-  np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-4)
-  np.testing.assert_allclose(m1["grad_norm"], m8["grad_norm"], rtol=1e-3)
-  # Adam's first step is ~lr * sign(g) where |g| >> eps, but ~lr * g / eps for
-  # near-zero gradients, where a different reduction order (sharded sums) shows
-  # up: every element must agree to 10% of lr, nearly all to float noise.
-  diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in zip(
-      jax.tree_util.tree_leaves(s1["params"]), jax.tree_util.tree_leaves(s8["params"]))])
-  assert diffs.max() < 1e-4
-  assert (diffs < 2e-6).mean() > 0.99
+  _assert_same_step(s1, m1, s8, m8)
   # The update really moved the params, and FSDP sharding was in effect.
   moved = [float(np.abs(a - b).max()) for a, b in zip(
       jax.tree_util.tree_leaves(s1["params"]), jax.tree_util.tree_leaves(params))]
@@ -95,9 +100,4 @@ def test_eager_chunk_grads_on_a_2x4_mesh_match_the_plain_step(one_device_step):
   model, tx, _, state0, batch, s1, m1 = one_device_step
   eager = InteractiveConfig(num_point_iters=1, num_mask_only_iters=0, eager_chunk_grads=True)
   s8, m8, _ = _run(make_mesh((2, 4, 1)), model, tx, state0, batch, eager, prompt_chunk=1)
-  np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-4)
-  np.testing.assert_allclose(m8["grad_norm"], m1["grad_norm"], rtol=1e-3)
-  diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in zip(
-      jax.tree_util.tree_leaves(s1["params"]), jax.tree_util.tree_leaves(s8["params"]))])
-  assert diffs.max() < 1e-4
-  assert (diffs < 2e-6).mean() > 0.99
+  _assert_same_step(s1, m1, s8, m8)
