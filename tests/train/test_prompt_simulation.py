@@ -175,6 +175,11 @@ def test_eager_chunk_grads_give_the_same_loss_gradients_and_metrics(small_simula
   for name in m0:
     np.testing.assert_allclose(np.asarray(m1[name]), np.asarray(m0[name]), rtol=1e-5,
                                atol=1e-7, err_msg=name)
+  # Not differentiated (the eval step): the plain per-chunk map, same values.
+  v2, m2 = jax.jit(lambda p: run(p, eager, 1, batch))(params)
+  np.testing.assert_allclose(float(v2), float(v0), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(m2["iou_per_pass"]), np.asarray(m0["iou_per_pass"]),
+                             rtol=1e-5)
   leaves0 = jax.tree_util.tree_leaves_with_path(g0)
   assert sum(float(jnp.abs(g).sum()) > 0 for _, g in leaves0) > len(leaves0) // 2
   for (path, a), b in zip(leaves0, jax.tree_util.tree_leaves(g1)):
