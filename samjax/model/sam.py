@@ -30,6 +30,7 @@ from samjax.model.configs import PIXEL_MEAN, PIXEL_STD, SamConfig
 from samjax.model.image_encoder import ImageEncoderViT
 from samjax.model.layers import to_dtype
 from samjax.model.mask_decoder import MaskDecoder
+from samjax.model.prompt_chunks import merge_chunks, split_chunks
 from samjax.model.prompt_encoder import PromptEncoder
 from samjax.model.transformer import project_image_heads
 
@@ -284,16 +285,7 @@ class SamModel:
       run = jax.checkpoint(run, prevent_cse=False)
     m = _num_prompts(point_coords, boxes, mask_inputs)
     if prompt_chunk and m > prompt_chunk:
-      if m % prompt_chunk:
-        raise ValueError(f"{m} prompts is not a multiple of prompt_chunk={prompt_chunk}")
-      n = m // prompt_chunk
-      # [B, M, ...] -> [n, B, chunk, ...]; None leaves stay None.
-      split = jax.tree_util.tree_map(
-          lambda x: jnp.moveaxis(x.reshape(x.shape[0], n, prompt_chunk, *x.shape[2:]), 1, 0),
-          prompts)
-      masks, iou = jax.lax.map(run, split)
-      masks = jnp.moveaxis(masks, 0, 1).reshape(masks.shape[1], m, *masks.shape[3:])
-      iou = jnp.moveaxis(iou, 0, 1).reshape(iou.shape[1], m, *iou.shape[3:])
+      masks, iou = merge_chunks(jax.lax.map(run, split_chunks(prompts, prompt_chunk)))
     else:
       masks, iou = run(prompts)
     return masks, iou

@@ -22,25 +22,6 @@ import jax
 import jax.numpy as jnp
 
 
-def split_chunks(tree, chunk: int, axis: int = 1):
-  """Every array leaf [..., M, ...] (M on ``axis``) -> [M / chunk, ..., chunk, ...]."""
-  def split(x):
-    m = x.shape[axis]
-    if m % chunk:
-      raise ValueError(f"{m} prompts is not a multiple of the chunk size {chunk}")
-    x = x.reshape(*x.shape[:axis], m // chunk, chunk, *x.shape[axis + 1:])
-    return jnp.moveaxis(x, axis, 0)
-  return jax.tree_util.tree_map(split, tree)
-
-
-def merge_chunks(tree, axis: int = 1):
-  """Inverse of ``split_chunks``: [n, ..., chunk, ...] -> [..., n * chunk, ...]."""
-  def merge(x):
-    x = jnp.moveaxis(x, 0, axis)
-    return x.reshape(*x.shape[:axis], -1, *x.shape[axis + 2:])
-  return jax.tree_util.tree_map(merge, tree)
-
-
 def chunked_sum_eager_grad(term: Callable[[Any, Any], tuple[jax.Array, Any]],
                            diff, chunks) -> tuple[jax.Array, Any]:
   """(sum_i term(diff, chunks[i])[0], stacked aux) with a forward-pass gradient.

@@ -23,8 +23,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from samjax.model.prompt_chunks import merge_chunks, split_chunks
 from samjax.train import prompt_sampling
-from samjax.train.eager_grad import chunked_sum_eager_grad, merge_chunks, split_chunks
+from samjax.train.eager_grad import chunked_sum_eager_grad
 from samjax.train.losses import mask_iou, masked_mean, per_mask_losses
 
 
@@ -97,7 +98,6 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
     raise ValueError(f"ground truth at {gt.shape[-1]} px but the decoder predicts "
                      f"{model.config.mask_input_size} px masks; set gt_size to match")
   valid = batch["valid"]
-  b, k = valid.shape
   r_first, r_pt, r_box, r_sched, r_loop = jax.random.split(rng, 5)
 
   def decode_pass(pass_prompts, mask_in, per_mask, extra):
@@ -112,12 +112,8 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
     if cfg.eager_chunk_grads:
       return _eager_pass(model, params, embeddings, image_pe, pass_prompts, mask_in,
                          per_mask, extra, valid, cfg, prompt_chunk)
-    coords, labels, pvalid, boxes, box_valid = pass_prompts
-    logits, iou = model.decode(
-        params, embeddings, coords, labels, boxes, mask_in, point_valid=pvalid,
-        box_valid=box_valid, mask_valid=None if mask_in is None else jnp.ones((b, k), bool),
-        all_tokens=True, image_pe=image_pe, prompt_chunk=prompt_chunk,
-        remat_chunks=cfg.remat_prompt_chunks)
+    logits, iou = _decode(model, params, embeddings, image_pe, pass_prompts, mask_in,
+                          prompt_chunk=prompt_chunk, remat_chunks=cfg.remat_prompt_chunks)
     parts, out = per_mask(logits, iou, extra)
     return _pass_loss(parts, valid, cfg), parts, out
 
@@ -144,11 +140,8 @@ def _eager_pass(model, params, embeddings, image_pe, pass_prompts, mask_in, per_
 
   def term(diff, c):
     dec_params, emb, pe = diff
-    (coords, labels, pvalid, boxes, box_valid), m_in, ex, w = c
-    logits, iou = model.decode(
-        dec_params, emb, coords, labels, boxes, m_in, point_valid=pvalid,
-        box_valid=box_valid, mask_valid=None if m_in is None else jnp.ones(w.shape, bool),
-        all_tokens=True, image_pe=pe)
+    chunk_prompts, m_in, ex, w = c
+    logits, iou = _decode(model, dec_params, emb, pe, chunk_prompts, m_in)
     parts, out = per_mask(logits, iou, ex)
     return jnp.sum(w * (parts["mask"] + cfg.iou_weight * parts["iou_mse"])), (parts, out)
 
@@ -156,6 +149,19 @@ def _eager_pass(model, params, embeddings, image_pe, pass_prompts, mask_in, per_
   loss, aux = chunked_sum_eager_grad(term, (decoder_params, embeddings, image_pe), chunks)
   parts, out = merge_chunks(aux)
   return loss, parts, out
+
+
+def _decode(model, params, embeddings, image_pe, pass_prompts, mask_in, **chunking):
+  """``model.decode`` of one pass's (coords, labels, pvalid, boxes, box_valid)
+  [B, K, ...] and mask inputs [B, K, G, G] (or None), all four tokens:
+  (logits [B, K, 4, G, G], iou [B, K, 4]). ``chunking``: decode's
+  ``prompt_chunk`` / ``remat_chunks``."""
+  coords, labels, pvalid, boxes, box_valid = pass_prompts
+  return model.decode(
+      params, embeddings, coords, labels, boxes, mask_in, point_valid=pvalid,
+      box_valid=box_valid,
+      mask_valid=None if mask_in is None else jnp.ones(mask_in.shape[:2], bool),
+      all_tokens=True, image_pe=image_pe, **chunking)
 
 
 def _weights(cfg: InteractiveConfig) -> dict:

@@ -1,0 +1,32 @@
+"""Prompts in sequential chunks: [B, M, ...] <-> [M / chunk, B, chunk, ...].
+
+The decoder runs M prompts of an image per call; ``SamModel.decode`` (its
+``prompt_chunk``) and training's forward-pass gradients
+(``samjax.train.eager_grad``) both loop over chunks of them with the chunk
+axis leading.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def split_chunks(tree, chunk: int, axis: int = 1):
+  """Every array leaf [..., M, ...] (M on ``axis``) -> [M / chunk, ..., chunk, ...];
+  ``None`` leaves stay None."""
+  def split(x):
+    m = x.shape[axis]
+    if m % chunk:
+      raise ValueError(f"{m} prompts is not a multiple of prompt_chunk={chunk}")
+    x = x.reshape(*x.shape[:axis], m // chunk, chunk, *x.shape[axis + 1:])
+    return jnp.moveaxis(x, axis, 0)
+  return jax.tree_util.tree_map(split, tree)
+
+
+def merge_chunks(tree, axis: int = 1):
+  """Inverse of ``split_chunks``: [n, ..., chunk, ...] -> [..., n * chunk, ...]."""
+  def merge(x):
+    x = jnp.moveaxis(x, 0, axis)
+    return x.reshape(*x.shape[:axis], -1, *x.shape[axis + 2:])
+  return jax.tree_util.tree_map(merge, tree)
