@@ -203,6 +203,12 @@ def _microbatch_note(global_batch: int, microbatches: int) -> str:
           "images (gradient accumulation)")
 
 
+def _chunks(model: dict) -> str:
+  """How the decoder's masks are split into prompt chunks, in words."""
+  n = model.get("prompt_chunk")
+  return f"per chunk of {n} masks" if n else "all masks as one chunk"
+
+
 def format_report(r: PlanReport) -> str:
   m = r.model
   rows = [
@@ -215,10 +221,10 @@ def format_report(r: PlanReport) -> str:
       ("batch", f"{r.global_batch} images x {r.max_masks} masks, {r.decoder_passes} "
                 "decoder passes" + (" (follow-ups rematerialised)"
                                     if m.get("remat_passes") else "")
-                + (f" (decoder recomputed per chunk of {m.get('prompt_chunk') or 'all'} masks)"
+                + (f" (decoder recomputed {_chunks(m)})"
                    if m.get("remat_prompt_chunks") else "")
-                + (f" (decoder gradients taken per chunk of {m.get('prompt_chunk') or 'all'} "
-                   "masks in the forward pass)" if m.get("eager_chunk_grads") else "")
+                + (f" (decoder gradients taken in the forward pass, {_chunks(m)})"
+                   if m.get("eager_chunk_grads") else "")
                 + _microbatch_note(r.global_batch, m.get("microbatches", 1))),
       ("parameters", f"{r.num_params / 1e6:.1f}M, {_b(r.param_bytes_total)} total; "
                      f"{_b(r.param_bytes)} per chip"),
