@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,dev,tpu-plan]"
+	$(BIN)/python -m pip install --quiet -e ".[test,dev,tpu-plan,cloud]"
 	touch $(STAMP)
 
 # pytest exits 5 when it collects nothing: treat that as a failure, a suite

@@ -15,6 +15,11 @@ New files get the permissions a plain ``open(path, "w")`` would give (0666
 minus the umask), not ``tempfile.mkstemp``'s 0600, so outputs stay readable
 by whoever could read them before.
 
+On ``gs://`` and ``s3://`` (``storage``) there is no rename, but a single
+object write is atomic: the block writes into a local temp file, and only a
+block that finished uploads it as one object, so readers again see the old
+object or the whole new one. ``ensure_dir`` checks that the bucket exists.
+
 Temp names are ``<name>.tmp-<random>`` (``TEMP_MARKER``): a run killed mid-write
 leaves one behind, which a later run may delete by that marker.
 
@@ -35,8 +40,11 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
+
+from data_pipelines import storage
 
 TEMP_MARKER = ".tmp-"
 
@@ -89,6 +97,10 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb",
   path = os.fspath(path)
   if mode == "w" and encoding is None:
     encoding = "utf-8"
+  if storage.is_remote(path):
+    with _remote_writer(path, mode, encoding) as f:
+      yield f
+    return
   fd, tmp = _create_temp(path)
   try:
     try:
@@ -108,6 +120,18 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb",
   fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
+@contextlib.contextmanager
+def _remote_writer(path: str, mode: str, encoding: str | None) -> Iterator[IO[Any]]:
+  """Object-store half of ``atomic_writer``: a local spool, uploaded as one
+  object only when the block finished."""
+  with tempfile.NamedTemporaryFile(prefix="samjax-upload-") as spool:
+    with open(spool.name, mode, encoding=encoding) as f:
+      yield f
+    fs = storage.filesystem(path)
+    target = path.split("://", 1)[1]
+    storage.retrying(lambda: fs.put_file(spool.name, target), f"upload {path}")
+
+
 def ensure_dir(path: str | os.PathLike) -> None:
   """Creates folder ``path`` (and its parents) and checks that files can be
   created in it.
@@ -118,6 +142,13 @@ def ensure_dir(path: str | os.PathLike) -> None:
       error's ``filename`` is ``path`` and its ``strerror`` says why in words.
   """
   path = os.fspath(path)
+  if storage.is_remote(path):
+    bucket = path.split("://", 1)[1].split("/", 1)[0]
+    root = f"{storage.scheme(path)}://{bucket}"
+    if not storage.retrying(lambda: storage.filesystem(path).exists(bucket),
+                            f"look up bucket {root}"):
+      raise FileNotFoundError(errno.ENOENT, "no such bucket (or no access to it)", root)
+    return
   try:
     os.makedirs(path, exist_ok=True)
   except FileExistsError as e:  # makedirs' answer when a file sits at ``path``
@@ -145,7 +176,7 @@ def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> N
 def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
   """Atomically replaces ``dst`` with a copy of ``src``'s bytes (not its
   metadata): a copy cut short by a crash never appears under ``dst``."""
-  with open(src, "rb") as fin, atomic_writer(dst, "wb") as fout:
+  with storage.open_read(src, "rb") as fin, atomic_writer(dst, "wb") as fout:
     shutil.copyfileobj(fin, fout, 1 << 20)
 
 

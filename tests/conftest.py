@@ -101,3 +101,47 @@ def vit_b_pair():
 def rng():
   return np.random.default_rng(1234)
 
+
+
+def _serve(server_cm):
+  """Starts a storage server for the session and points this process (and
+  the CLI subprocesses it starts) at it."""
+  with server_cm as server:
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    try:
+      yield server
+    finally:
+      for k, v in saved.items():
+        if v is None:
+          os.environ.pop(k, None)
+        else:
+          os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+  """A real fake-gcs-server on 127.0.0.1 (``tests/storage_servers.py``)."""
+  from tests import storage_servers
+  yield from _serve(storage_servers.gcs_server(str(tmp_path_factory.mktemp("gcs-root"))))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+  """A real moto S3 server on 127.0.0.1 (``tests/storage_servers.py``)."""
+  from tests import storage_servers
+  yield from _serve(storage_servers.s3_server())
+
+
+@pytest.fixture
+def gs_bucket(gcs_server, request):
+  """A fresh gs:// bucket for one test."""
+  import uuid
+  return gcs_server.bucket(f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+  """A fresh s3:// bucket for one test."""
+  import uuid
+  return s3_server.bucket(f"t-{uuid.uuid4().hex[:12]}")
