@@ -379,3 +379,27 @@ def move_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     return
   copy_tree(src, dst)
   rmtree(src)
+
+
+# --- orbax checkpoints -------------------------------------------------------------------
+
+ORBAX_S3_ISSUE = "https://github.com/google/orbax/issues/359"
+
+
+def check_checkpoint_location(path: str | os.PathLike) -> str:
+  """``path`` resolved for orbax (workdir checkpoints, model-dir params).
+
+  orbax-checkpoint 0.12 writes arrays to local disk and to gs:// (through
+  tensorstore, with commit files instead of renames); it hands ``s3://`` to
+  tensorstore's local ``file`` driver, so an S3 checkpoint would end up in a
+  local folder named ``s3:``. That is refused here in one line.
+  """
+  path = os.fspath(path)
+  if scheme(path) == "s3":
+    raise UnsupportedStoreError(
+        f"{path}: orbax-checkpoint cannot write or read checkpoints on s3:// yet "
+        f"({ORBAX_S3_ISSUE}); keep checkpoints (the workdir, model dirs) on gs:// or a "
+        "local/mounted disk. Data, .pth/safetensors/HF exports, amg and eval outputs "
+        "work on s3://")
+  configure_clients()
+  return resolve(path)

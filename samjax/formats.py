@@ -29,6 +29,8 @@ Official checkpoint::
   FILE.pth.json           optional sidecar written by export: constructor arguments
                           and the SamConfig (sizes the shapes cannot tell)
 
+Every path may be local, ``gs://`` or ``s3://`` (``data_pipelines.storage``).
+
 This module only knows paths and metadata; the tensors are read by
 ``samjax.interop`` (model dirs, ``.pth``) and ``samjax.train.checkpointing``
 (workdirs).
@@ -38,9 +40,8 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 from samjax.model.configs import SamConfig
 
 # Model directory.
@@ -65,13 +66,13 @@ WORKDIR, MODEL_DIR, TORCH_FILE = "workdir", "model_dir", "pth"
 
 
 def is_model_dir(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, MODEL_JSON))
+  return storage.isfile(storage.join(path, MODEL_JSON))
 
 
 def is_workdir(path: str) -> bool:
   """A ``samjax train`` workdir that holds a model (config + checkpoints/)."""
-  return (os.path.isfile(os.path.join(path, WORKDIR_MODEL_CONFIG))
-          and os.path.isdir(os.path.join(path, CHECKPOINTS)))
+  return (storage.isfile(storage.join(path, WORKDIR_MODEL_CONFIG))
+          and storage.isdir(storage.join(path, CHECKPOINTS)))
 
 
 def checkpoint_kind(path: str) -> str:
@@ -79,7 +80,7 @@ def checkpoint_kind(path: str) -> str:
 
   Raises FileNotFoundError naming what is missing.
   """
-  if os.path.isdir(path):
+  if storage.isdir(path):
     if is_workdir(path):
       return WORKDIR
     if is_model_dir(path):
@@ -87,13 +88,13 @@ def checkpoint_kind(path: str) -> str:
     raise FileNotFoundError(
         f"{path} is a directory but neither a samjax model directory (no {MODEL_JSON}) "
         f"nor a training workdir (no {WORKDIR_MODEL_CONFIG} + {CHECKPOINTS}/)")
-  if os.path.isfile(path):
+  if storage.isfile(path):
     return TORCH_FILE
   raise FileNotFoundError(f"no such checkpoint: {path}")
 
 
 def checkpoints_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+  return storage.join(storage.resolve(workdir), CHECKPOINTS)
 
 
 def model_metadata(config: SamConfig, source: str | None = None) -> dict:
@@ -124,14 +125,13 @@ def parse_model_metadata(meta, where: str) -> SamConfig:
 
 def read_model_config(path: str) -> SamConfig:
   """SamConfig of a model dir or a training workdir."""
-  meta_path = os.path.join(path, WORKDIR_MODEL_CONFIG if is_workdir(path) else MODEL_JSON)
-  if not os.path.isfile(meta_path):
+  meta_path = storage.join(path, WORKDIR_MODEL_CONFIG if is_workdir(path) else MODEL_JSON)
+  if not storage.isfile(meta_path):
     raise FileNotFoundError(f"{path} is not a samjax model directory or workdir "
                             f"(no {MODEL_JSON}); convert a .pth with "
                             "`samjax convert --from-torch`")
   try:
-    with open(meta_path) as f:
-      meta = json.load(f)
+    meta = json.loads(storage.read_text(meta_path))
   except json.JSONDecodeError as e:
     raise ValueError(f"{meta_path} is not valid JSON ({e}); the file is damaged") from e
   return parse_model_metadata(meta, meta_path)
