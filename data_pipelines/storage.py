@@ -357,16 +357,24 @@ def rmtree(path: str | os.PathLike) -> None:
     retrying(lambda rel=rel: fs.rm_file(_strip(join(path, rel))), f"delete {path}/{rel}")
 
 
+def copy_object(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+  """Copies one file (local) or object (remote: server-side, nothing downloaded)."""
+  src, dst = os.fspath(src), os.fspath(dst)
+  if not is_remote(src):
+    shutil.copyfile(src, dst)
+    return
+  fs = filesystem(src)
+  retrying(lambda: fs.copy(_strip(src), _strip(dst)), f"copy {src} to {dst}")
+
+
 def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
   """Copies every file below ``src`` to the same place below ``dst`` (same store)."""
   src, dst = os.fspath(src), os.fspath(dst)
   if not is_remote(src):
     shutil.copytree(src, dst)
     return
-  fs = filesystem(src)
   for rel in walk_files(src):
-    a, b = _strip(join(src, rel)), _strip(join(dst, rel))
-    retrying(lambda a=a, b=b: fs.copy(a, b), f"copy {src}/{rel}")
+    copy_object(join(src, rel), join(dst, rel))
 
 
 def move_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:

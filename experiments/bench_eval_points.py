@@ -122,11 +122,8 @@ def main(argv=None):
 
 def _prompts(out: str) -> int:
   """Clicks made in the run logged beside ``out`` (one prompt each)."""
-  import json
-
-  from samjax.evaluation.per_image_log import log_path_for
-  with open(log_path_for(out)) as f:
-    records = [json.loads(line) for line in f][1:]
+  from samjax.evaluation.per_image_log import log_path_for, read_records
+  records = read_records(log_path_for(out))
   return sum(len(m["clicks"]) for r in records for m in r["masks"])
 
 

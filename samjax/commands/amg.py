@@ -7,12 +7,11 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import re
 import sys
 import zlib
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 from samjax.commands import amg_official
 from samjax.commands.generator_flags import add_generator_flags, generator_kwargs
 
@@ -48,8 +47,12 @@ its EXIF orientation rotates it, since masks are in the upright frame.
 this run). Images are read like `samjax segment` reads them (EXIF
 orientation, 16-bit and alpha handling: see samjax/inference/image_io.py).
 
-Resumable: every file is written atomically and the JSON last, so a kill at
-any moment leaves each output whole or absent; rerun the same command. An
+--images and --out may be local, gs:// or s3:// (a bucket prefix of images,
+a prefix to write under).
+
+Resumable: every file is written atomically (on a bucket: uploaded as one
+object once complete) and the JSON last, so a kill at any moment leaves each
+output whole or absent; rerun the same command. An
 image counts as done when its JSON parses with the schema above (and, with
 --copy-images, its copy is complete); anything else is redone, and temp
 files of an interrupted run are removed. Unreadable images (not an image,
@@ -130,10 +133,10 @@ def list_images(inputs: list[str]) -> list[str]:
   """Image files of ``inputs`` (files as given, directories sorted, not recursive)."""
   out = []
   for path in inputs:
-    if os.path.isdir(path):
-      out.extend(os.path.join(path, n) for n in sorted(os.listdir(path))
+    if storage.isdir(path):
+      out.extend(storage.join(path, n) for n in storage.listdir(path)
                  if n.lower().endswith(IMAGE_EXTS))
-    elif os.path.isfile(path):
+    elif storage.isfile(path):
       out.append(path)
     else:
       raise FileNotFoundError(f"--images: no such file or directory: {path}")
@@ -142,7 +145,7 @@ def list_images(inputs: list[str]) -> list[str]:
 
 def image_id(file_name: str) -> int:
   """N for ``sa_N.*`` (SA-1B names), else a stable CRC32 of the file name."""
-  m = re.fullmatch(r"sa_(\d+)", os.path.splitext(file_name)[0])
+  m = re.fullmatch(r"sa_(\d+)", storage.splitext(file_name)[0])
   return int(m.group(1)) if m else zlib.crc32(file_name.encode("utf-8"))
 
 
@@ -167,13 +170,12 @@ def record_problem(path: str, file_name: str) -> tuple[dict | None, str | None]:
   copy tool) fails this and its image is redone.
   """
   try:
-    with open(path, "rb") as f:
-      doc = json.load(f)
+    doc = json.loads(storage.read_bytes(path))
   except FileNotFoundError:
     return None, None
   except (OSError, ValueError) as e:  # ValueError: JSON and UTF-8 decoding
-    return None, f"{os.path.basename(path)} is unreadable ({type(e).__name__}: {e})"
-  name = os.path.basename(path)
+    return None, f"{storage.basename(path)} is unreadable ({type(e).__name__}: {e})"
+  name = storage.basename(path)
   image = doc.get("image") if isinstance(doc, dict) else None
   if not isinstance(image, dict) or not all(k in image for k in IMAGE_KEYS):
     return None, f"{name} has no complete 'image' record"
@@ -194,16 +196,18 @@ def copy_problem(dst: str, src: str, width: int, height: int) -> str | None:
   re-encoded copy, see ``write_copy``).
   """
   from PIL import Image
-  name = os.path.basename(dst)
+
+  from samjax.inference.image_io import image_source
+  name = storage.basename(dst)
   try:
-    size = os.path.getsize(dst)
-    with Image.open(dst) as im:
+    size = storage.getsize(dst)
+    with Image.open(image_source(dst)) as im:
       if im.format != "JPEG" or im.size != (width, height):
         return (f"{name} is a {im.format} of {im.size[0]}x{im.size[1]}, the JSON "
                 f"says a JPEG of {width}x{height}")
       if im.getexif().get(0x0112) not in (None, 1):
         return f"{name} is stored rotated (EXIF orientation)"
-      if size == os.path.getsize(src):
+      if size == storage.getsize(src):
         return None
       im.load()  # a truncated file fails here
   except FileNotFoundError:
@@ -252,14 +256,17 @@ def _remove_temp_files(out: str, stems) -> int:
   """Deletes temp files a killed run left for this run's outputs; their count.
 
   Only ``<stem>.{json,jpg,png}.tmp-*`` of the stems being processed, so no
-  other file in ``--out`` is touched.
+  other file in ``--out`` is touched. A bucket has none: its writes spool
+  locally and upload whole objects.
   """
+  if storage.is_remote(out):
+    return 0
   n = 0
-  for entry in os.listdir(out):
+  for entry in storage.listdir(out):
     m = _TEMP_FILE.fullmatch(entry)
     if m and m.group(1) in stems:
       with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(out, entry))
+        storage.remove(storage.join(out, entry), missing_ok=False)
         n += 1
   return n
 
@@ -273,8 +280,8 @@ def _plan(paths, out: str, copy_images: bool, official_rle: bool | None = None):
   tasks, failed, seen = [], [], {}
   done = 0
   for p in paths:
-    name = os.path.basename(p)
-    stem = os.path.splitext(name)[0]
+    name = storage.basename(p)
+    stem = storage.splitext(name)[0]
     if stem in seen:
       failed.append((p, f"same name as {seen[stem]} (outputs would collide)"))
       continue
@@ -286,13 +293,13 @@ def _plan(paths, out: str, copy_images: bool, official_rle: bool | None = None):
       else:
         tasks.append(_Task(p, stem, True, why))
       continue
-    doc, why = record_problem(os.path.join(out, stem + ".json"), name)
+    doc, why = record_problem(storage.join(out, stem + ".json"), name)
     if doc is None:
       tasks.append(_Task(p, stem, True, why))
       continue
     if copy_images and name.lower().endswith(COPY_EXTS):
       image = doc["image"]
-      why = copy_problem(os.path.join(out, stem + ".jpg"), p, image["width"],
+      why = copy_problem(storage.join(out, stem + ".jpg"), p, image["width"],
                          image["height"])
       if why is not None:
         tasks.append(_Task(p, stem, False, why))
@@ -340,7 +347,7 @@ def run(args) -> int:
   bar = tqdm(tasks, unit="img", disable=args.no_progress or not tasks, file=sys.stderr)
   for task in bar:
     path, stem = task.path, task.stem
-    name = os.path.basename(path)
+    name = storage.basename(path)
     bar.set_postfix_str(name)
     if task.why:
       tqdm.write(f"samjax amg: redoing {name}: {task.why}", file=sys.stderr)
@@ -355,7 +362,7 @@ def run(args) -> int:
       # last; every write is atomic, so a kill at any moment leaves each file
       # whole or absent, and an image without its JSON is redone.
       if args.copy_images and name.lower().endswith(COPY_EXTS):
-        write_copy(path, os.path.join(args.out, stem + ".jpg"), decoded)
+        write_copy(path, storage.join(args.out, stem + ".jpg"), decoded)
       if not task.masks:
         recopied += 1
         continue
@@ -364,8 +371,8 @@ def run(args) -> int:
         amg_official.write(records, args.out, stem, args.convert_to_rle)
       else:
         if args.overlays:
-          write_overlay(decoded.rgb, records, os.path.join(args.out, stem + ".png"))
-        atomic_io.write_json(os.path.join(args.out, stem + ".json"),
+          write_overlay(decoded.rgb, records, storage.join(args.out, stem + ".png"))
+        atomic_io.write_json(storage.join(args.out, stem + ".json"),
                              sa1b_record(records, name, *decoded.rgb.shape[:2]))
     except OSError as e:
       raise OSError(e.errno, f"cannot write the outputs of {name} in {args.out}: "

@@ -8,18 +8,18 @@ by newlines without a final one), or with ``--convert-to-rle`` a file
 segmentations), written like the official ``json.dump(masks, f)``.
 
 Unlike the official script these are written atomically and the completion
-marker last (``metadata.csv``, or the JSON), so a killed run resumes.
+marker last (``metadata.csv``, or the JSON), so a killed run resumes. ``out``
+may be local, ``gs://`` or ``s3://`` (``data_pipelines.storage``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 
 CSV_HEADER = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,"
               "predicted_iou,stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h")
@@ -30,7 +30,7 @@ _MASK_PNG = re.compile(r"(\d+)\.png(?:" + re.escape(atomic_io.TEMP_MARKER) + r"[
 
 def output_path(out: str, stem: str, rle: bool) -> str:
   """What one image produces: the folder ``<stem>`` or the file ``<stem>.json``."""
-  return os.path.join(out, stem + ".json" if rle else stem)
+  return storage.join(out, stem + ".json" if rle else stem)
 
 
 def metadata_csv(records: list[dict]) -> str:
@@ -76,13 +76,22 @@ def write(records: list[dict], out: str, stem: str, rle: bool) -> None:
   atomic_io.ensure_dir(path)
   # A redo may make fewer masks than the earlier, interrupted run: its
   # extra N.png (and temp files) would otherwise be mistaken for masks.
-  for name in os.listdir(path):
+  for name in _names(path):
     m = _MASK_PNG.fullmatch(name)
     if m and (int(m.group(1)) >= len(records) or atomic_io.TEMP_MARKER in name):
-      os.remove(os.path.join(path, name))
+      storage.remove(storage.join(path, name))
   for i, r in enumerate(records):
-    atomic_io.write_bytes(os.path.join(path, f"{i}.png"), encode_png(r["segmentation"]))
-  atomic_io.write_text(os.path.join(path, "metadata.csv"), metadata_csv(records))
+    atomic_io.write_bytes(storage.join(path, f"{i}.png"), encode_png(r["segmentation"]))
+  atomic_io.write_text(storage.join(path, "metadata.csv"), metadata_csv(records))
+
+
+def _names(folder: str) -> set[str]:
+  """Names in ``folder``; empty when there is none (on a bucket: no object
+  under the prefix yet)."""
+  try:
+    return set(storage.listdir(folder))
+  except FileNotFoundError:
+    return set()
 
 
 def problem(out: str, stem: str, rle: bool) -> tuple[bool, str | None]:
@@ -93,25 +102,23 @@ def problem(out: str, stem: str, rle: bool) -> tuple[bool, str | None]:
   is None when nothing was there at all.
   """
   path = output_path(out, stem, rle)
-  name = os.path.basename(path)
+  name = storage.basename(path)
   try:
     if rle:
-      with open(path, "rb") as f:
-        doc = json.load(f)
+      doc = json.loads(storage.read_bytes(path))
       if not isinstance(doc, list) or not all(
           isinstance(r, dict) and all(k in r for k in RECORD_KEYS) for r in doc):
         return False, f"{name} is not a list of complete mask records"
       return True, None
-    with open(os.path.join(path, "metadata.csv"), encoding="utf-8") as f:
-      lines = f.read().split("\n")
+    lines = storage.read_text(storage.join(path, "metadata.csv")).split("\n")
   except FileNotFoundError:
     return False, None
   except (OSError, ValueError) as e:  # ValueError: JSON and UTF-8 decoding
     return False, f"{name} is unreadable ({type(e).__name__}: {e})"
   if lines[0] != CSV_HEADER:
     return False, f"{name}/metadata.csv has not the official header"
-  missing = [i for i in range(len(lines) - 1)
-             if not os.path.isfile(os.path.join(path, f"{i}.png"))]
+  present = _names(path)  # one listing, not a request per mask
+  missing = [i for i in range(len(lines) - 1) if f"{i}.png" not in present]
   if missing:
     return False, f"{name}/{missing[0]}.png is missing"
   return True, None

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
+from data_pipelines import storage
 from samjax.model.configs import VARIANTS
 
 HELP = """\
@@ -32,6 +32,11 @@ transformers SamModel folders and samjax.
 
 --to-torch and --to-hf take a samjax model directory, a training workdir
 (its newest checkpoint) or an official .pth.
+
+Every path may be local, gs:// or s3://. Model directories (orbax
+checkpoints) are local or gs:// only: orbax cannot write checkpoints to
+s3:// yet, so --from-torch / --from-hf --out s3://... is refused up front.
+.pth, safetensors and Hugging Face exports work on all three.
 """
 
 
@@ -79,9 +84,20 @@ def run(args) -> int:
   return _to_torch(args)
 
 
+def _check_model_dir_out(args) -> None:
+  """A model-directory ``--out`` that cannot be written fails before the
+  weights are read (an s3:// path, a folder samjax did not write)."""
+  from samjax import formats
+  from samjax.interop import staged_folder
+  from samjax.interop.model_dir import KIND
+  out = storage.check_checkpoint_location(args.out)
+  staged_folder.check_target(out, formats.MODEL_JSON, args.overwrite, KIND)
+
+
 def _from_torch(args) -> int:
   from samjax import interop
   t0 = time.time()
+  _check_model_dir_out(args)
   config, params = interop.import_official(args.from_torch, args.variant)
   interop.save_model_dir(args.out, params, config, source=args.from_torch,
                          overwrite=args.overwrite)
@@ -95,11 +111,12 @@ def _from_hf(args) -> int:
   from samjax.interop import hf_io
   from samjax.model.configs import get_config
   t0 = time.time()
+  _check_model_dir_out(args)
   config, params = hf_io.load_hf_dir(args.from_hf)
   if args.variant and not get_config(args.variant).same_architecture(config):
     raise ValueError(f"--variant {args.variant} was given but {args.from_hf} holds "
                      f"{config.describe()}")
-  interop.save_model_dir(args.out, params, config, source=os.path.abspath(args.from_hf),
+  interop.save_model_dir(args.out, params, config, source=storage.resolve(args.from_hf),
                          overwrite=args.overwrite)
   print(f"imported Hugging Face {args.from_hf} ({config.describe()}) -> "
         f"{args.out} in {time.time() - t0:.1f}s")
@@ -111,18 +128,10 @@ def _to_hf(args) -> int:
   from samjax.loading import load_config_and_params
   t0 = time.time()
   hf_io.require_safetensors()  # fail before loading the model when it is missing
-  out = os.path.abspath(args.out)
-  if os.path.isfile(out):
-    raise FileExistsError(f"--out {args.out} is a file; --to-hf writes a folder")
-  if os.path.isdir(out) and os.listdir(out):
-    if not args.overwrite:
-      raise FileExistsError(f"{out} exists and is not empty (pass --overwrite to "
-                            "replace it)")
-    if not hf_io.is_hf_export(out):
-      raise FileExistsError(f"{out} is not a Hugging Face export samjax wrote (no "
-                            f"{hf_io.HF_MARKER}); --overwrite only replaces those")
+  out = storage.resolve(args.out)
+  hf_io.check_target(out, args.overwrite)
   config, params = load_config_and_params(args.to_hf)
-  tensors = hf_io.save_hf_dir(out, params, config, source=os.path.abspath(args.to_hf),
+  tensors = hf_io.save_hf_dir(out, params, config, source=storage.resolve(args.to_hf),
                               overwrite=args.overwrite)
   print(f"exported {args.to_hf} ({config.describe()}) -> Hugging Face SamModel folder "
         f"{args.out} ({len(tensors)} tensors) in {time.time() - t0:.1f}s")
@@ -135,9 +144,9 @@ def _to_torch(args) -> int:
   from samjax.loading import load_config_and_params
   t0 = time.time()
   fmt = args.format or "pth"
-  if os.path.isdir(args.out):
+  if storage.isdir(args.out):
     raise FileExistsError(f"--out {args.out} is a directory; give a .{fmt} file path")
-  if os.path.exists(args.out) and not args.overwrite:
+  if storage.exists(args.out) and not args.overwrite:
     raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
   if fmt == "safetensors":
     hf_io.require_safetensors()  # fail before loading the model when it is missing

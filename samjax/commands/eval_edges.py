@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from data_pipelines import storage
+
 PROTOCOL = "edges"
 
 HELP = """\
@@ -29,7 +31,7 @@ boundary, one file per annotator).
 --out gets ods, ois, ap, r50 (and the precision / recall / threshold behind
 ODS and OIS), the settings, the model and the code version, written
 atomically in the other protocols' results layout. Per-image counts go to
-<out>.images.jsonl as each image finishes: rerun the same command after a
+<out>.images/ (one file per image) as each image finishes: rerun the same command after a
 kill to continue (a log made with other settings is refused). Scoring
 (thinning and matching at 99 thresholds, CPU bound) runs in --workers
 processes beside the model.
@@ -66,16 +68,17 @@ def add_parser(eval_subparsers):
 def list_image_ids(images_dir: str) -> dict[str, str]:
   """{id: path} of the image files in ``images_dir`` (id = file stem)."""
   from samjax.commands.amg import IMAGE_EXTS
-  if not os.path.isdir(images_dir):
+  if not storage.isdir(images_dir):
     raise FileNotFoundError(f"--images {images_dir}: no such folder")
   out: dict[str, str] = {}
-  for name in sorted(os.listdir(images_dir)):
-    stem, ext = os.path.splitext(name)
-    if ext.lower() in IMAGE_EXTS and os.path.isfile(os.path.join(images_dir, name)):
+  for name in storage.listdir(images_dir):
+    stem, ext = storage.splitext(name)
+    path = storage.join(images_dir, name)
+    if ext.lower() in IMAGE_EXTS and storage.isfile(path):
       if stem in out:
         raise ValueError(f"--images {images_dir}: two images with the id {stem!r} "
-                         f"({os.path.basename(out[stem])}, {name})")
-      out[stem] = os.path.join(images_dir, name)
+                         f"({storage.basename(out[stem])}, {name})")
+      out[stem] = path
   if not out:
     raise ValueError(f"--images {images_dir}: no image files ({', '.join(IMAGE_EXTS)})")
   return out
@@ -117,7 +120,7 @@ def run(args) -> int:
   sam, model = load_evaluated_model(args.checkpoint, args.variant)
   protocol = EdgeSettings(points_per_side=args.points_per_side)
   settings = {
-      "images": os.path.abspath(args.images), "gt": os.path.abspath(args.gt),
+      "images": storage.resolve(args.images), "gt": storage.resolve(args.gt),
       "points_per_side": protocol.points_per_side,
       "box_nms_thresh": protocol.box_nms_thresh, "thresholds": args.thresholds,
       "max_dist": args.max_dist, "thin": True,

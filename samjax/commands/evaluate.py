@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
+from data_pipelines import storage
 from samjax.commands.generator_flags import add_generator_flags, generator_kwargs
 
 HELP = """\
@@ -34,7 +34,10 @@ proposals: ar1000 (+ by size and LVIS frequency); edges: ods, ois, ap, r50
 (docs/evaluation_edges.md). The paper-style table row
 is printed at the end.
 
-Resumable: every finished image is appended to <out>.images.jsonl; rerun
+Every path may be local, gs:// or s3://.
+
+Resumable: every finished image is stored as its own file in <out>.images/
+(a folder, or a prefix on a bucket, which cannot append to a file); rerun
 the same command after a kill and finished images are skipped (the numbers
 are those of an uninterrupted run). A rerun with other settings (model,
 data, protocol flags) into the same --out is refused. --limit N evaluates
@@ -136,7 +139,7 @@ def run_points(args) -> int:
 def run_boxes(args) -> int:
   from samjax import SamPredictor
   from samjax.evaluation import boxes
-  if args.detections and not os.path.isfile(args.detections):
+  if args.detections and not storage.isfile(args.detections):
     raise FileNotFoundError(f"--detections: no such file: {args.detections}")
   dataset, sam, model = _prepare(args)
   doc = boxes.run(SamPredictor(sam), dataset, args.out, model=model,

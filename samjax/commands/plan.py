@@ -4,7 +4,6 @@ CPU and report per-chip memory, FLOPs, step time and MFU."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -99,7 +98,8 @@ def register(subparsers):
                       "image per chip per microbatch, 1 = off; default: the config's)")
   p.add_argument("--no-compile", action="store_true",
                  help="stop after tracing: state bytes and FLOPs only (seconds, not minutes)")
-  p.add_argument("--json", metavar="OUT", help="also write the report(s) as JSON")
+  p.add_argument("--json", metavar="OUT",
+                 help="also write the report(s) as JSON (a local, gs:// or s3:// path)")
   # No compilation cache: compile time is one of the things plan measures.
   p.set_defaults(func=run, accepts_overrides=True, compile_cache=False)
 
@@ -139,6 +139,8 @@ def run(args) -> int:
     if chips.chip_kind(args.gpu_kind).platform != "gpu":
       raise ValueError(f"--gpu-kind {args.gpu_kind!r} is not a GPU kind")
   config = load_config(args.config, getattr(args, "overrides", ()))
+  if args.json:
+    check_json_out(args.json)  # before minutes of compiling, not after
   _prepare_jax(args)
 
   common = dict(topology=args.topology, gpu=args.gpu, gpu_kind=args.gpu_kind,
@@ -153,12 +155,31 @@ def run(args) -> int:
     results = _sweep(args, config, common)
   print(f"\n(total {time.perf_counter() - t0:.0f}s)")
   if args.json:
-    out = [r.to_dict() if isinstance(r, report.PlanReport) else
-           {"variant": r[0], "error": r[1]} for r in results]
-    with open(args.json, "w") as f:
-      json.dump(out[0] if len(out) == 1 and not args.sweep else out, f, indent=2)
+    write_json_report(args.json, results, args.sweep)
     print(f"wrote {args.json}")
   return 0
+
+
+def check_json_out(path: str) -> None:
+  """``--json`` must name a file whose folder (or bucket) can take it."""
+  from data_pipelines import atomic_io, storage
+  if storage.isdir(path):
+    raise ValueError(f"--json {path}: is a folder; give a file name inside it")
+  try:
+    atomic_io.ensure_dir(storage.dirname(storage.resolve(path)))
+  except OSError as e:
+    raise ValueError(f"--json {path}: {e.strerror or e}") from e
+
+
+def write_json_report(path: str, results: list, sweep: bool) -> None:
+  """The report(s) as JSON, written atomically (one object on a bucket): one
+  report's dict, or for a sweep a list with ``{"variant", "error"}`` for
+  variants that could not be planned."""
+  from data_pipelines import atomic_io
+  from samjax.planning import report
+  out = [r.to_dict() if isinstance(r, report.PlanReport) else
+         {"variant": r[0], "error": r[1]} for r in results]
+  atomic_io.write_json(path, out[0] if len(out) == 1 and not sweep else out, indent=2)
 
 
 def _sweep(args, config, common) -> list:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 
 HELP = """\
 Segment one image with point and/or box prompts.
@@ -26,7 +25,8 @@ The image is read like `samjax amg` reads images (EXIF orientation applied,
 16-bit scaled, alpha composited over white). Output paths are checked before
 the model runs; both files are written atomically (a kill leaves each one
 whole or absent, never truncated). Exit status 1 with a one-line error when
-anything fails; 0 only when every requested file was written.
+anything fails; 0 only when every requested file was written. Every path
+(--checkpoint, --image, --out, --json) may be local, gs:// or s3://.
 """
 
 
@@ -75,19 +75,20 @@ def check_output_file(path: str, flag: str, image: bool = False) -> str | None:
   it is a folder, has no image extension PIL writes (``image``), or its
   folder cannot be created or written. Returns the PIL format if ``image``.
 
-  Creates the folder (as the old ``os.makedirs`` did), nothing else.
+  Creates the folder (nothing to create on a bucket: there it checks the
+  bucket exists), nothing else.
   """
   from PIL import Image
-  if os.path.isdir(path):
+  if storage.isdir(path):
     raise ValueError(f"{flag} {path}: is a folder; give a file name inside it")
   fmt = None
   if image:
-    ext = os.path.splitext(path)[1].lower()
+    ext = storage.splitext(path)[1].lower()
     fmt = Image.registered_extensions().get(ext)
     if fmt is None or fmt not in Image.SAVE:
       raise ValueError(f"{flag} {path}: cannot tell an image format from the extension "
                        f"{ext or '(none)'!r}; use e.g. .png")
-  folder = os.path.dirname(os.path.abspath(path))
+  folder = storage.dirname(storage.resolve(path))
   try:
     atomic_io.ensure_dir(folder)
   except OSError as e:
@@ -108,7 +109,7 @@ def run(args) -> int:
   out_format = check_output_file(args.out, "--out", image=True)
   if args.json:
     check_output_file(args.json, "--json")
-    if os.path.abspath(args.json) == os.path.abspath(args.out):
+    if storage.resolve(args.json) == storage.resolve(args.out):
       raise ValueError(f"--json {args.json}: the same file as --out")
   image = read_image(args.image)
   coords = labels = None
@@ -138,7 +139,7 @@ def run(args) -> int:
     side_by_side(panels).save(f, format=out_format)
   if args.json:
     record = {
-        "image": {"file_name": os.path.basename(args.image), "height": image.shape[0],
+        "image": {"file_name": storage.basename(args.image), "height": image.shape[0],
                   "width": image.shape[1]},
         "checkpoint": args.checkpoint,
         "prompts": {"point_coords": None if coords is None else coords.tolist(),

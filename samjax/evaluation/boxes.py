@@ -19,12 +19,11 @@ the written masks file (docs/evaluation.md).
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 from samjax.evaluation.coco_metrics import segm_ap
 from samjax.evaluation.prompting import predict_prompts
 from samjax.evaluation.runner import run_protocol
@@ -40,11 +39,10 @@ def load_detections(path: str, dataset) -> dict[object, list[dict]]:
     FileNotFoundError: no such file.
     ValueError: not a list of detections, or none on the dataset's images.
   """
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise FileNotFoundError(f"--detections: no such file: {path}")
   try:
-    with open(path) as f:
-      dets = json.load(f)
+    dets = json.loads(storage.read_bytes(path))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"--detections {path} is not valid JSON ({e})") from e
   if not isinstance(dets, list):
@@ -106,10 +104,10 @@ def run(predictor, dataset, out: str, *, model: dict, detections: str | None = N
   ``<out>.segm.json``) and ``out``, returns the results document."""
   dets = load_detections(detections, dataset) if detections else None
   image_ids = dataset.image_ids(limit)
-  masks_out = masks_out or os.path.splitext(out)[0] + ".segm.json"
-  settings = {"annotations": os.path.abspath(dataset.source),
-              "images": os.path.abspath(dataset.images_dir),
-              "detections": os.path.abspath(detections) if detections else None}
+  masks_out = masks_out or storage.splitext(out)[0] + ".segm.json"
+  settings = {"annotations": storage.resolve(dataset.source),
+              "images": storage.resolve(dataset.images_dir),
+              "detections": storage.resolve(detections) if detections else None}
 
   def evaluate(image_id):
     prompts = dets.get(image_id, []) if dets is not None else gt_boxes(dataset, image_id)
@@ -119,7 +117,7 @@ def run(predictor, dataset, out: str, *, model: dict, detections: str | None = N
   def summarize(records):
     masks = results_list(records)
     atomic_io.write_json(masks_out, masks)
-    return {**segm_ap(dataset.coco, masks, image_ids), "masks_file": os.path.abspath(masks_out)}
+    return {**segm_ap(dataset.coco, masks, image_ids), "masks_file": storage.resolve(masks_out)}
 
   return run_protocol(protocol=PROTOCOL, out=out, settings=settings, model=model,
                       image_ids=image_ids, evaluate_image=evaluate, summarize=summarize,

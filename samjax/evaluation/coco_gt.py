@@ -17,6 +17,9 @@ Image files are looked up under ``images_dir`` by the image's ``file_name``
 the URL's base name, so LVIS works with ``--images`` at the COCO root or at
 one split's folder.
 
+Annotations and images may be local, ``gs://`` or ``s3://``
+(``data_pipelines.storage``).
+
 Masks are in the annotations' pixel frame: an image whose EXIF orientation
 would change its size is read as stored when that matches the annotated
 size (COCO's annotations were made on stored pixels).
@@ -27,10 +30,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 
 import numpy as np
 
+from data_pipelines import storage
 from data_pipelines.coco import check_coco, find_image, image_names, read_json
 
 SA1B_CATEGORY = {"id": 1, "name": "object"}
@@ -121,8 +124,8 @@ def _read_stored(path: str) -> np.ndarray:
   """Pixels as stored, without applying the EXIF orientation."""
   from PIL import Image
 
-  from samjax.inference.image_io import to_rgb
-  with Image.open(path) as im:
+  from samjax.inference.image_io import image_source, to_rgb
+  with Image.open(image_source(path)) as im:
     im.load()
     return to_rgb(im)
 
@@ -137,9 +140,9 @@ def load_dataset(annotations: str, images: str | None = None) -> EvalDataset:
     FileNotFoundError: a path does not exist.
     ValueError: the annotations are not in either format.
   """
-  if not os.path.exists(annotations):
+  if not storage.exists(annotations):
     raise FileNotFoundError(f"--annotations: no such file or directory: {annotations}")
-  if os.path.isdir(annotations):
+  if storage.isdir(annotations):
     data = _sa1b_folder(annotations)
     images = images or annotations
   else:
@@ -147,7 +150,7 @@ def load_dataset(annotations: str, images: str | None = None) -> EvalDataset:
     _check_coco(data, annotations)
     if images is None:
       raise ValueError("--images is required with a COCO annotation file")
-  if not os.path.isdir(images):
+  if not storage.isdir(images):
     raise FileNotFoundError(f"--images: no such directory: {images}")
   data.setdefault("categories", [])
   return EvalDataset(coco_from_dict(data), images, annotations)
@@ -159,16 +162,17 @@ def _check_coco(data, path: str) -> None:
 
 def _sa1b_folder(folder: str) -> dict:
   """SA-1B-layout per-image JSONs -> one COCO dataset dict."""
-  names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+  names = [n for n in storage.listdir(folder) if n.endswith(".json")]
   if not names:
     raise ValueError(f"--annotations {folder}: a folder, but without SA-1B-style "
                      "<stem>.json files")
   images, anns = [], []
   for name in names:
-    doc = read_json(os.path.join(folder, name), "SA-1B annotation")
+    path = storage.join(folder, name)
+    doc = read_json(path, "SA-1B annotation")
     image = doc.get("image") if isinstance(doc, dict) else None
     if not isinstance(image, dict) or "image_id" not in image:
-      raise ValueError(f"{os.path.join(folder, name)}: no 'image' record with an image_id")
+      raise ValueError(f"{path}: no 'image' record with an image_id")
     image_id = image["image_id"]
     images.append({"id": image_id, "width": image["width"], "height": image["height"],
                    "file_name": image.get("file_name", name[:-5] + ".jpg")})

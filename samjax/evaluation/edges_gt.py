@@ -13,16 +13,22 @@ Two layouts are read, matched to the images by file stem:
   boundary pixels: give binary maps (an averaged / soft map would count
   every nonzero pixel as a boundary).
 
+Folders and files may be local, ``gs://`` or ``s3://``
+(``data_pipelines.storage``; scipy's ``loadmat`` reads a remote ``.mat``
+from its bytes in memory).
+
 ``write_bsds_mat`` writes the ``.mat`` layout (for the sample maker and
 tests); ``loadmat`` reads it back exactly like the released files.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import re
 
 import numpy as np
+
+from data_pipelines import storage
 
 MAT_EXT = ".mat"
 PNG_EXT = ".png"
@@ -33,10 +39,10 @@ _ANNOTATOR = re.compile(r"^(.+)_(\d+)$")
 def read_bsds_mat(path: str) -> list[np.ndarray]:
   """One [H, W] bool boundary map per annotator from a BSDS500 ``.mat``."""
   from scipy.io import loadmat
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise FileNotFoundError(f"ground truth {path}: no such file")
   try:
-    data = loadmat(path)
+    data = loadmat(io.BytesIO(storage.read_bytes(path)) if storage.is_remote(path) else path)
   except NotImplementedError as e:  # scipy's answer to v7.3 (HDF5) files
     raise ValueError(f"ground truth {path}: MATLAB v7.3 files are not supported; "
                      "save it with -v7 (the BSDS500 release is v5)") from e
@@ -72,10 +78,12 @@ def read_png_edges(paths: list[str]) -> list[np.ndarray]:
   """One [H, W] bool boundary map per PNG (nonzero = boundary; colour images
   count a pixel if any colour channel is nonzero, alpha is ignored)."""
   from PIL import Image, UnidentifiedImageError
+
+  from samjax.inference.image_io import image_source
   out = []
   for path in paths:
     try:
-      with Image.open(path) as im:
+      with Image.open(image_source(path)) as im:
         a = np.asarray(im)
     except FileNotFoundError:
       raise FileNotFoundError(f"ground truth {path}: no such file") from None
@@ -107,15 +115,15 @@ def ground_truth_files(gt_dir: str, image_ids: list[str]) -> dict[str, list[str]
   that image). An id with both a ``.mat`` and PNGs is refused (which one is
   meant is unclear), as is an id with none.
   """
-  if not os.path.isdir(gt_dir):
+  if not storage.isdir(gt_dir):
     raise FileNotFoundError(f"--gt {gt_dir}: no such folder")
   ids = set(image_ids)
   mats: dict[str, str] = {}
   pngs: dict[str, list[tuple[int, str]]] = {}
-  for name in sorted(os.listdir(gt_dir)):
-    path = os.path.join(gt_dir, name)
-    stem, ext = os.path.splitext(name)
-    if ext.lower() not in (MAT_EXT, PNG_EXT) or not os.path.isfile(path):
+  for name in storage.listdir(gt_dir):
+    path = storage.join(gt_dir, name)
+    stem, ext = storage.splitext(name)
+    if ext.lower() not in (MAT_EXT, PNG_EXT) or not storage.isfile(path):
       continue
     if ext.lower() == MAT_EXT:
       mats[stem] = path

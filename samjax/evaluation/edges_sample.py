@@ -14,11 +14,10 @@ another region label.
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 from samjax.evaluation.edges_gt import write_bsds_mat
 
 
@@ -49,7 +48,7 @@ def make_bsds_sample(out_dir: str, n_images: int = 3, height: int = 64, width: i
   """Writes the set and returns the image ids (sorted)."""
   from PIL import Image
   rng = np.random.default_rng(seed)
-  dirs = {k: os.path.join(out_dir, k) for k in ("images", "groundTruth", "groundTruth_png")}
+  dirs = {k: storage.join(out_dir, k) for k in ("images", "groundTruth", "groundTruth_png")}
   for d in dirs.values():
     atomic_io.ensure_dir(d)
   ids = []
@@ -64,7 +63,7 @@ def make_bsds_sample(out_dir: str, n_images: int = 3, height: int = 64, width: i
     buf = io.BytesIO()
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, format="JPEG",
                                                                 quality=95)
-    atomic_io.write_bytes(os.path.join(dirs["images"], image_id + ".jpg"), buf.getvalue())
+    atomic_io.write_bytes(storage.join(dirs["images"], image_id + ".jpg"), buf.getvalue())
     segs, bounds = [], []
     for k in range(n_annotators):
       seg = np.zeros((height, width), np.uint16)
@@ -72,11 +71,11 @@ def make_bsds_sample(out_dir: str, n_images: int = 3, height: int = 64, width: i
         seg[m] = s + 1
       segs.append(seg + 1)  # BSDS labels start at 1
       bounds.append(segment_boundaries(seg))
-    write_bsds_mat(os.path.join(dirs["groundTruth"], image_id + ".mat"), bounds, segs)
+    write_bsds_mat(storage.join(dirs["groundTruth"], image_id + ".mat"), bounds, segs)
     for k, b in enumerate(bounds):
       buf = io.BytesIO()
       Image.fromarray(b.astype(np.uint8) * 255).save(buf, format="PNG")
-      atomic_io.write_bytes(os.path.join(dirs["groundTruth_png"], f"{image_id}_{k}.png"),
+      atomic_io.write_bytes(storage.join(dirs["groundTruth_png"], f"{image_id}_{k}.png"),
                             buf.getvalue())
     ids.append(image_id)
   return ids

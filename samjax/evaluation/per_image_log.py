@@ -1,37 +1,71 @@
-"""Resumable per-image results of an evaluation run: one JSON line per image.
+"""Resumable per-image results of an evaluation run: one small file per image.
 
 An evaluation over thousands of images must survive being killed: every
-finished image is appended as one line and fsynced before the next image
-starts, and a rerun with the same ``--out`` skips what is already there.
+finished image is stored before the next image starts, and a rerun with the
+same ``--out`` skips what is already there.
 
-File layout (``<out>.images.jsonl``)::
+Layout (``<out>.images/``, a local folder or a bucket prefix; the same on
+local disk, ``gs://`` and ``s3://``)::
 
-    {"settings": {...}}                # line 1: the protocol's settings
-    {"image": "<id>", ...}              # one line per finished image
+    settings.json            {"settings": {...}}   written before any image
+    image-<id>.json          {"image": "<id>", ...} one per finished image
 
-A kill can only leave a partial *last* line (one ``write`` per line, the
-file is opened for append): it is cut off when the log is opened again, so
-that image is evaluated again. A log written with other settings is refused
-(mixing two protocols' numbers in one table is the data loss this prevents),
-as is a log whose earlier lines do not parse (corruption, not a crash).
+(``<id>`` percent-encoded where it holds characters unsafe in a file name.)
+Object stores cannot append to a file, so each image is its own file,
+written whole by ``atomic_io``: locally a temp file renamed over the name,
+on a bucket one object uploaded when complete. A kill therefore leaves
+finished images' files and never a part of one; the image in flight has no
+file and is evaluated again. ``settings.json`` is written first, so no image
+file exists without it.
+
+A log written with other settings is refused (mixing two protocols' numbers
+in one table is the data loss this prevents), as is a file that does not
+parse or names another image (whole-file writes cannot leave one: it is
+damage, not a crash), and image files without ``settings.json``.
+
+Logs of samjax versions before this layout (``<out>.images.jsonl``, one JSON
+line per image) are still read: their complete lines count as finished
+images; new images go to the folder.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
-import os
+import re
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+from data_pipelines import atomic_io, storage
+
+SETTINGS = "settings.json"
+_IMAGE_PREFIX, _IMAGE_SUFFIX = "image-", ".json"
+# Temp files of a local write a kill cut short (``atomic_io.TEMP_MARKER``).
+_TEMP = re.compile(r"(?:settings|image-.*)\.json" + re.escape(atomic_io.TEMP_MARKER)
+                   + r"[0-9a-f]+")
+# Remote image records fetched at once when a log is reopened.
+_READ_THREADS = 16
+
 
 class PerImageLogError(ValueError):
-  """The log on disk cannot be continued (other settings, corrupt lines)."""
+  """The log on disk cannot be continued (other settings, damaged files)."""
 
 
 def log_path_for(out_path: str) -> str:
   """Where the per-image log of the results file ``out_path`` lives."""
-  root, ext = os.path.splitext(out_path)
-  return (root if ext == ".json" else out_path) + ".images.jsonl"
+  root, ext = storage.splitext(out_path)
+  return (root if ext == ".json" else out_path) + ".images"
+
+
+def legacy_log_path(log_path: str) -> str:
+  """The one-file log older samjax versions kept for the same results."""
+  return log_path + ".jsonl"
+
+
+def image_file_name(image_id) -> str:
+  """``image-<id>.json`` with the id percent-encoded (no ``/`` etc.)."""
+  return _IMAGE_PREFIX + urllib.parse.quote(str(image_id), safe="") + _IMAGE_SUFFIX
 
 
 def _canonical(obj: Any) -> Any:
@@ -39,79 +73,119 @@ def _canonical(obj: Any) -> Any:
   return json.loads(json.dumps(obj, sort_keys=True))
 
 
+def _dumps(obj: dict) -> str:
+  return json.dumps(obj, sort_keys=True)
+
+
 class PerImageLog:
-  """Append-only, crash-safe store of per-image results.
+  """Crash-safe store of per-image results, local or in a bucket.
 
   Args:
-    path: the ``.jsonl`` file (created with its folder if missing).
+    path: the log folder (``log_path_for``); created if missing.
     settings: JSON-serialisable protocol settings; a log on disk must carry
       the same ones, or ``PerImageLogError`` is raised.
   """
 
   def __init__(self, path: str, settings: dict):
-    self.path = path
+    self.path = storage.resolve(path)
     self.settings = _canonical(settings)
     self._records: dict[str, dict] = {}
-    self._dropped_partial_line = False
-    if os.path.exists(path):
-      self._load()
+    if storage.isfile(self.path):
+      raise PerImageLogError(f"{self.path} is a file, not a per-image log folder; "
+                             "move it away")
+    names = self._names()
+    if SETTINGS in names:
+      self._check_settings()
+    elif any(n.startswith(_IMAGE_PREFIX) for n in names):
+      raise PerImageLogError(f"{self.path} holds image results but no {SETTINGS}: "
+                             "it is damaged; move it away to start over")
+    self._read_legacy()
+    if SETTINGS not in names:
+      # Before any image: no image file ever exists without the settings.
+      atomic_io.ensure_dir(self.path)
+      atomic_io.write_text(storage.join(self.path, SETTINGS),
+                           _dumps({"settings": self.settings}) + "\n")
+    self._load([n for n in names if n.startswith(_IMAGE_PREFIX)
+                and n.endswith(_IMAGE_SUFFIX)])
+    self._remove_temp_files(names)
+
+  def _names(self) -> list[str]:
+    try:
+      return storage.listdir(self.path)
+    except FileNotFoundError:  # a new log (on a bucket: no object yet)
+      return []
+
+  def _settings_mismatch(self, where: str, found) -> PerImageLogError:
+    return PerImageLogError(
+        f"{where} holds results made with other settings:\n"
+        f"  on disk: {json.dumps(found, sort_keys=True)}\n"
+        f"  now:     {json.dumps(self.settings, sort_keys=True)}\n"
+        "use another --out, or delete the old results to start over")
+
+  def _check_settings(self) -> None:
+    where = storage.join(self.path, SETTINGS)
+    try:
+      found = json.loads(storage.read_bytes(where))["settings"]
+    except (ValueError, KeyError, TypeError) as e:
+      raise PerImageLogError(f"{where} is not a samjax per-image log header ({e}); "
+                             "move the log away to start over") from e
+    if found != self.settings:
+      raise self._settings_mismatch(self.path, found)
+
+  def _load(self, names: list[str]) -> None:
+    """Reads every finished image's file (a bucket's in parallel: each is
+    one request)."""
+    paths = [storage.join(self.path, n) for n in sorted(names)]
+    if storage.is_remote(self.path) and len(paths) > 1:
+      with concurrent.futures.ThreadPoolExecutor(_READ_THREADS) as pool:
+        contents = list(pool.map(storage.read_bytes, paths))
     else:
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-      self._append_line({"settings": self.settings})
+      contents = [storage.read_bytes(p) for p in paths]
+    for name, path, data in zip(sorted(names), paths, contents):
+      key = urllib.parse.unquote(name[len(_IMAGE_PREFIX):-len(_IMAGE_SUFFIX)])
+      try:
+        rec = json.loads(data)
+        found = str(rec["image"])
+      except (ValueError, KeyError, TypeError) as e:
+        raise PerImageLogError(f"{path} is damaged ({type(e).__name__}: {e}); move it "
+                               "away to evaluate that image again") from e
+      if found != key:
+        raise PerImageLogError(f"{path} holds image {found!r}, not {key!r}: the log "
+                               "is damaged; move the file away")
+      self._records.setdefault(key, rec)
 
-  @property
-  def dropped_partial_line(self) -> bool:
-    """True when opening cut off a half-written last line (a killed run)."""
-    return self._dropped_partial_line
-
-  def _load(self) -> None:
-    with open(self.path, "rb") as f:
-      data = f.read()
-    lines = data.split(b"\n")
-    # Everything after the last newline is a line the writer did not finish.
-    complete, tail = lines[:-1], lines[-1]
-    if tail:
-      self._dropped_partial_line = True
-      with open(self.path, "r+b") as f:
-        f.truncate(len(data) - len(tail))
-        f.flush()
-        os.fsync(f.fileno())
-    if not complete:
-      # Killed before the header line was complete: start over.
-      with open(self.path, "wb"):
-        pass
-      self._append_line({"settings": self.settings})
+  def _read_legacy(self) -> None:
+    """Finished images of an older samjax's ``<log>.jsonl`` (read only)."""
+    legacy = legacy_log_path(self.path)
+    try:
+      data = storage.read_bytes(legacy)
+    except FileNotFoundError:
+      return
+    # Everything after the last newline is a line the old writer did not finish.
+    lines = data.split(b"\n")[:-1]
+    if not lines:
       return
     try:
-      header = json.loads(complete[0])
-    except json.JSONDecodeError as e:
-      raise PerImageLogError(f"{self.path}: line 1 is not JSON ({e}); not a samjax "
-                             "per-image log, or corrupt: move it away") from e
-    if header.get("settings") != self.settings:
-      raise PerImageLogError(
-          f"{self.path} holds results made with other settings:\n"
-          f"  on disk: {json.dumps(header.get('settings'), sort_keys=True)}\n"
-          f"  now:     {json.dumps(self.settings, sort_keys=True)}\n"
-          "use another --out, or delete the old results to start over")
-    for number, line in enumerate(complete[1:], start=2):
+      found = json.loads(lines[0])["settings"]
+    except (ValueError, KeyError, TypeError) as e:
+      raise PerImageLogError(f"{legacy}: line 1 is not a per-image log header ({e}); "
+                             "move it away") from e
+    if found != self.settings:
+      raise self._settings_mismatch(legacy, found)
+    for number, line in enumerate(lines[1:], start=2):
       try:
         rec = json.loads(line)
         key = str(rec["image"])
-      except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise PerImageLogError(f"{self.path}: line {number} is corrupt ({e}); "
+      except (ValueError, KeyError, TypeError) as e:
+        raise PerImageLogError(f"{legacy}: line {number} is corrupt ({e}); "
                                "move the file away to start over") from e
       self._records[key] = rec
 
-  def _append_line(self, obj: dict) -> None:
-    line = (json.dumps(obj, sort_keys=True) + "\n").encode()
-    # One write of the whole line on an O_APPEND descriptor, then fsync: a
-    # crash leaves either the full line or a tail cut off at the next open.
-    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-      os.write(fd, line)
-      os.fsync(fd)
-    finally:
-      os.close(fd)
+  def _remove_temp_files(self, names: list[str]) -> None:
+    """Temp files of local writes a kill cut short (never complete data)."""
+    for n in names:
+      if _TEMP.fullmatch(n):
+        storage.remove(storage.join(self.path, n))
 
   def __contains__(self, image_id) -> bool:
     return str(image_id) in self._records
@@ -125,9 +199,22 @@ class PerImageLog:
     if key in self._records:
       raise PerImageLogError(f"image {key} is already in {self.path}")
     rec = {"image": key, **_canonical(record)}
-    self._append_line(rec)
+    atomic_io.write_text(storage.join(self.path, image_file_name(key)), _dumps(rec) + "\n")
     self._records[key] = rec
 
   def records(self) -> Iterator[dict]:
-    """Finished images' records, in the order they were written."""
+    """Finished images' records: those found on opening (legacy log first,
+    then by file name), then this run's in the order they were added."""
     return iter(self._records.values())
+
+
+def read_records(path: str) -> list[dict]:
+  """The finished images' records of the log folder ``path``, by file name,
+  without checking settings (for reports and tests; a run resumes through
+  ``PerImageLog``)."""
+  try:
+    names = storage.listdir(path)
+  except FileNotFoundError:
+    return []
+  return [json.loads(storage.read_bytes(storage.join(path, n))) for n in names
+          if n.startswith(_IMAGE_PREFIX) and n.endswith(_IMAGE_SUFFIX)]

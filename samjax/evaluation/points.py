@@ -26,10 +26,9 @@ All masks of an image are prompted together at each click (``prompting``).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from data_pipelines import storage
 from samjax.evaluation.clicker import Clicker
 from samjax.evaluation.prompting import predict_prompts
 from samjax.evaluation.runner import run_protocol
@@ -140,8 +139,8 @@ def run(predictor, dataset, out: str, *, model: dict, max_points: int = 9,
   returns the results document (resumes from ``out``'s per-image log)."""
   if max_points < 1:
     raise ValueError(f"--max-points must be >= 1, got {max_points}")
-  settings = {"annotations": os.path.abspath(dataset.source),
-              "images": os.path.abspath(dataset.images_dir),
+  settings = {"annotations": storage.resolve(dataset.source),
+              "images": storage.resolve(dataset.images_dir),
               "max_points": max_points, "use_mask_input": use_mask_input}
   return run_protocol(
       protocol=PROTOCOL, out=out, settings=settings, model=model,

@@ -15,10 +15,9 @@ category frequency.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from data_pipelines import storage
 from samjax.evaluation.coco_metrics import proposal_ar
 from samjax.evaluation.runner import run_protocol
 from samjax.inference.mask_io import encode_rle
@@ -77,8 +76,8 @@ def run(generator, dataset, out: str, *, model: dict, generator_settings: dict,
   if not 1 <= max_proposals <= 1000:
     raise ValueError(f"--max-proposals must be in 1..1000, got {max_proposals}")
   image_ids = dataset.image_ids(limit)
-  settings = {"annotations": os.path.abspath(dataset.source),
-              "images": os.path.abspath(dataset.images_dir),
+  settings = {"annotations": storage.resolve(dataset.source),
+              "images": storage.resolve(dataset.images_dir),
               "max_proposals": max_proposals, "rank_by": rank_by,
               "generator": generator_settings}
 

@@ -8,6 +8,9 @@
      "this_run": {"images_evaluated": 120, "seconds": 61.2},
      <the protocol's metrics, e.g. "miou_1pt": 0.71, "miou_curve": [...]>}
 
+Every path (``--out``, the checkpoint, the data) may be local, ``gs://`` or
+``s3://`` (``data_pipelines.storage``).
+
 Metrics are fractions (0..1) as computed (COCOeval's numbers as it gives
 them, -1 where it has nothing to average); the table row shows them x100
 with one decimal, as the paper's tables do.
@@ -16,10 +19,10 @@ with one decimal, as the paper's tables do.
 from __future__ import annotations
 
 import datetime
-import os
+import pathlib
 import subprocess
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 
 
 def code_version() -> dict:
@@ -27,7 +30,7 @@ def code_version() -> dict:
   uncommitted changes) when it runs from a git checkout."""
   import samjax
   out = {"samjax": samjax.__version__, "git_commit": None, "git_dirty": None}
-  root = os.path.dirname(os.path.dirname(os.path.abspath(samjax.__file__)))
+  root = str(pathlib.Path(samjax.__file__).resolve().parents[1])  # samjax's own checkout
   try:
     commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
                             text=True, timeout=10)
@@ -44,7 +47,7 @@ def code_version() -> dict:
 
 def model_info(checkpoint: str, config=None) -> dict:
   """What identifies the evaluated model: its path and architecture."""
-  info = {"checkpoint": os.path.abspath(checkpoint) if checkpoint else None}
+  info = {"checkpoint": storage.resolve(checkpoint) if checkpoint else None}
   if config is not None:
     from samjax.model.configs import variant_name
     info["variant"] = variant_name(config)
@@ -55,10 +58,10 @@ def model_info(checkpoint: str, config=None) -> dict:
 def check_out_path(out: str) -> None:
   """``--out`` must name a file whose folder exists or can be made: checked
   (and the folder made) before a model loads, so a typo costs no waiting."""
-  if os.path.isdir(out):
+  if storage.isdir(out):
     raise ValueError(f"--out {out}: is a folder; give a file name inside it")
   try:
-    atomic_io.ensure_dir(os.path.dirname(os.path.abspath(out)))
+    atomic_io.ensure_dir(storage.dirname(storage.resolve(out)))
   except OSError as e:
     raise ValueError(f"--out {out}: {e.strerror or e}") from e
 
@@ -66,7 +69,7 @@ def check_out_path(out: str) -> None:
 def load_evaluated_model(checkpoint: str, variant: str | None):
   """(LoadedSam, model info for results.json) of ``--checkpoint``: an
   official .pth, a converted model folder or a training workdir."""
-  if not os.path.exists(checkpoint):
+  if not storage.exists(checkpoint):
     raise FileNotFoundError(f"--checkpoint: no such file or directory: {checkpoint}")
   from samjax import load_sam
   sam = load_sam(checkpoint, variant)
@@ -111,7 +114,7 @@ FRACTION_PROTOCOLS = ("edges",)
 
 def table_row(doc: dict) -> str:
   """One line for the results ``doc``: model, then the paper's columns."""
-  model = doc["model"].get("variant") or os.path.basename(doc["model"]["checkpoint"] or "?")
+  model = doc["model"].get("variant") or storage.basename(doc["model"]["checkpoint"] or "?")
   cells = [doc["protocol"], model]
   fmt = _fraction if doc["protocol"] in FRACTION_PROTOCOLS else _pct
   cells += [f"{title} {fmt(doc[key])}" for key, title in COLUMNS.get(doc["protocol"], [])

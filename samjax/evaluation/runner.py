@@ -1,10 +1,11 @@
 """The loop every protocol shares: images -> per-image log -> metrics -> results file.
 
-Each finished image is appended to the per-image log (``per_image_log``)
-before the next one starts; a rerun with the same ``out`` and settings
-skips the images already there. The metrics are computed from the log's
-records of the selected images only, so an interrupted-and-resumed run
-writes the same numbers as an uninterrupted one.
+Each finished image is stored in the per-image log (``per_image_log``: one
+file per image, local or in a bucket) before the next one starts; a rerun
+with the same ``out`` and settings skips the images already there. The
+metrics are computed from the log's records of the selected images only, so
+an interrupted-and-resumed run writes the same numbers as an uninterrupted
+one.
 """
 
 from __future__ import annotations

@@ -16,17 +16,18 @@ Objects are painted in order, later ones on top; an object some later one
 overlaps is stored as RLE of its visible part, the others as their polygon,
 so every annotation is exactly the pixels of its object (pycocotools'
 rasterisation of the polygon). Same arguments -> identical files.
+``out_dir`` may be local, ``gs://`` or ``s3://``.
 """
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from data_pipelines import atomic_io, sample_data
+from data_pipelines import atomic_io, sample_data, storage
 
 CATEGORIES = [{"id": 1, "name": "blob", "frequency": "f"},
               {"id": 2, "name": "disc", "frequency": "c"},
@@ -86,7 +87,7 @@ def make_eval_set(out_dir: str, seed: int = 0) -> dict[str, str]:
   """Writes the set; returns the paths: ``annotations``, ``images``,
   ``detections``, ``sa1b``."""
   rng = np.random.default_rng(seed)
-  img_dir = os.path.join(out_dir, "images")
+  img_dir = storage.join(out_dir, "images")
   atomic_io.ensure_dir(img_dir)
   images, anns, dets = [], [], []
   for k, (h, w, layout) in enumerate(LAYOUTS):
@@ -95,7 +96,9 @@ def make_eval_set(out_dir: str, seed: int = 0) -> dict[str, str]:
     masks = [m for _, _, m in raw]
     pixels = _paint(h, w, masks, rng)
     name = f"img_{k}.png"
-    Image.fromarray(pixels).save(os.path.join(img_dir, name))
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+    atomic_io.write_bytes(storage.join(img_dir, name), png.getvalue())
     images.append({"id": image_id, "file_name": name, "height": h, "width": w})
     for j, (cat, poly, m) in enumerate(raw):
       visible = m & ~np.any(masks[j + 1:], axis=0) if j + 1 < len(masks) else m
@@ -117,15 +120,15 @@ def make_eval_set(out_dir: str, seed: int = 0) -> dict[str, str]:
     # A false positive reaching past the image's corner (detectors do that).
     dets.append({"image_id": image_id, "category_id": 1,
                  "bbox": [float(w - 12), float(h - 14), 16.0, 16.0], "score": 0.3})
-  paths = {"annotations": os.path.join(out_dir, "instances.json"), "images": img_dir,
-           "detections": os.path.join(out_dir, "detections.json"),
-           "sa1b": os.path.join(out_dir, "sa1b")}
+  paths = {"annotations": storage.join(out_dir, "instances.json"), "images": img_dir,
+           "detections": storage.join(out_dir, "detections.json"),
+           "sa1b": storage.join(out_dir, "sa1b")}
   atomic_io.write_json(paths["annotations"], {"images": images, "annotations": anns,
                                               "categories": CATEGORIES})
   atomic_io.write_json(paths["detections"], dets)
   atomic_io.ensure_dir(paths["sa1b"])
   for i in range(2):
     jpg, meta = sample_data.make_pair(i, 64, 96, 2, seed)
-    atomic_io.write_bytes(os.path.join(paths["sa1b"], f"sa_{i + 1}.jpg"), jpg)
-    atomic_io.write_bytes(os.path.join(paths["sa1b"], f"sa_{i + 1}.json"), meta)
+    atomic_io.write_bytes(storage.join(paths["sa1b"], f"sa_{i + 1}.jpg"), jpg)
+    atomic_io.write_bytes(storage.join(paths["sa1b"], f"sa_{i + 1}.json"), meta)
   return paths

@@ -27,14 +27,19 @@ What it does with each kind of file (PIL modes):
 
 Every failure is a ``ValueError`` whose message starts ``cannot read image
 <path>:`` and says why, so folder runs can skip the file with that reason.
+
+Paths may be local, ``gs://`` or ``s3://`` (``data_pipelines.storage``); a
+remote image is fetched whole (one request) before it is decoded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 
 import numpy as np
+
+from data_pipelines import storage
 
 # RGB value transparent pixels are composited over (white, as on a white page).
 ALPHA_BACKGROUND = 255
@@ -78,13 +83,22 @@ def read_image(path: str) -> np.ndarray:
   return decode_image_file(path).rgb
 
 
+def image_source(path: str):
+  """What ``PIL.Image.open`` takes for ``path``: the local path itself (PIL
+  reads it lazily), or a remote file's bytes in memory (PIL seeks around a
+  file; on a bucket each seek would be a request)."""
+  if storage.is_remote(path):
+    return io.BytesIO(storage.read_bytes(path))
+  return path
+
+
 def decode_image_file(path: str) -> DecodedImage:
   """``read_image`` plus the file's format, mode and EXIF orientation."""
   from PIL import Image, ImageOps
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise FileNotFoundError(f"no such image: {path}")
   try:
-    with Image.open(path) as im:
+    with Image.open(image_source(path)) as im:
       fmt, mode = im.format, im.mode
       orientation = im.getexif().get(_EXIF_ORIENTATION)
       im.load()

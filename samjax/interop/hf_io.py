@@ -10,6 +10,9 @@ A ``SamModel`` folder (what ``SamModel.from_pretrained(DIR)`` reads)::
                            holding it, and ``--from-hf`` keeps its compute
                            settings when the architecture agrees
 
+Folders may be local, ``gs://`` or ``s3://`` (``data_pipelines.storage``);
+an export is written whole (``staged_folder``, the marker last).
+
 Neither ``transformers`` nor ``torch`` is needed to write or read one (only
 ``safetensors``; torch only to read bfloat16 tensors). ``safetensors`` is
 imported when used, with a clear message when it is not installed.
@@ -19,15 +22,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import secrets
-import shutil
 from collections.abc import Mapping
 
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 from samjax import formats
+from samjax.interop import staged_folder
 from samjax.interop.safetensors_io import (  # noqa: F401 - re-exported
   read_safetensors,
   require_safetensors,
@@ -219,19 +220,18 @@ def config_from_hf(d: Mapping, where: str = HF_CONFIG) -> SamConfig:
 
 
 def _read_hf_weights(directory: str) -> dict[str, np.ndarray]:
-  single = os.path.join(directory, HF_WEIGHTS)
-  index = os.path.join(directory, HF_WEIGHTS_INDEX)
-  if os.path.isfile(single):
+  single = storage.join(directory, HF_WEIGHTS)
+  index = storage.join(directory, HF_WEIGHTS_INDEX)
+  if storage.isfile(single):
     return read_safetensors(single)
-  if os.path.isfile(index):  # sharded: {"weight_map": {key: shard file}}
-    with open(index) as f:
-      weight_map = json.load(f).get("weight_map", {})
+  if storage.isfile(index):  # sharded: {"weight_map": {key: shard file}}
+    weight_map = json.loads(storage.read_text(index)).get("weight_map", {})
     out: dict[str, np.ndarray] = {}
     for shard in sorted(set(weight_map.values())):
-      out.update(read_safetensors(os.path.join(directory, shard)))
+      out.update(read_safetensors(storage.join(directory, shard)))
     return out
   others = [n for n in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
-            if os.path.exists(os.path.join(directory, n))]
+            if storage.exists(storage.join(directory, n))]
   extra = (f" (found {', '.join(others)}: only safetensors weights are read; "
            "re-save with SamModel.save_pretrained)") if others else ""
   raise FileNotFoundError(f"{directory} has no {HF_WEIGHTS} or {HF_WEIGHTS_INDEX}{extra}")
@@ -242,83 +242,68 @@ def _read_hf_weights(directory: str) -> dict[str, np.ndarray]:
 
 def is_hf_export(directory: str) -> bool:
   """A folder ``save_hf_dir`` wrote (the only kind ``overwrite`` replaces)."""
-  return os.path.isfile(os.path.join(directory, HF_MARKER))
+  return storage.isfile(storage.join(directory, HF_MARKER))
 
 
 def save_hf_dir(directory: str, params, config: SamConfig, source: str | None = None,
                 overwrite: bool = False) -> dict[str, np.ndarray]:
   """Writes samjax params as a HF ``SamModel`` folder; returns the HF tensors.
 
-  Written into a sibling temp folder (each file with ``atomic_io``) that is
-  renamed into place when complete. ``overwrite`` replaces only a folder this
-  function wrote, and only after the new one is complete.
+  Written into a sibling staging folder (each file with ``atomic_io``, the
+  marker last) that is put in place when complete (``staged_folder``).
+  ``overwrite`` replaces only a folder this function wrote, and only after
+  the new one is complete.
   """
   from samjax.interop.hf_keys import hf_from_official
   from samjax.interop.state_dict import state_dict_from_params
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory) and not os.path.isdir(directory):
-    raise FileExistsError(f"{directory} is a file; --to-hf writes a folder")
-  exists = os.path.isdir(directory) and bool(os.listdir(directory))
-  if exists and not overwrite:
-    raise FileExistsError(f"{directory} exists and is not empty "
-                          "(pass --overwrite to replace it)")
-  if exists and not is_hf_export(directory):
-    raise FileExistsError(f"{directory} is not a Hugging Face export samjax wrote (no "
-                          f"{HF_MARKER}); --overwrite only replaces those")
+  directory = storage.resolve(directory)
+  check_target(directory, overwrite)
   hf_cfg = hf_config(config)
   tensors = hf_from_official(state_dict_from_params(params, config), config)
   data = safetensors_bytes(tensors)
-  parent = os.path.dirname(directory)
-  os.makedirs(parent, exist_ok=True)
-  tag = secrets.token_hex(4)
-  staging = os.path.join(parent, f".{os.path.basename(directory)}.tmp-{tag}")
-  try:
-    os.makedirs(staging)
-    atomic_io.write_bytes(os.path.join(staging, HF_WEIGHTS), data)
-    atomic_io.write_json(os.path.join(staging, HF_CONFIG), hf_cfg, indent=2,
+
+  def write(staging: str) -> None:
+    atomic_io.write_bytes(storage.join(staging, HF_WEIGHTS), data)
+    atomic_io.write_json(storage.join(staging, HF_CONFIG), hf_cfg, indent=2,
                          sort_keys=True, end="\n")
     atomic_io.write_json(
-        os.path.join(staging, HF_MARKER),
+        storage.join(staging, HF_MARKER),
         {"format": HF_MARKER_FORMAT, "version": 1, "variant": variant_name(config),
          "samjax_config": config.to_dict(), "source": source,
          "created": datetime.datetime.now(datetime.UTC).isoformat()},
         indent=2, sort_keys=True, end="\n")
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-  old = None
-  if os.path.exists(directory):
-    old = os.path.join(parent, f".{os.path.basename(directory)}.old-{tag}")
-    os.replace(directory, old)
-  os.replace(staging, directory)
-  atomic_io.fsync_directory(parent)
-  if old is not None:
-    shutil.rmtree(old)
+
+  staged_folder.write_staged(directory, HF_MARKER, write)
   return tensors
+
+
+def check_target(directory: str, overwrite: bool) -> None:
+  """Refuses an ``--out`` that ``save_hf_dir`` must not write (a file, a
+  non-empty folder without ``overwrite``, a folder samjax did not write);
+  called before a model loads, so a wrong path costs no waiting."""
+  staged_folder.check_target(directory, HF_MARKER, overwrite, "Hugging Face export")
 
 
 def read_hf_config(directory: str) -> SamConfig:
   """SamConfig of a HF ``SamModel`` folder (its ``config.json``)."""
-  if not os.path.isdir(directory):
+  if not storage.isdir(directory):
     raise FileNotFoundError(f"no such folder: {directory}")
-  path = os.path.join(directory, HF_CONFIG)
-  if not os.path.isfile(path):
+  path = storage.join(directory, HF_CONFIG)
+  if not storage.isfile(path):
     raise FileNotFoundError(f"{directory} is not a Hugging Face model folder "
                             f"(no {HF_CONFIG})")
   try:
-    with open(path) as f:
-      d = json.load(f)
+    d = json.loads(storage.read_bytes(path))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{path} is not valid JSON ({e})") from None
   config = config_from_hf(d, path)
   name = variant_name(config)
   if name is not None:
     config = get_config(name)
-  marker = os.path.join(directory, HF_MARKER)
-  if os.path.isfile(marker):  # our own export: keep its compute settings
+  marker = storage.join(directory, HF_MARKER)
+  if storage.isfile(marker):  # our own export: keep its compute settings
     try:
-      with open(marker) as f:
-        saved = SamConfig.from_dict(json.load(f)["samjax_config"])
+      saved = SamConfig.from_dict(json.loads(storage.read_bytes(marker))["samjax_config"])
       if saved.same_architecture(config):
         config = saved
     except (ValueError, KeyError, TypeError):

@@ -2,17 +2,18 @@
 reads and writes them (official-layout exports, Hugging Face folders).
 
 The ``safetensors`` package is imported when used, with a message saying how
-to install it; no torch is needed except to widen bfloat16 tensors.
+to install it; no torch is needed except to widen bfloat16 tensors. Paths may be local,
+``gs://`` or ``s3://``: ``safe_open`` needs a local file, so a remote one
+is read from a downloaded temp copy.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 
 
 def require_safetensors():
@@ -37,18 +38,24 @@ def safetensors_bytes(tensors: Mapping[str, np.ndarray]) -> bytes:
 def write_safetensors(tensors: Mapping[str, np.ndarray], path: str) -> None:
   """Writes ``{key: array}`` as a safetensors file, atomically."""
   data = safetensors_bytes(tensors)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  storage.makedirs(storage.dirname(storage.resolve(path)))  # nothing to do on a bucket
   atomic_io.write_bytes(path, data)
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
   """``{key: float32 array}`` of a safetensors file (fp16/bf16 are widened)."""
   st = require_safetensors()
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise FileNotFoundError(f"no such safetensors file: {path}")
+  with storage.local_copy(path) as local:
+    return _read_local(st, local, path)
+
+
+def _read_local(st, local: str, path: str) -> dict[str, np.ndarray]:
+  """``read_safetensors`` of the local file ``local`` (messages name ``path``)."""
   out = {}
   try:
-    with st.safe_open(path, framework="np") as f:
+    with st.safe_open(local, framework="np") as f:
       keys = list(f.keys())
       bf16 = []
       for k in keys:
@@ -62,7 +69,7 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
       except ImportError:
         raise ImportError(f"{path} holds bfloat16 tensors; reading them needs "
                           "PyTorch (pip install torch)") from None
-      with st.safe_open(path, framework="pt") as f:
+      with st.safe_open(local, framework="pt") as f:
         for k in bf16:
           out[k] = f.get_tensor(k).float().numpy()
   except (OSError, ValueError, RuntimeError) as e:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 
 import jax
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 from samjax import formats
 from samjax.formats import sidecar_path
 from samjax.interop.config_from_shapes import infer_config
@@ -96,10 +95,10 @@ def import_official(path: str, variant: str | None = None
   state_dict = load_state_dict(path)
   shapes = {k: np.shape(v) for k, v in state_dict.items()}
   sidecar = None
-  if os.path.isfile(sidecar_path(path)):
+  if storage.isfile(sidecar_path(path)):
     try:
-      with open(sidecar_path(path)) as f:
-        sidecar = SamConfig.from_dict(json.load(f)["samjax_config"])
+      sidecar = SamConfig.from_dict(
+          json.loads(storage.read_text(sidecar_path(path)))["samjax_config"])
     except (ValueError, KeyError, TypeError) as e:
       raise ValueError(f"{sidecar_path(path)}: not a samjax export sidecar "
                        f"({type(e).__name__}: {e}); fix or remove it") from None

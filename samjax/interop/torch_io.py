@@ -1,5 +1,10 @@
 """Reading and writing official ``.pth`` files (PyTorch is needed only here).
 
+Paths may be local, ``gs://`` or ``s3://`` (``data_pipelines.storage``): a
+remote file is read from a downloaded temp copy (torch reads zip archives by
+seeking around, which would be many small range requests) and written as
+one object when complete (``atomic_io``).
+
 Never unpickles arbitrary objects: ``torch.load(..., weights_only=True)``.
 Nor does it tell anyone to: torch's own error for a file holding other
 objects advises retrying with ``weights_only=False`` (which runs whatever
@@ -8,13 +13,12 @@ code the file carries); that advice never reaches a samjax user.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 
 # Terminal colour codes torch puts in some messages.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -43,10 +47,13 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
     from samjax.interop.safetensors_io import read_safetensors
     return read_safetensors(path)
   torch = _torch()
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise FileNotFoundError(f"no such checkpoint file: {path}")
   try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    with storage.local_copy(path) as local:
+      obj = torch.load(local, map_location="cpu", weights_only=True)
+  except storage.StorageError:
+    raise
   except Exception as e:  # torch raises several types for non-checkpoints
     raise ValueError(describe_load_error(path, e)) from None
   for wrapper in ("model", "state_dict"):  # MAE / Lightning style wrappers
@@ -108,8 +115,7 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str) -> None:
   """Writes ``{key: array}`` as a torch state_dict, atomically (``atomic_io``:
   a kill leaves the old file or the new one, never a truncated one)."""
   torch = _torch()
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
+  storage.makedirs(storage.dirname(storage.resolve(path)))  # nothing to do on a bucket
   # torch.from_numpy needs a writable array (restored checkpoints are read-only);
   # np.require copies only when an array is not already C-contiguous + writable.
   sd = {k: torch.from_numpy(np.require(v, requirements=("C", "W")))

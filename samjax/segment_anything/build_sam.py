@@ -2,8 +2,9 @@
 signatures, returning samjax models.
 
 ``checkpoint`` is an official ``.pth`` (or anything ``samjax.load_sam``
-reads: a converted model directory, a training workdir); ``None`` gives
-random weights, as the official builders do.
+reads: a converted model directory, a training workdir), local or in a
+bucket (``gs://...``, ``s3://...`` for files: ``data_pipelines.storage``);
+``None`` gives random weights, as the official builders do.
 """
 
 from __future__ import annotations

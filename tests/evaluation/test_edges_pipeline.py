@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_pipelines.atomic_io import TEMP_MARKER
 from samjax.commands.eval_edges import add_parser
 from samjax.evaluation.edges_metrics import dataset_scores
 from samjax.evaluation.edges_sample import make_bsds_sample
-from samjax.evaluation.per_image_log import log_path_for
+from samjax.evaluation.per_image_log import image_file_name, log_path_for, read_records
 
 KEYS = ("ods", "ois", "ap", "r50")
 
@@ -28,8 +29,8 @@ def read_json(path):
 
 
 def log_records(path):
-  """The per-image records of a log (its first line is the settings)."""
-  return [json.loads(line) for line in Path(path).read_text().splitlines()][1:]
+  """The per-image records of a log folder (by image id here)."""
+  return read_records(path)
 
 
 def eval_edges(argv):
@@ -66,17 +67,20 @@ def test_eval_edges_runs_resumes_and_gives_the_same_numbers(bsds, tiny_official_
   assert len(records) == 3 and all(r["n_masks"] == 48 and len(r["cnt_r"]) == 99
                                    for r in records)
 
-  # A kill mid-append: the last image's line is half written. The rerun
-  # (scoring in a worker process this time) redoes that image only.
-  lines = Path(log).read_text().splitlines(keepends=True)
-  with open(log, "w") as f:
-    f.writelines(lines[:-1])
-    f.write(lines[-1][:25])
+  # A kill in the middle of the last image's write: its temp file half
+  # written, no file under its name. The rerun (scoring in a worker process
+  # this time) redoes that image only and removes the temp file.
+  last = Path(log) / image_file_name("900003")
+  text = last.read_text()
+  last.unlink()
+  temp = Path(str(last) + TEMP_MARKER + "0badf00d")
+  temp.write_text(text[:25])
   assert eval_edges([*argv[:-1], "1"]) == 0
   again = read_json(out)
   assert {k: again[k] for k in KEYS} == {k: first[k] for k in KEYS}
   assert again["this_run"]["images_evaluated"] == 1
   assert log_records(log) == records
+  assert not temp.exists()
 
   # --limit scores the first N ids; all are in the log, so no image is redone.
   assert eval_edges([*argv, "--limit", "1"]) == 0

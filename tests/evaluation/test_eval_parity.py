@@ -6,12 +6,18 @@ protocol compiles one decoder program per prompt kind (the set's images
 share one size); the numbers do not depend on buckets.
 """
 
-import json
+import os
 
 import pytest
 
+from data_pipelines.atomic_io import TEMP_MARKER
 from samjax.evaluation import boxes, points
-from samjax.evaluation.per_image_log import PerImageLogError, log_path_for
+from samjax.evaluation.per_image_log import (
+  PerImageLogError,
+  image_file_name,
+  log_path_for,
+  read_records,
+)
 
 # One worker builds the module's runs (under pytest-xdist a module-scoped
 # fixture is built by every worker that gets one of its tests).
@@ -84,8 +90,8 @@ def test_points_numbers_match_the_official_predictor(runs):
 
 
 def _logged(out: str) -> list[dict]:
-  with open(log_path_for(out)) as f:
-    return [json.loads(line) for line in f][1:]
+  """The per-image records, in image id order (the order the run made them)."""
+  return sorted(read_records(log_path_for(out)), key=lambda r: int(r["image"]))
 
 
 def test_points_follow_up_clicks_are_the_same(runs):
@@ -111,12 +117,16 @@ def test_a_killed_run_resumes_to_the_same_numbers(predictors, runs, eval_set, tm
   with pytest.raises(_Killed):
     points.run(dying, ds, out, model={"checkpoint": "official"}, max_points=MAX_POINTS,
                progress=False)
-  with open(log_path_for(out), "ab") as f:
-    f.write(b'{"image": "11", "masks": [{"io')  # a line cut off by the kill
+  # What a kill in the middle of image 11's write leaves locally: its temp
+  # file, never the file itself (the rerun removes it and redoes image 11).
+  temp = os.path.join(log_path_for(out), image_file_name(11) + TEMP_MARKER + "0badf00d")
+  with open(temp, "wb") as f:
+    f.write(b'{"image": "11", "masks": [{"io')
   again = _DiesAfter(predictors["official"], 99)
   doc = points.run(again, ds, out, model={"checkpoint": "official"}, max_points=MAX_POINTS,
                    progress=False)
   assert again.images == 2  # the finished image was not redone
+  assert not os.path.exists(temp)
   ref = runs["points", "official"]
   for key in ("miou_1pt", "miou_1pt_oracle", "miou_curve", "num_masks", "num_images"):
     assert doc[key] == ref[key]

@@ -9,7 +9,7 @@ from pycocotools.cocoeval import COCOeval
 
 from samjax.evaluation import proposals
 from samjax.evaluation.coco_gt import load_dataset
-from samjax.evaluation.per_image_log import log_path_for
+from samjax.evaluation.per_image_log import log_path_for, read_records
 from tests.evaluation.fakes import GtGenerator
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -20,8 +20,7 @@ AR_KEYS = ("ar1000", "ar1000_small", "ar1000_medium", "ar1000_large", "ar1000_fr
 
 def _logged_proposals(out: str) -> list[dict]:
   """The proposals the harness scored, read back from its per-image log."""
-  with open(log_path_for(out)) as f:
-    records = [json.loads(line) for line in f][1:]
+  records = read_records(log_path_for(out))
   return [{"image_id": r["image_id"], "category_id": 1, **p}
           for r in records for p in r["proposals"]]
 
