@@ -325,6 +325,16 @@ def local_folder_copy(path: str | os.PathLike) -> Iterator[str]:
 
 # --- changes ---------------------------------------------------------------------------
 
+def open_append(path: str | os.PathLike, encoding: str = "utf-8") -> IO[str]:
+  """A local text file opened for appending. Object stores cannot append
+  (gcsfs's ``"a"`` silently overwrites): callers keep a bucket layout of
+  whole objects instead, and a remote path here is an error."""
+  path = os.fspath(path)
+  if is_remote(path):
+    raise UnsupportedStoreError(f"{path}: object stores cannot append; write whole objects")
+  return builtins.open(path, "a", encoding=encoding)
+
+
 def makedirs(path: str | os.PathLike) -> None:
   """Local: ``os.makedirs(exist_ok=True)``. Remote: nothing to do (a prefix
   exists once an object is written under it)."""

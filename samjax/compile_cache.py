@@ -20,6 +20,12 @@ configured ``$JAX_COMPILATION_CACHE_DIR``, else
 created or written is reported once and the cache stays off: a cache never
 stops a run.
 
+The folder may be a ``gs://`` or ``s3://`` prefix (jax reads and writes it
+through etils.epath), e.g. one cache shared by every host of a pod. There
+jax writes each entry as one object, has no file lock to guard eviction and
+so the cache is unbounded: expire old entries with the bucket's lifecycle
+rules.
+
 The cache is bounded (``MAX_BYTES``, least recently used entries go first)
 and, bounded, jax guards every read and write with a file lock, so
 concurrent processes (the hosts of a multi-process run on one machine, two
@@ -33,7 +39,8 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
+
+from data_pipelines import atomic_io, storage
 
 ENV = "SAMJAX_COMPILATION_CACHE"
 OFF = ("off", "0", "false", "no", "none")
@@ -46,8 +53,9 @@ MAX_BYTES = 4 * 2 ** 30
 
 
 def default_dir() -> str:
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "samjax", "xla")
+  home = os.path.expanduser("~")  # local-only: the user's home folder
+  base = os.environ.get("XDG_CACHE_HOME") or storage.join(home, ".cache")
+  return storage.join(base, "samjax", "xla")
 
 
 def resolve_dir(path: str | None = None) -> str | None:
@@ -58,16 +66,17 @@ def resolve_dir(path: str | None = None) -> str | None:
     path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_dir()
   if path.strip().lower() in OFF or not path.strip():
     return None
-  return os.path.abspath(os.path.expanduser(path))
+  if storage.is_remote(path):
+    return storage.resolve(path)
+  return storage.resolve(os.path.expanduser(path))  # local-only: ~ of a local path
 
 
 def _writable(folder: str) -> bool:
+  """Local: the folder exists (created) and takes new files; bucket: it exists."""
   try:
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-      pass
+    atomic_io.ensure_dir(folder)
     return True
-  except OSError:
+  except (OSError, storage.UnsupportedStoreError):
     return False
 
 
@@ -92,7 +101,9 @@ def enable_compile_cache(path: str | None = None,
     return None
   jax.config.update("jax_compilation_cache_dir", folder)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
-  jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+  # jax bounds a cache with a file lock, which a bucket cannot hold: unbounded there.
+  jax.config.update("jax_compilation_cache_max_size",
+                    -1 if storage.is_remote(folder) else MAX_BYTES)
   return folder
 
 

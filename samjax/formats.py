@@ -18,8 +18,13 @@ Training workdir (``samjax train --workdir W``)::
   W/checkpoints/<step>/   orbax: ``state`` (step, params, opt_state, rng) and
                           ``data`` (each process's grain iterator position)
   W/checkpoints_unrestorable/<step>-<time>/   corrupt steps a resume skipped
-  W/metrics.jsonl         one JSON object per logged step ({"step", "split", ...})
-  W/tensorboard/          TensorBoard event files
+  W/metrics.jsonl         one JSON object per logged step ({"step", "split", ...}),
+                          on local disk (appended)
+  W/metrics/<first step>-<start ms>.jsonl   the same records on gs:// (no append
+                          there): segment objects rewritten whole at each record;
+                          read either layout with ``samjax.train.metrics_store.read_metrics``
+  W/tensorboard/          TensorBoard event files (on a bucket: a new file every
+                          ``samjax.train.event_log.ROLL_FLUSHES`` flushes)
   W/final_metrics.json    held-out metrics of the last run (initial_* before training)
 
 Official checkpoint::
@@ -56,6 +61,7 @@ WORKDIR_MODEL_CONFIG = "model_config.json"
 CHECKPOINTS = "checkpoints"
 UNRESTORABLE_CHECKPOINTS = "checkpoints_unrestorable"  # corrupt steps moved aside
 METRICS = "metrics.jsonl"
+METRICS_SEGMENTS = "metrics"  # the segment objects of metrics.jsonl on a bucket
 TENSORBOARD = "tensorboard"
 FINAL_METRICS = "final_metrics.json"
 

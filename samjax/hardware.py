@@ -34,14 +34,15 @@ def installed(*modules: str) -> bool:
 def tpu_present() -> bool:
   """A TPU chip is attached: TPU v2-v4 expose /dev/accel*, v5e/v5p/v6e VFIO
   groups under /dev/vfio."""
-  if glob.glob("/dev/accel*"):
+  if glob.glob("/dev/accel*"):  # local-only: device nodes of this machine
     return True
-  return any(not p.endswith("/vfio") for p in glob.glob("/dev/vfio/*"))
+  return any(not p.endswith("/vfio")
+             for p in glob.glob("/dev/vfio/*"))  # local-only: device nodes of this machine
 
 
 def gpu_present() -> bool:
   """An NVIDIA GPU is attached (/dev/nvidia0, ...)."""
-  return bool(glob.glob("/dev/nvidia[0-9]*"))
+  return bool(glob.glob("/dev/nvidia[0-9]*"))  # local-only: device nodes of this machine
 
 
 def has_accelerator() -> bool:

@@ -36,7 +36,8 @@ def load_sam(path: str, variant: str | None = None, **compute_overrides) -> Load
 
   Args:
     path: model directory (``samjax convert --from-torch``), ``samjax train``
-      workdir (its newest checkpoint) or ``.pth``.
+      workdir (its newest checkpoint) or ``.pth``; local or ``gs://`` (a
+      ``.pth`` also ``s3://``; orbax reads no checkpoint there).
     variant: expected size ('vit_b', ...); inferred from the weights if None.
     **compute_overrides: non-architecture config fields, e.g. ``dtype='bfloat16'``
       or ``attention_impl='cudnn'``.

@@ -32,6 +32,8 @@ error, as is a value of the wrong type.
 The run resumes automatically from the latest checkpoint in W (state,
 optimizer, RNG, data-iterator position). W receives config.json (resolved
 config, seed, code version), metrics.jsonl, tensorboard/ and checkpoints/.
+W may be local or gs://bucket/run (metrics.jsonl is then metrics/*.jsonl
+segment objects); s3:// is refused, as orbax cannot checkpoint there yet.
 SIGTERM saves and exits. For several processes set JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES, JAX_PROCESS_ID (or run under a cluster jax detects).
 """
@@ -44,7 +46,8 @@ def register(subparsers):
   p.add_argument("--config", required=True, metavar="NAME_OR_FILE[:ARG]",
                  help="a registered config name or a config .py file, optionally "
                       "with :ARG; then --config.a.b=value overrides")
-  p.add_argument("--workdir", required=True, help="run directory (created; resumed)")
+  p.add_argument("--workdir", required=True,
+                 help="run directory, local or gs:// (created; resumed)")
   p.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -55,8 +58,11 @@ def load_config(spec: str, overrides=()):
 
 
 def run(args) -> int:
-  # The config first: a bad override fails before the training code loads.
+  # The config and the workdir's store first: a bad override or an s3://
+  # workdir fails in a line, before the training code loads.
   config = load_config(args.config, getattr(args, "overrides", ()))
+  from data_pipelines import storage
+  storage.check_checkpoint_location(args.workdir)
   from samjax.train.loop import train_and_evaluate
   results = train_and_evaluate(config, args.workdir)
   if "iou_first" in results:

@@ -24,6 +24,8 @@ import os
 import re
 from collections.abc import Sequence
 
+from data_pipelines import storage
+
 # name -> "module:function"; the function takes the optional ":ARG" string.
 REGISTRY = {
     "sam_vit_b_sa1b": "samjax.configs.sam_recipe:vit_b",
@@ -51,14 +53,14 @@ def model_overrides(config) -> dict:
 
 def get_config(spec: str):
   """The unlocked, un-overridden config of a registered name or file, ``[:ARG]``."""
-  base, sep, arg = spec.partition(":")
+  base, sep, arg = _split_spec(spec)
   # As config_flags does: get_config() without ":", get_config(ARG) with it.
   args = (arg,) if sep else ()
   if base in REGISTRY:
     module, _, function = REGISTRY[base].partition(":")
     make = getattr(importlib.import_module(module), function)
     source = f"config {base!r}"
-  elif base.endswith(".py") or os.sep in base or os.path.exists(base):
+  elif base.endswith(".py") or os.sep in base or storage.exists(base):
     make = _file_get_config(base)
     source = base
   else:
@@ -83,14 +85,27 @@ def load_config(spec: str, overrides: Sequence[str] = ()):
   return config
 
 
+def _split_spec(spec: str) -> tuple[str, str, str]:
+  """(name or file, ":" or "", ARG): the ``:`` of ``gs://`` / ``s3://`` is
+  part of the file, not the start of ARG."""
+  scheme, sep, rest = spec.partition("://")
+  if sep and "/" not in scheme and ":" not in scheme:
+    base, colon, arg = rest.partition(":")
+    return scheme + sep + base, colon, arg
+  return spec.partition(":")
+
+
 def _file_get_config(path: str):
-  """``get_config`` of a config file, imported without touching sys.path."""
-  if not os.path.isfile(path):
+  """``get_config`` of a config file (local, ``gs://`` or ``s3://``), imported
+  without touching sys.path."""
+  if not storage.isfile(path):
     raise FileNotFoundError(f"no such config file: {path}")
-  name = "samjax_config_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  name = "samjax_config_" + re.sub(r"\W", "_", storage.splitext(storage.basename(path))[0])
+  # A bucket's file is imported from a local copy (importlib reads files only).
+  with storage.local_copy(path) as local:
+    spec = importlib.util.spec_from_file_location(name, local)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
   if not callable(getattr(module, "get_config", None)):
     raise ValueError(f"{path} has no get_config(arg)")
   return module.get_config

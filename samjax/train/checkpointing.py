@@ -7,6 +7,11 @@ skipped. Steps newer than the one resumed from are moved aside to
 those step numbers again; if no step restores, nothing is moved and the run
 stops with every step's reason.
 
+The workdir may be local or ``gs://`` (orbax writes through tensorstore and
+marks a finished step with ``commit_success.txt`` there); ``s3://`` is
+refused in one line (``storage.check_checkpoint_location``). On a bucket,
+moving a step aside is a copy then a delete (``storage.move_tree``).
+
 Layout (see ``samjax.formats``): WORKDIR/checkpoints/<step>/{state, data}. ``state`` is the plain
 state pytree (restorable onto any mesh: targets carry the new shardings);
 ``data`` is the grain iterator state of each process, so a resumed run sees
@@ -15,8 +20,6 @@ exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 
 import grain
@@ -24,7 +27,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from data_pipelines import storage
 from samjax import formats
+from samjax.train import orbax_orphans
 
 
 def _grain_iterator(it):
@@ -33,10 +38,14 @@ def _grain_iterator(it):
   return getattr(it, "pipeline_iterator", it)
 
 
-def _reason(e: Exception) -> str:
-  """One line out of an exception (TensorStore's run to dozens of lines)."""
+def _reason(e: BaseException) -> str:
+  """One line out of an exception (TensorStore's run to dozens of lines): its
+  root cause, which names the array and the file (orbax's wrapper only
+  repeats a slice and a TensorStore spec)."""
+  while e.__cause__ is not None:
+    e = e.__cause__
   first = (str(e).strip().splitlines() or [""])[0]
-  return f"{type(e).__name__}: {first[:200]}"
+  return f"{type(e).__name__}: {first[:300]}"
 
 
 def _all_processes_ok(ok: bool) -> bool:
@@ -68,14 +77,25 @@ def _configure_array_writes() -> None:
       override=True)
 
 
+def _forget_cached_listings(path: str) -> None:
+  """On a bucket, orbax lists and checks steps through etils.epath's fsspec
+  backend: one gcsfs instance per process, with a listings cache that never
+  sees objects moved through ``storage``'s own client. Without this, a step
+  moved aside still "exists" for orbax and saving that step again fails."""
+  if storage.is_remote(path):
+    from etils.epath import backend
+    backend.fsspec_backend.fs(path).invalidate_cache()
+
+
 class NoRestorableCheckpointError(RuntimeError):
   pass
 
 
 class Checkpointer:
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-    self.workdir = os.path.abspath(workdir)
-    self.directory = formats.checkpoints_dir(workdir)
+    self.workdir = storage.resolve(workdir)
+    # orbax gets the resolved location; s3:// is refused here in one line.
+    self.directory = storage.check_checkpoint_location(formats.checkpoints_dir(workdir))
     self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                  enable_async_checkpointing=async_save)
     _configure_array_writes()
@@ -98,6 +118,8 @@ class Checkpointer:
         state, reason = self.restore(step, abstract_state, data_iterator), None
       except Exception as e:  # any unreadable file: try the step before
         state, reason = None, _reason(e)
+      if reason is not None:  # outside the except: ``e`` no longer holds the orphans
+        orbax_orphans.after_failed_restore()
       if _all_processes_ok(reason is None):
         self._move_aside([s for s in self.all_steps() if s > step], log)
         return step, state
@@ -115,15 +137,16 @@ class Checkpointer:
     if not steps:
       return
     if jax.process_index() == 0:
-      aside = os.path.join(self.workdir, formats.UNRESTORABLE_CHECKPOINTS)
-      os.makedirs(aside, exist_ok=True)
+      aside = storage.join(self.workdir, formats.UNRESTORABLE_CHECKPOINTS)
+      storage.makedirs(aside)
       for step in steps:
-        dest = os.path.join(aside, f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
-        shutil.move(os.path.join(self.directory, str(step)), dest)
+        dest = storage.join(aside, f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
+        storage.move_tree(storage.join(self.directory, str(step)), dest)
         log(f"[checkpoint] moved unrestorable step {step} to {dest}")
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("samjax_checkpoint_move_aside")
+    _forget_cached_listings(self.directory)
     self.manager.close()
     self.manager = self._open()
 
@@ -158,8 +181,10 @@ class Checkpointer:
             state=ocp.args.StandardRestore()))
         return out["state"]["params"]
       except Exception as e:  # an unreadable step: the one before may be fine
-        failures.append(f"step {s}: {_reason(e)}")
-        log(f"[checkpoint] {self.directory} step {s} does not restore ({_reason(e)})")
+        reason = _reason(e)
+      orbax_orphans.after_failed_restore()  # outside the except, as in restore_newest
+      failures.append(f"step {s}: {reason}")
+      log(f"[checkpoint] {self.directory} step {s} does not restore ({reason})")
     raise NoRestorableCheckpointError(
         f"no checkpoint in {self.directory} restores: " + "; ".join(failures))
 

@@ -1,14 +1,22 @@
-"""Run logging: console lines, metrics.jsonl and TensorBoard (process 0 only)."""
+"""Run logging: console lines, the metrics log and TensorBoard (process 0 only).
+
+The metrics log (``metrics_store``) and the TensorBoard events
+(``event_log``) are flushed at every logged record, in the workdir on local
+disk or in a bucket, so a run killed without notice loses at most the records
+of one logging interval. ``begin`` (once the run knows where it starts)
+removes the records a killed run logged after its last checkpoint.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import numpy as np
 
+from data_pipelines import storage
 from samjax import formats
+from samjax.train.event_log import EventLog
+from samjax.train.metrics_store import MetricsWriter, remove_records
 
 
 class RunLogger:
@@ -18,21 +26,36 @@ class RunLogger:
     self._t0 = time.time()
     self._last_time, self._last_step = None, None
     self.workdir = workdir
-    self.writer = None
-    self._jsonl = None
+    self._metrics = None
+    self._events = None
+    self._restart_step = None
+
+  def begin(self, restored_step: int | None) -> None:
+    """Called once the run knows where it starts: at ``restored_step`` (a
+    checkpoint) or from scratch (None). Drops the records that step will log
+    again: everything after it (all of them from scratch), and the final
+    evaluation of a run that had finished (``finish_run`` repeats it)."""
+    if not self.enabled:
+      return
+    self._restart_step = restored_step
+
+    def stale(record: dict) -> bool:
+      step = int(record["step"])
+      return (restored_step is None or step > restored_step
+              or (step == restored_step == self.total_steps and record.get("split") == "eval"))
+    removed = remove_records(self.workdir, stale)
+    if removed:
+      self.info(f"[train] removed {removed} metrics records logged after step "
+                f"{restored_step or 0} by the interrupted run (they are logged again)")
 
   def _open(self):
     """Files open at the first write: a run that fails before it (e.g. a
     config that does not fit the workdir) leaves no trace in the workdir."""
-    if self._jsonl is not None:
+    if self._metrics is not None:
       return
-    os.makedirs(self.workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(self.workdir, formats.METRICS), "a")  # noqa: SIM115 - open for the run
-    try:
-      from tensorboardX import SummaryWriter
-      self.writer = SummaryWriter(os.path.join(self.workdir, formats.TENSORBOARD))
-    except ImportError:  # pragma: no cover - tensorboardX is a dependency
-      self.writer = None
+    self._metrics = MetricsWriter(self.workdir)
+    self._events = EventLog(storage.join(self.workdir, formats.TENSORBOARD),
+                            restart_step=self._restart_step)
 
   def scalars(self, step: int, metrics: dict, prefix: str = "train"):
     if not self.enabled:
@@ -40,17 +63,17 @@ class RunLogger:
     self._open()
     clean = {k: float(np.asarray(v)) for k, v in metrics.items()
              if not k.startswith("_") and np.ndim(v) == 0}
-    self._jsonl.write(json.dumps({"step": int(step), "split": prefix, **clean}) + "\n")
-    self._jsonl.flush()
-    if self.writer is not None:
-      for k, v in clean.items():
-        self.writer.add_scalar(f"{prefix}/{k}", v, int(step))
+    self._metrics.write({"step": int(step), "split": prefix, **clean})
+    for k, v in clean.items():
+      self._events.scalar(f"{prefix}/{k}", v, int(step))
+    self._events.flush()
 
   def image(self, step: int, tag: str, image_hwc_uint8):
-    if self.enabled:
-      self._open()
-    if self.enabled and self.writer is not None:
-      self.writer.add_image(tag, image_hwc_uint8, int(step), dataformats="HWC")
+    if not self.enabled:
+      return
+    self._open()
+    self._events.image(tag, image_hwc_uint8, int(step))
+    self._events.flush()
 
   def console(self, step: int, metrics: dict, lr: float, images_per_step: int):
     if not self.enabled:
@@ -74,10 +97,12 @@ class RunLogger:
       print(msg, flush=True)
 
   def close(self):
-    if self._jsonl:
-      self._jsonl.close()
-    if self.writer is not None:
-      self.writer.close()
+    """Closes the files (everything is flushed already; a bucket's last event
+    file is uploaded once more, complete)."""
+    if self._metrics is not None:
+      self._metrics.close()
+    if self._events is not None:
+      self._events.close()
 
 
 def _fmt(seconds: float) -> str:

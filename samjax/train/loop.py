@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import time
 
@@ -29,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 from samjax import __version__, formats
 from samjax.mesh import maybe_initialize_distributed
 from samjax.train.checkpointing import Checkpointer
@@ -71,9 +70,14 @@ class Run:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains per ``config`` (``samjax.configs``) in ``workdir``; returns the final
   held-out metrics (the initial ones under ``initial_*``), or
-  ``{"preempted_at": step}`` after a preemption save."""
+  ``{"preempted_at": step}`` after a preemption save.
+
+  ``workdir`` may be local or ``gs://``; ``s3://`` is refused before anything
+  is written (``storage.check_checkpoint_location``: orbax cannot checkpoint there).
+  """
+  workdir = storage.check_checkpoint_location(workdir)
   maybe_initialize_distributed()
-  run = start_run(config, os.path.abspath(workdir))
+  run = start_run(config, workdir)
   try:
     with run.program.context():
       state = restore_or_init(run)
@@ -100,7 +104,9 @@ def start_run(config, workdir: str) -> Run:
     if not found.same_architecture(model_config):
       raise ValueError(f"{workdir} holds a run of {found.describe()}, but the config "
                        f"builds {model_config.describe()}; use another --workdir")
-  os.makedirs(workdir, exist_ok=True)
+  # Local: creates the folder and checks it is writable; bucket: checks the
+  # bucket exists. One clear error before any compilation.
+  atomic_io.ensure_dir(workdir)
   # Opens its files at the first write, after a successful restore.
   log = RunLogger(workdir, config.total_steps, enabled=main)
   program = build_program(
@@ -113,7 +119,7 @@ def start_run(config, workdir: str) -> Run:
 def _code_version() -> str:
   try:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True, cwd=os.path.dirname(__file__), timeout=5).stdout.strip()
+                         text=True, cwd=storage.dirname(__file__), timeout=5).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     rev = ""
   return f"samjax {__version__}" + (f" (git {rev})" if rev else "")
@@ -123,12 +129,12 @@ def _write_run_metadata(config, workdir: str, program: TrainProgram) -> None:
   """config.json (resolved config, seed, code version) and the model config
   that lets ``samjax.load_sam(workdir)`` rebuild the model."""
   atomic_io.write_json(
-      os.path.join(workdir, formats.RUN_CONFIG),
+      storage.join(workdir, formats.RUN_CONFIG),
       {"config": json.loads(config.to_json_best_effort()), "seed": config.seed,
        "code_version": _code_version(), "jax": jax.__version__,
        "devices": jax.device_count(), "processes": jax.process_count()},
       indent=2, sort_keys=True)
-  formats.write_model_metadata(os.path.join(workdir, formats.WORKDIR_MODEL_CONFIG),
+  formats.write_model_metadata(storage.join(workdir, formats.WORKDIR_MODEL_CONFIG),
                                program.model.config, source="samjax train")
 
 
@@ -140,6 +146,7 @@ def restore_or_init(run: Run) -> dict:
   config that does not fit the workdir's checkpoints leaves it untouched."""
   step, state = run.ckpt.restore_newest(run.program.abstract_state, run.train_iter,
                                         log=run.log.info)
+  run.log.begin(step)  # drops what a killed run logged after ``step`` (process 0)
   if jax.process_index() == 0:
     _write_run_metadata(run.config, run.workdir, run.program)
   if step is not None:
@@ -182,6 +189,8 @@ def read_metrics(run: Run, pending) -> dict:
 
 
 def log_train_metrics(run: Run, pending, force: bool = False) -> None:
+  """Logs a step's metrics if due (``log_every``, step 1, or ``force``); always
+  reads them, so a non-finite loss stops the run (``read_metrics``)."""
   step = pending[0]
   m = read_metrics(run, pending)
   if force or step == 1 or itstime(step, run.config.log_every):
@@ -203,14 +212,16 @@ def after_step(run: Run, step: int, state: dict) -> bool:
   cfg, ckpt = run.config, run.ckpt
   preempted = run.preemption.reached(step)  # every process, every step: collective
   if itstime(step, cfg.checkpoint_every, cfg.total_steps) or preempted:
-    read_metrics(run, run.pending)  # never save a state a finite loss cannot vouch for
+    # Logged before the save, never after it: a kill between the two must not
+    # lose this step's record (the resumed run starts after it).
+    log_train_metrics(run, run.pending, force=preempted)
+    run.pending = None
     if not bool(_all_finite(state["params"])):
       raise NonFiniteLossError(
           f"non-finite parameters after step {step}; stopping without saving. The last "
           f"good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is intact.")
     ckpt.save(step, state, run.train_iter, force=True)
   if preempted:
-    log_train_metrics(run, run.pending, force=True)
     ckpt.wait()
     run.log.info(f"[train] preemption notice (SIGTERM / Ctrl-C): saved step {step}, exiting")
     return True
@@ -237,13 +248,12 @@ def finish_run(run: Run, state: dict) -> None:
 
 def _write_final_metrics(workdir: str, results: dict) -> None:
   """Keeps earlier runs' keys (e.g. the first run's ``initial_*``) a rerun lacks."""
-  path = os.path.join(workdir, formats.FINAL_METRICS)
+  path = storage.join(workdir, formats.FINAL_METRICS)
   merged = {}
-  if os.path.isfile(path):
+  if storage.isfile(path):
     try:
-      with open(path) as f:
-        merged = json.load(f)
-    except (OSError, ValueError):
+      merged = json.loads(storage.read_text(path))
+    except (OSError, ValueError):  # a damaged file: this run's numbers replace it
       merged = {}
   merged.update({k: float(v) for k, v in results.items()})
   atomic_io.write_json(path, merged, indent=2, sort_keys=True)

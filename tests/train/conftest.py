@@ -1,11 +1,11 @@
 """Training fixtures: a small converted sample dataset and a fast config."""
 
-import json
 import os
+import uuid
 
 import pytest
 
-from data_pipelines import sa1b_to_tfrecord, sample_data, train_copy
+from data_pipelines import atomic_io, sa1b_to_tfrecord, sample_data, storage, train_copy
 from tests.shared_fixtures import build_once
 
 IMAGE, GT = 128, 32  # vit_tiny at 128 px: 8x8 embedding, 32x32 masks
@@ -59,14 +59,29 @@ def small_config(train_data, **changes):
 
 
 def train_losses(workdir) -> dict[int, float]:
-  """{step: training loss} from a workdir's metrics.jsonl."""
+  """{step: training loss} from a workdir's metrics log (local or bucket);
+  a step logged twice is an error, not a silent overwrite."""
+  from samjax.train.metrics_store import read_metrics
   out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      rec = json.loads(line)
-      if rec["split"] == "train":
-        out[rec["step"]] = rec["loss"]
+  for rec in read_metrics(str(workdir)):
+    if rec["split"] == "train":
+      assert rec["step"] not in out, f"step {rec['step']} logged twice in {workdir}"
+      out[rec["step"]] = rec["loss"]
   return out
+
+
+def upload_folder(local_dir: str, remote_dir: str) -> str:
+  """Copies every file under ``local_dir`` to the same place under ``remote_dir``."""
+  for rel in storage.walk_files(local_dir):
+    atomic_io.copy_file(storage.join(local_dir, rel), storage.join(remote_dir, rel))
+  return remote_dir
+
+
+def upload_train_data(gcs_server, train_data) -> dict:
+  """``train_data`` copied to a new bucket: {"train": gs://.., "eval": gs://..}."""
+  bucket = gcs_server.bucket(f"t-{uuid.uuid4().hex[:12]}")
+  return {split: upload_folder(train_data[split], f"{bucket}/data/{split}")
+          for split in ("train", "eval")}
 
 
 @pytest.fixture(scope="session")

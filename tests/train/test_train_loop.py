@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
+from data_pipelines import storage
 from tests.shared_fixtures import build_once
-from tests.train.conftest import TEST_MODEL, small_config, train_losses
+from tests.train.conftest import TEST_MODEL, small_config, train_losses, upload_train_data
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIG = os.path.join(REPO, "experiments", "configs", "tiny_demo.py")
@@ -152,36 +153,43 @@ def _launch_two_processes(train_data, workdir, total_steps, fault_env=None, eval
 
 
 @pytest.fixture(scope="session")
-def two_process_run(train_data, tmp_path_factory):
+def two_process_run(train_data, gcs_server, tmp_path_factory):
   """Three 2-process launches, shared by the two tests below (each launch
   costs two cold compiles, so none is repeated):
 
-    uninterrupted  4 steps in one launch, checkpoints at 2 and 4, then the
-                   held-out evaluation: the reference the others replay;
-    preempted      4 steps, only process 1 gets SIGTERM after step 1;
-    resumed        the preempted workdir restarted, to step 4.
+    uninterrupted  4 steps in one launch on local disk, checkpoints at 2 and
+                   4, then the held-out evaluation: the reference the others
+                   replay;
+    preempted      4 steps with the workdir and the data on a real GCS server
+                   (fake-gcs-server), only process 1 gets SIGTERM after step 1;
+    resumed        the preempted bucket workdir restarted, to step 4.
 
   Returns {name: [workdir, [(rc, stdout, stderr) per process], the
-  checkpoint steps on disk after the launch]}.
+  checkpoint steps after the launch, {step: training loss} as [[step, loss]]]}.
+  Everything is read while the fixture is built: an xdist worker that reads
+  the shared result has its own GCS server, without this one's buckets.
   """
   def build(root):
     runs = {}
-    for name, kwargs in (
-        ("uninterrupted", {"evaluate": True}),
-        ("preempted", {"fault_env": {"SAMJAX_FAULT_SIGTERM_AT_STEP": "1"}}),
-        ("resumed", {})):
-      workdir = os.path.join(root, "uninterrupted" if name == "uninterrupted" else "preempted")
-      outs = _launch_two_processes(train_data, workdir, 4, **kwargs)
-      runs[name] = [workdir, outs, _checkpoint_steps(workdir)]
+    gcs_data = upload_train_data(gcs_server, train_data)
+    bucket_workdir = gcs_data["train"].split("/data/")[0] + "/preempted"
+    for name, data, workdir, kwargs in (
+        ("uninterrupted", train_data, os.path.join(root, "uninterrupted"), {"evaluate": True}),
+        ("preempted", gcs_data, bucket_workdir,
+         {"fault_env": {"SAMJAX_FAULT_SIGTERM_AT_STEP": "1"}}),
+        ("resumed", gcs_data, bucket_workdir, {})):
+      outs = _launch_two_processes(data, workdir, 4, **kwargs)
+      runs[name] = [workdir, outs, _checkpoint_steps(workdir),
+                    sorted(train_losses(workdir).items())]
     return runs
   return build_once(tmp_path_factory, "two_process_run", build)
 
 
 def _checkpoint_steps(workdir) -> list[int]:
-  folder = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(folder):
+  folder = storage.join(workdir, "checkpoints")
+  if not storage.isdir(folder):
     return []
-  return sorted(int(d) for d in os.listdir(folder) if d.isdigit())
+  return sorted(int(d) for d in storage.listdir(folder) if d.isdigit())
 
 
 def _saved_at_preemption(stdout: str) -> int:
@@ -193,7 +201,7 @@ def _saved_at_preemption(stdout: str) -> int:
 def test_two_process_distributed_train_checkpoint_restore(two_process_run):
   """2 local processes (1 CPU device each) via jax.distributed: train,
   checkpoint, evaluate across both hosts; then restart both and resume."""
-  workdir, first, steps = two_process_run["uninterrupted"]
+  _, first, steps, _ = two_process_run["uninterrupted"]
   second = two_process_run["resumed"][1]
   for rc, _, err in first + second:
     assert rc == 0, err[-3000:]
@@ -203,16 +211,17 @@ def test_two_process_distributed_train_checkpoint_restore(two_process_run):
   assert {2, 4} <= set(steps)
   saved = _saved_at_preemption(two_process_run["preempted"][1][0][1])
   assert f"resumed from step {saved}" in second[0][1]
-  losses = train_losses(workdir)
+  losses = dict(two_process_run["uninterrupted"][3])
   assert set(losses) >= {1, 2, 3, 4} and all(np.isfinite(v) for v in losses.values())
 
 
 def test_sigterm_on_one_process_saves_the_same_step_on_both(two_process_run):
-  """Only process 1 gets SIGTERM (after step 1): both processes agree on one
-  step, save it together and exit 0; the restart resumes from it and replays
-  exactly what the uninterrupted run computed."""
-  ref_dir = two_process_run["uninterrupted"][0]
-  workdir, outs, steps = two_process_run["preempted"]
+  """Workdir and data on a GCS server; only process 1 gets SIGTERM (after
+  step 1): both processes agree on one step, save it together and exit 0;
+  the restart resumes from it and replays exactly what the uninterrupted
+  local run computed, every step logged once."""
+  workdir, outs, steps, _ = two_process_run["preempted"]
+  assert workdir.startswith("gs://")
   for rc, _, err in outs:
     assert rc == 0, err[-3000:]
   saved = _saved_at_preemption(outs[0][1])
@@ -222,7 +231,7 @@ def test_sigterm_on_one_process_saves_the_same_step_on_both(two_process_run):
   for rc, _, err in resumed:
     assert rc == 0, err[-3000:]
   assert f"resumed from step {saved}" in resumed[0][1]
-  ref, got = train_losses(ref_dir), train_losses(workdir)
+  ref, got = dict(two_process_run["uninterrupted"][3]), dict(two_process_run["resumed"][3])
   assert sorted(got) == list(range(1, 5))
   for step in range(1, 5):
     np.testing.assert_allclose(got[step], ref[step], rtol=1e-5)
