@@ -120,11 +120,41 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb",
   fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
+SPOOL_PREFIX = "samjax-upload-"  # + "<pid>-": local spools of uploads in progress
+
+
+_swept_in_pid = None
+
+
+def _remove_orphaned_spools() -> None:
+  """Deletes the upload spools of processes that no longer exist (once per
+  process): a writer killed mid-upload (kill -9) leaves its spool, up to a
+  whole shard, in the temp folder, and a TPU VM's boot disk is small."""
+  global _swept_in_pid
+  if _swept_in_pid == os.getpid():
+    return
+  _swept_in_pid = os.getpid()
+  folder = tempfile.gettempdir()
+  with contextlib.suppress(OSError):
+    for name in os.listdir(folder):
+      pid = name[len(SPOOL_PREFIX):].split("-", 1)[0]
+      if not (name.startswith(SPOOL_PREFIX) and pid.isdigit()):
+        continue
+      try:
+        os.kill(int(pid), 0)
+      except ProcessLookupError:  # its writer is gone
+        with contextlib.suppress(OSError):
+          os.remove(os.path.join(folder, name))
+      except PermissionError:  # another user's live process
+        pass
+
+
 @contextlib.contextmanager
 def _remote_writer(path: str, mode: str, encoding: str | None) -> Iterator[IO[Any]]:
   """Object-store half of ``atomic_writer``: a local spool, uploaded as one
   object only when the block finished."""
-  with tempfile.NamedTemporaryFile(prefix="samjax-upload-") as spool:
+  _remove_orphaned_spools()
+  with tempfile.NamedTemporaryFile(prefix=f"{SPOOL_PREFIX}{os.getpid()}-") as spool:
     with open(spool.name, mode, encoding=encoding) as f:
       yield f
     fs = storage.filesystem(path)

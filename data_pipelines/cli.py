@@ -15,6 +15,7 @@ import time
 
 HELP = """\
 SA-1B data tools (COCO-format instance datasets convert into the same records).
+Every DIR, tar and JSON may be local or in a bucket (gs://bucket/..., s3://bucket/...).
 
   samjax data make-sample --out DIR [--images 8 --per-tar 4 --height 240 --width 360]
       writes a small deterministic dataset in exact SA-1B layout (tar shards of
@@ -27,7 +28,9 @@ SA-1B data tools (COCO-format instance datasets convert into the same records).
       with reasons; inputs without a single image are an error, and so is
       N above the number of images. K >= 1 processes convert (1: no worker
       processes); workers exit if the converter is killed.
-      Every file is written atomically (temp file, fsync, rename). Rerunning
+      Every file is written atomically (temp file, fsync, rename; in a bucket
+      one object uploaded whole). A bucket that still fails after retries
+      stops the run in one line; it never turns inputs into skips. Rerunning
       resumes: a shard is kept only if its files match the sizes and sha256s
       its done.json recorded for these inputs, otherwise it is rewritten; the
       result is byte-identical to an uninterrupted run.

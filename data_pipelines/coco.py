@@ -51,13 +51,13 @@ import hashlib
 import io
 import json
 import math
-import os
+import posixpath
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from data_pipelines import rle
-from data_pipelines.sa1b import Skip, check_jpeg
+from data_pipelines import rle, storage
+from data_pipelines.sa1b import Skip, check_jpeg, store_failure
 
 # Skip kinds of COCO inputs (manifest ``skipped_counts`` keys), next to
 # ``sa1b.KINDS``' "missing_key", "size_mismatch", "rle_size", "rle_invalid"
@@ -79,8 +79,7 @@ _SIMPLE_MODES = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr")  # PIL's convert
 def read_json(path: str, what: str):
   """Parsed JSON of ``path``; ValueError naming ``what`` and the file when invalid."""
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(storage.read_bytes(path))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{what} {path} is not valid JSON ({e})") from e
 
@@ -107,7 +106,7 @@ def image_names(info: dict) -> list[str]:
   ``coco_url`` (``val2017/x.jpg``, a COCO root's layout) and its base name."""
   names = []
   if isinstance(info.get("file_name"), str) and info["file_name"]:
-    names += [info["file_name"], os.path.basename(info["file_name"])]
+    names += [info["file_name"], posixpath.basename(info["file_name"])]
   if isinstance(info.get("coco_url"), str) and info["coco_url"]:
     parts = info["coco_url"].rstrip("/").split("/")
     names += ["/".join(parts[-2:]), parts[-1]]
@@ -115,11 +114,12 @@ def image_names(info: dict) -> list[str]:
 
 
 def find_image(images_dir: str, info: dict) -> tuple[str | None, list[str]]:
-  """(path of the image's file or None, the paths tried) (``image_names``)."""
+  """(path of the image's file or None, the paths tried) (``image_names``);
+  ``images_dir`` local or on a bucket."""
   tried = []
   for name in image_names(info):
-    path = os.path.join(images_dir, name)
-    if os.path.isfile(path):
+    path = storage.join(images_dir, name)
+    if storage.isfile(path):
       return path, tried
     tried.append(path)
   return None, tried
@@ -193,9 +193,9 @@ def scan(inp: Input) -> tuple[list[Item], list[Skip], dict]:
     ValueError: the file is not JSON, or not a COCO instance file.
   """
   src = inp.annotations
-  if not os.path.isfile(src):
+  if not storage.isfile(src):
     raise FileNotFoundError(f"--coco: no such file: {src}")
-  if not os.path.isdir(inp.images):
+  if not storage.isdir(inp.images):
     raise FileNotFoundError(f"--images: no such directory: {inp.images}")
   data = read_json(src, "--coco")
   check_coco(data, f"--coco {src}")
@@ -436,8 +436,12 @@ def load(item: Item) -> tuple[dict | None, list[Skip]]:
     return None, [Skip("missing_image", src, member,
                        f"image {img['id']} not found (tried {', '.join(tried)}){lost}")]
   try:
-    with open(path, "rb") as f:
-      raw = f.read()
+    raw = storage.read_bytes(path)
+  except OSError as e:
+    if storage.is_remote(path):  # a failing store is not a missing image
+      raise store_failure(path, e) from e
+    return None, [Skip("missing_image", src, member, f"{path}: {e}{lost}")]
+  try:
     jpeg, reencoded = prepare_image(raw, w, h)
   except OSError as e:
     return None, [Skip("missing_image", src, member, f"{path}: {e}{lost}")]

@@ -19,10 +19,9 @@ write leaves behind), so the converter never deletes a file it did not write.
 from __future__ import annotations
 
 import json
-import os
 import re
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 
 FORMAT = "samjax-sa1b-tfrecord"
 VERSION = 2  # 2: optional train/* copies (version 1 directories read the same)
@@ -64,17 +63,18 @@ def is_temp_file(name: str, targets=None) -> bool:
 
 
 def load_manifest(out_dir: str) -> dict:
-  """Reads ``out_dir/manifest.json``; names the directory if it is missing and
-  the file if it is unreadable."""
-  path = os.path.join(out_dir, MANIFEST)
-  if not os.path.exists(path):
+  """Reads ``out_dir/manifest.json`` (local or on a bucket); names the
+  directory if it is missing and the file if it is unreadable."""
+  path = storage.join(out_dir, MANIFEST)
+  try:
+    data = storage.read_bytes(path)
+  except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
     raise FileNotFoundError(
-        f"{out_dir} has no {MANIFEST}: not a finished `samjax data convert` output")
-  with open(path) as f:
-    try:
-      m = json.load(f)
-    except ValueError as e:
-      raise ValueError(f"{path}: not valid JSON ({e}); rerun `samjax data convert`") from e
+        f"{out_dir} has no {MANIFEST}: not a finished `samjax data convert` output") from None
+  try:
+    m = json.loads(data)
+  except ValueError as e:
+    raise ValueError(f"{path}: not valid JSON ({e}); rerun `samjax data convert`") from e
   if not isinstance(m, dict) or m.get("format") != FORMAT:
     got = m.get("format") if isinstance(m, dict) else type(m).__name__
     raise ValueError(f"{path}: format {got!r}, expected {FORMAT!r}")

@@ -14,16 +14,25 @@ reads one or two tars).
 
 Nothing lost, nothing half-written:
 
-* Every file goes through ``atomic_io`` (temp file, fsync, rename): a shard's
-  index, then its data, then its ``done.json``, which records the sizes and
-  sha256s of both files and a digest of the shard's inputs and settings. An
-  interrupted run leaves whole files and temp files only.
+* Every file goes through ``atomic_io`` (temp file, fsync, rename; on a
+  bucket one object uploaded whole): a shard's index, then its data, then its
+  ``done.json``, which records the sizes and sha256s of both files and a
+  digest of the shard's inputs and settings. An interrupted run leaves whole
+  files and temp files only (on a bucket: whole objects only).
 * On a rerun a shard counts as finished only when its ``done.json`` parses
   and both files match what it recorded for these inputs; anything else
   (truncated, bit-flipped, missing index, empty ``done.json``) is rewritten.
   Temp files of the shards being rewritten are deleted.
 * Output is deterministic: rerunning or resuming gives byte-identical shards
   and manifest.
+* Inputs and output may be local or on ``gs://`` / ``s3://`` (``storage``),
+  in any combination. A store that still fails after ``storage``'s retries
+  stops the run with one line naming the object (finished shards stay
+  finished); it never turns into skipped inputs. A shard bound for a bucket
+  is spooled to local temp space first (``atomic_io``): each worker needs
+  room for one shard there. Remote tar members are one byte-range request
+  each, so a worker waits for the store about twice per image; more
+  ``--workers`` than cores hide that.
 * Spawned workers exit when the converter dies (``_worker_init``), so a
   killed conversion leaves no processes behind.
 * ``overwrite`` deletes only file names of the layout (``dataset_layout``),
@@ -52,7 +61,7 @@ import sys
 import threading
 import time
 
-from data_pipelines import atomic_io, coco, example_codec, sa1b, tfrecord, train_copy
+from data_pipelines import atomic_io, coco, example_codec, sa1b, storage, tfrecord, train_copy
 from data_pipelines import dataset_layout as layout
 
 # Test-only fault hook: seconds each worker sleeps after every record, so a
@@ -115,7 +124,7 @@ def _shard_digest(index: int, num_shards: int, items: list[sa1b.Item],
 
 def _file_sha256(path: str) -> str:
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with storage.open_read(path) as f:
     while chunk := f.read(1 << 20):
       h.update(chunk)
   return h.hexdigest()
@@ -145,11 +154,10 @@ def write_shard(out_dir: str, index: int, num_shards: int, items: list[sa1b.Item
   stats' ``train_copy_failed``); the pipeline then reads its original.
   """
   name = layout.shard_name(index, num_shards)
-  path = os.path.join(out_dir, name)
-  done = os.path.join(out_dir, layout.done_name(name))
+  path = storage.join(out_dir, name)
+  done = storage.join(out_dir, layout.done_name(name))
   # A shard being rewritten is unfinished from the first byte on.
-  with contextlib.suppress(FileNotFoundError):
-    os.remove(done)
+  storage.remove(done)
   delay = float(os.environ.get(FAULT_RECORD_DELAY) or 0)
   skips: list[sa1b.Skip] = []
   num_masks = num_image_copies = 0
@@ -164,9 +172,11 @@ def write_shard(out_dir: str, index: int, num_shards: int, items: list[sa1b.Item
     w = tfrecord.TFRecordWriter(stack.enter_context(atomic_io.atomic_writer(path)))
     for it in items:
       fh = None
-      if it.is_tar:
+      # A local tar stays open for the shard; on a bucket each member is
+      # one byte-range request (fh None).
+      if it.is_tar and not storage.is_remote(it.source):
         if it.source not in handles:
-          handles[it.source] = stack.enter_context(open(it.source, "rb"))
+          handles[it.source] = stack.enter_context(storage.open_read(it.source))
         fh = handles[it.source]
       if isinstance(it, coco.Item):
         ex, item_skips = coco.load(it)
@@ -193,7 +203,7 @@ def write_shard(out_dir: str, index: int, num_shards: int, items: list[sa1b.Item
     index_data = tfrecord.index_bytes(w.index)
     atomic_io.write_bytes(tfrecord.index_path(path), index_data)
   stats = {"file": name, "index": name + ".idx", "num_records": len(w.index),
-           "num_masks": num_masks, "bytes": os.path.getsize(path),
+           "num_masks": num_masks, "bytes": storage.getsize(path),
            "sha256": w.sha256.hexdigest(),
            "index_sha256": hashlib.sha256(index_data).hexdigest(),
            "plan_sha256": _shard_digest(index, num_shards, items, copy),
@@ -217,15 +227,16 @@ def _finished(out_dir: str, index: int, num_shards: int, digest: str) -> dict | 
   bit flips and a lost or stale index alike.
   """
   name = layout.shard_name(index, num_shards)
-  path = os.path.join(out_dir, name)
+  path = storage.join(out_dir, name)
   try:
-    with open(os.path.join(out_dir, layout.done_name(name))) as f:
-      stats = json.load(f)
+    stats = json.loads(storage.read_bytes(storage.join(out_dir, layout.done_name(name))))
     if (stats["file"] == name and stats.get("plan_sha256") == digest
-        and os.path.getsize(path) == stats["bytes"]
+        and storage.getsize(path) == stats["bytes"]
         and _file_sha256(tfrecord.index_path(path)) == stats["index_sha256"]
         and _file_sha256(path) == stats["sha256"]):
       return stats
+  except storage.StorageError:  # the store is failing: not a verdict on the shard
+    raise
   except (OSError, ValueError, KeyError, TypeError):  # missing, unreadable, not our JSON
     pass
   return None
@@ -234,8 +245,11 @@ def _finished(out_dir: str, index: int, num_shards: int, digest: str) -> dict | 
 def _check_finished(out_dir: str, num_shards: int, indices, digests: list[str],
                     workers: int) -> dict[int, dict]:
   """Stats of the finished shards among ``indices`` (``_finished``), hashed by
-  ``workers`` threads: hashlib releases the GIL, so verifying a large resumed
-  conversion goes as fast as the disk allows."""
+  ``workers`` threads (at least ``sa1b.SCAN_THREADS`` on a bucket, where
+  each file is a stream of requests): hashlib releases the GIL, so verifying
+  a large resumed conversion goes as fast as the disk or network allows."""
+  if storage.is_remote(out_dir):
+    workers = max(workers, sa1b.SCAN_THREADS)
   with cf.ThreadPoolExecutor(max_workers=workers) as pool:
     found = pool.map(lambda i: (i, _finished(out_dir, i, num_shards, digests[i])), indices)
     return {i: s for i, s in found if s is not None}
@@ -245,12 +259,12 @@ def _clean_temps(out_dir: str, targets: set[str]) -> None:
   """Deletes temp files that killed writes of ``targets`` left behind.
 
   Only the files this run is about to write: another machine converting
-  other ``--only-shards`` into the same folder keeps its temp files.
+  other ``--only-shards`` into the same folder keeps its temp files. (A
+  bucket has none: a write there is one upload, nothing before it.)
   """
-  for n in os.listdir(out_dir):
+  for n in storage.listdir(out_dir):
     if layout.is_temp_file(n, targets):
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(out_dir, n))
+      storage.remove(storage.join(out_dir, n))
 
 
 def convert(src: list[str] | None, out_dir: str, num_shards: int, workers: int = 1,
@@ -340,7 +354,7 @@ def convert(src: list[str] | None, out_dir: str, num_shards: int, workers: int =
   if coco_src is not None:
     manifest["coco"] = _coco_section(coco_src, coco_meta,
                                      [stats[i] for i in range(num_shards)])
-  _write_json(os.path.join(out_dir, layout.MANIFEST), manifest)
+  _write_json(storage.join(out_dir, layout.MANIFEST), manifest)
   n_skip = len(manifest["skipped"])
   log(f"wrote {manifest['num_records']} images, {manifest['num_masks']} masks; "
       f"skipped {n_skip} input(s)/annotation(s)"
@@ -360,11 +374,10 @@ def _prepare_out_dir(out_dir: str, plan: dict, overwrite: bool) -> None:
   plan.json goes last, replaced by the new one, so a crash part-way leaves
   the old plan and the next run needs ``overwrite`` again.
   """
-  plan_path = os.path.join(out_dir, layout.PLAN)
-  if os.path.exists(plan_path):
+  plan_path = storage.join(out_dir, layout.PLAN)
+  if storage.exists(plan_path):
     try:
-      with open(plan_path) as f:
-        old = json.load(f)
+      old = json.loads(storage.read_bytes(plan_path))
       differs = old != plan
       what = (f"a conversion of other inputs or shard count "
               f"({old.get('num_shards') if isinstance(old, dict) else '?'} shards)")
@@ -374,12 +387,11 @@ def _prepare_out_dir(out_dir: str, plan: dict, overwrite: bool) -> None:
       if not overwrite:
         raise ValueError(f"{out_dir} holds {what}; pass --overwrite to replace it "
                          "or choose another --out")
-      names = sorted((n for n in os.listdir(out_dir) if n != layout.PLAN
+      names = sorted((n for n in storage.listdir(out_dir) if n != layout.PLAN
                       and (layout.is_output_file(n) or layout.is_temp_file(n))),
                      key=lambda n: (n != layout.MANIFEST, not n.endswith(".done.json"), n))
       for n in names:
-        with contextlib.suppress(FileNotFoundError):
-          os.remove(os.path.join(out_dir, n))
+        storage.remove(storage.join(out_dir, n))
   _write_json(plan_path, plan)
 
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 
 BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                "retina", "immunohistochemistry", "colorwheel")
@@ -232,7 +231,7 @@ def make_sample(out_dir: str, num_images: int = 8, images_per_tar: int = 4,
     bar = tqdm(bar, desc="sample images", unit="img")
   it = iter(bar)
   for t in range(n_tars):
-    path = os.path.join(out_dir, f"sa_{t:06d}.tar")
+    path = storage.join(out_dir, f"sa_{t:06d}.tar")
     with atomic_io.atomic_writer(path) as f, \
         tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tf:
       for i in range(t * images_per_tar, min(num_images, (t + 1) * images_per_tar)):

@@ -173,7 +173,7 @@ def retrying(call: Callable[[], T], what: str) -> T:
   for attempt in range(RETRIES):
     try:
       return call()
-    except Exception as e:  # noqa: BLE001 - sorted by _is_transient
+    except Exception as e:  # sorted by _is_transient
       if not _is_transient(e):
         raise
       if attempt == RETRIES - 1:

@@ -10,19 +10,26 @@ A TFRecord file is a sequence of frames::
 
 Random access needs an index. Each shard ``X.tfrecord`` gets ``X.tfrecord.idx``:
 one text line ``"<offset> <frame_size>"`` per record (the layout of NVIDIA
-DALI's ``tfrecord2idx``), so record ``i`` is one ``pread`` away.
+DALI's ``tfrecord2idx``), so record ``i`` is one ``pread`` (one byte-range
+request on a bucket) away.
+
+Paths may be local or ``gs://`` / ``s3://`` (``storage``): files are read
+through ``storage`` and written through ``atomic_io``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import struct
+from typing import IO
 
 import google_crc32c
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 
 _MASK_DELTA = 0xA282EAD8
 HEADER_SIZE = 12  # uint64 length + uint32 crc
@@ -72,16 +79,20 @@ def index_path(path: str) -> str:
 class TFRecordWriter:
   """Appends framed records to ``target`` and remembers (offset, size) of each.
 
-  ``target``: a path (opened, truncated, and closed by ``close()``) or a
-  binary file object the caller owns, such as ``atomic_io.atomic_writer``'s,
-  which is how the converter makes a shard appear whole or not at all.
-  ``close()`` flushes, and fsyncs a file this writer opened; the caller then
-  writes the index (``write_index``).
+  ``target``: a path, written through ``atomic_io.atomic_writer`` (so it
+  appears whole at ``close()`` or not at all, also on a bucket), or a binary
+  file object the caller owns, such as the converter's own
+  ``atomic_io.atomic_writer``. The caller then writes the index
+  (``write_index``).
   """
 
   def __init__(self, target):
     self._owned = isinstance(target, (str, os.PathLike))
-    self._f = open(target, "wb") if self._owned else target  # noqa: SIM115
+    self._stack = contextlib.ExitStack()
+    if self._owned:
+      self._f = self._stack.enter_context(atomic_io.atomic_writer(target, "wb"))
+    else:
+      self._f = target
     self.path = os.fspath(target) if self._owned else None
     self._offset = 0
     self._closed = False
@@ -96,22 +107,23 @@ class TFRecordWriter:
     self._offset += len(buf)
 
   def close(self) -> None:
+    """Flushes; a file this writer opened is committed (fsynced and renamed,
+    or uploaded)."""
     if self._closed:
       return
     self._closed = True
     self._f.flush()
-    if self._owned:
-      os.fsync(self._f.fileno())
-      self._f.close()
+    self._stack.close()
 
   def __enter__(self):
     return self
 
   def __exit__(self, *exc):
-    # On an error the file is closed without fsync; a borrowed one is left open.
-    if self._owned and not self._f.closed:
-      self._f.close()
-    self._closed = True
+    # An error leaves the target as it was (the atomic writer drops its temp
+    # file); a clean exit commits what was written. A borrowed file is left open.
+    if not self._closed:
+      self._closed = True
+      self._stack.__exit__(*exc)
 
 
 def index_bytes(index: list[tuple[int, int]]) -> bytes:
@@ -126,8 +138,9 @@ def write_index(path: str, index: list[tuple[int, int]]) -> None:
 
 def read_index(path: str) -> np.ndarray:
   """Index file -> int64 array (N, 2) of (offset, frame_size)."""
+  data = storage.read_bytes(path)
   try:
-    arr = np.loadtxt(path, dtype=np.int64, ndmin=2)
+    arr = np.loadtxt(io.BytesIO(data), dtype=np.int64, ndmin=2)
   except ValueError as e:
     raise CorruptRecordError(f"{path}: unreadable index: {e}") from e
   if arr.size == 0:
@@ -137,22 +150,29 @@ def read_index(path: str) -> np.ndarray:
   return arr
 
 
+def read_frames(f: IO[bytes], where: str, check_crc: bool = True):
+  """Yields (offset, data) of the frames of an open file read sequentially
+  from its start; raises ``CorruptRecordError`` (naming ``where`` and the
+  offset) on a torn or corrupt frame."""
+  offset = 0
+  while True:
+    head = f.read(HEADER_SIZE)
+    if not head:
+      return
+    if len(head) < HEADER_SIZE:
+      raise CorruptRecordError(f"{where}@{offset}: truncated header")
+    (length,) = struct.unpack_from("<Q", head, 0)
+    rest = f.read(length + FOOTER_SIZE)
+    if len(rest) < length + FOOTER_SIZE:
+      raise CorruptRecordError(f"{where}@{offset}: truncated record")
+    yield offset, unframe(head + rest, f"{where}@{offset}", check_crc)
+    offset += HEADER_SIZE + length + FOOTER_SIZE
+
+
 def iter_frames(path: str, check_crc: bool = True):
   """Yields (offset, data) sequentially; raises on a torn or corrupt frame."""
-  with open(path, "rb") as f:
-    offset = 0
-    while True:
-      head = f.read(HEADER_SIZE)
-      if not head:
-        return
-      if len(head) < HEADER_SIZE:
-        raise CorruptRecordError(f"{path}@{offset}: truncated header")
-      (length,) = struct.unpack_from("<Q", head, 0)
-      rest = f.read(length + FOOTER_SIZE)
-      if len(rest) < length + FOOTER_SIZE:
-        raise CorruptRecordError(f"{path}@{offset}: truncated record")
-      yield offset, unframe(head + rest, f"{path}@{offset}", check_crc)
-      offset += HEADER_SIZE + length + FOOTER_SIZE
+  with storage.open_read(path) as f:
+    yield from read_frames(f, path, check_crc)
 
 
 def build_index(path: str) -> list[tuple[int, int]]:

@@ -36,6 +36,7 @@ def pipeline_config(config, model, data_dir: str, global_batch: int, seed: int,
       max_masks=max_masks or config.data.max_masks, seed=seed, shuffle=shuffle,
       num_epochs=num_epochs, process_index=jax.process_index(),
       process_count=jax.process_count(), worker_count=config.data.worker_count,
+      read_threads=config.data.read_threads or None,
       source=config.data.get("source", "samjax"), split=split)
 
 

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from data_pipelines import cli as data_cli
-from data_pipelines import dataset_layout, sa1b_to_tfrecord, sample_data, verify
+from data_pipelines import dataset_layout, sa1b_to_tfrecord, sample_data, storage, verify
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 QUIET = {"progress": False, "log": lambda *_: None}
@@ -299,15 +299,15 @@ def test_overwrite_cut_short_keeps_folder_consistent(sample_dir, converted_dir, 
   out = tmp_path / "out"
   sa1b_to_tfrecord.convert([sample_dir], str(out), 2, **QUIET)
   removed = []
-  real_remove = os.remove
+  real_remove = storage.remove
 
-  def remove_then_crash(path):
+  def remove_then_crash(path, missing_ok=True):
     if len(removed) == 3:
       raise OSError("disk gone")
     removed.append(os.path.basename(path))
-    real_remove(path)
+    real_remove(path, missing_ok)
 
-  monkeypatch.setattr(sa1b_to_tfrecord.os, "remove", remove_then_crash)
+  monkeypatch.setattr(sa1b_to_tfrecord.storage, "remove", remove_then_crash)
   with pytest.raises(OSError, match="disk gone"):
     sa1b_to_tfrecord.convert([sample_dir], str(out), 3, overwrite=True, **QUIET)
   monkeypatch.undo()

@@ -28,9 +28,9 @@ def test_write_read_list_move_delete(root):
   assert storage.walk_files(root) == ["a.json", "sub/b.bin"]
   storage.move_tree(storage.join(root, "sub"), storage.join(root, "aside", "sub"))
   assert storage.walk_files(root) == ["a.json", "aside/sub/b.bin"]
-  with storage.local_copy(storage.join(root, "aside", "sub", "b.bin")) as local:
-    with open(local, "rb") as f:
-      assert f.read(3) == bytes([0, 1, 2])
+  with (storage.local_copy(storage.join(root, "aside", "sub", "b.bin")) as local,
+        open(local, "rb") as f):
+    assert f.read(3) == bytes([0, 1, 2])
   storage.remove(storage.join(root, "a.json"))
   storage.rmtree(storage.join(root, "aside"))
   assert storage.walk_files(root) == []
@@ -82,3 +82,21 @@ def test_transient_errors_are_retried_then_named(monkeypatch):
   with pytest.raises(FileNotFoundError):
     storage.retrying(missing, "x")
   assert len(calls) == n + 1  # not retried
+
+
+def test_a_killed_uploads_spool_is_removed_by_the_next_writer(gs_bucket, tmp_path,
+                                                               monkeypatch):
+  import subprocess
+  import sys
+  import tempfile
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+  monkeypatch.setattr(atomic_io, "_swept_in_pid", None)
+  orphan = tmp_path / f"{atomic_io.SPOOL_PREFIX}{dead.pid}-abc"
+  live = tmp_path / f"{atomic_io.SPOOL_PREFIX}{1}-abc"  # pid 1 always runs
+  orphan.write_bytes(b"x" * 1000)
+  live.write_bytes(b"y")
+  atomic_io.write_text(f"{gs_bucket}/x.txt", "new")
+  assert not orphan.exists() and live.exists()
+  assert storage.read_text(f"{gs_bucket}/x.txt") == "new"
