@@ -99,8 +99,8 @@ def write_coco_split(out_dir: str, name: str, count: int, seed: int, polygons: b
 
 
 def _eval_records(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [r for r in map(json.loads, f) if r.get("split") == "eval"]
+  from samjax.train.metrics_store import read_metrics
+  return [r for r in read_metrics(workdir) if r.get("split") == "eval"]
 
 
 def main(argv=None):

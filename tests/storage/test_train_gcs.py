@@ -131,12 +131,23 @@ def test_metrics_on_gcs_hold_every_logged_step_once(killed_then_resumed):
   assert len([n for n in events if n.startswith("events.out.tfevents")]) == 2
 
 
-def test_load_sam_of_a_gcs_workdir_equals_its_local_copy(killed_then_resumed):
+def test_load_sam_and_export_of_a_gcs_workdir_equal_its_local_copy(killed_then_resumed):
+  """``load_sam("gs://.../run")`` and ``samjax convert --to-torch gs://.../run
+  --out gs://.../model.pth`` give what the same calls give on a local copy."""
   from samjax import load_sam
+  from samjax.cli import main
+  from tests.storage.test_models_stores import assert_same_tensors, torch_tensors
   workdir = killed_then_resumed["workdir"]
   remote = load_sam(workdir)
+  bucket_pth = storage.join(storage.dirname(workdir), "export", "model.pth")
+  assert main(["convert", "--to-torch", workdir, "--out", bucket_pth]) == 0
   with storage.local_folder_copy(workdir) as local:
     here = load_sam(local)
+    local_pth = os.path.join(local, "model.pth")
+    assert main(["convert", "--to-torch", local, "--out", local_pth]) == 0
+    assert_same_tensors(torch_tensors(bucket_pth), torch_tensors(local_pth))
+    assert (storage.read_text(bucket_pth + ".json").replace(workdir, "W")
+            == storage.read_text(local_pth + ".json").replace(local, "W"))
   assert remote.config == here.config
   a, b = jax.tree_util.tree_leaves(remote.params), jax.tree_util.tree_leaves(here.params)
   assert len(a) == len(b) > 0
