@@ -9,6 +9,9 @@ PYTEST_ARGS ?=
 # pytest-xdist workers: most tests wait on a single-threaded XLA compile, so a
 # second worker uses the second core. Expensive session fixtures are built
 # once for both (tests/shared_fixtures.py). TEST_WORKERS=0: one process.
+# --dist loadgroup: tests marked xdist_group(name) run on one worker, so a
+# module fixture that starts several training runs is built once, not once
+# per worker.
 TEST_WORKERS ?= 2
 
 .PHONY: install test demo finetune-demo bench lint clean
@@ -18,13 +21,13 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,dev,tpu-plan,cloud]"
+	$(BIN)/python -m pip install --quiet -e ".[train,data,eval,plan,cloud,torch,test,dev]"
 	touch $(STAMP)
 
 # pytest exits 5 when it collects nothing: treat that as a failure, a suite
 # that silently ran no test must not pass CI.
 test: install
-	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS) tests; \
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) tests; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 demo: install

@@ -61,6 +61,7 @@ def register(subparsers):
   p = subparsers.add_parser("data", help="SA-1B sample data, TFRecord conversion, inspection",
                             description=HELP,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.set_defaults(extra="data")  # samjax.cli checks the extra's packages first
   sub = p.add_subparsers(dest="data_verb", metavar="SUBVERB")
   sub.required = True
 

@@ -38,10 +38,10 @@ What each annotation becomes (SA-1B's fields):
 Images: a JPEG whose stored pixels have the annotated size is stored byte
 for byte. Anything else the training pipeline could not read as stored is
 re-encoded once as JPEG (quality 95, 4:4:4), listed in the manifest:
-non-JPEG files (PNG, ...: decoded to RGB as ``samjax.inference.image_io``
-does, transparency over white) and files whose EXIF orientation gives the
-annotated size (stored upright, the frame ``samjax eval`` reads them in,
-``samjax/evaluation/coco_gt.py``).
+non-JPEG files (PNG, ...: decoded to RGB by ``data_pipelines.pixels`` as
+``samjax segment`` decodes them, transparency over white) and files whose
+EXIF orientation gives the annotated size (stored upright, the frame
+``samjax eval`` reads them in, ``samjax/evaluation/coco_gt.py``).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import posixpath
 import numpy as np
 from PIL import Image, ImageOps
 
-from data_pipelines import rle, storage
+from data_pipelines import pixels, rle, storage
 from data_pipelines.sa1b import Skip, check_jpeg, store_failure
 
 # Skip kinds of COCO inputs (manifest ``skipped_counts`` keys), next to
@@ -71,7 +71,6 @@ POINT_RULE = ("mask pixel farthest from the mask boundary (Euclidean distance tr
               "image border = boundary, first in row-major order), integer (x, y)")
 _EXIF_ORIENTATION = 0x0112
 _INT64 = (-(2**63), 2**63)
-_SIMPLE_MODES = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr")  # PIL's convert == image_io
 
 
 # --- shared with samjax/evaluation/coco_gt.py ---------------------------------------------
@@ -293,16 +292,6 @@ def _orientation(im) -> int | None:
     return None
 
 
-def _to_rgb(im) -> np.ndarray:
-  """PIL image -> (h, w, 3) uint8, as ``samjax.inference.image_io.to_rgb``."""
-  if im.mode in _SIMPLE_MODES and "transparency" not in im.info:
-    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), np.uint8)
-  # Transparency, 16-bit, ...: the commands' own reader (imported only here:
-  # it loads the samjax package).
-  from samjax.inference.image_io import to_rgb
-  return to_rgb(im)
-
-
 def _encode_jpeg(rgb: np.ndarray) -> bytes:
   buf = io.BytesIO()
   Image.fromarray(rgb).save(buf, "JPEG", quality=REENCODE_QUALITY, subsampling=0,
@@ -331,7 +320,7 @@ def prepare_image(raw: bytes, width: int, height: int) -> tuple[bytes, str | Non
         return raw, None
       im.load()
       pic = ImageOps.exif_transpose(im) if turn else im
-      rgb = _to_rgb(pic)
+      rgb = pixels.to_rgb(pic)  # the pixels `samjax segment` would see
   except _Bad:
     raise
   except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...

@@ -16,6 +16,12 @@ import statistics
 import time
 from collections.abc import Callable
 
+from samjax.hardware import quiet_libtpu_without_tpu
+
+# Before jax starts (the benchmarks import it after this module): an installed
+# libtpu stays quiet on a host without a TPU. `import samjax` sets nothing.
+quiet_libtpu_without_tpu()
+
 
 def make_parser(doc: str, *, variant: str | None = None, runs: int | None = None,
                 runs_help: str | None = None, write: bool = True) -> argparse.ArgumentParser:

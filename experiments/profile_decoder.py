@@ -28,8 +28,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from bench_common import Report, host_description, make_parser, random_params  # noqa: E402
 
-import samjax  # noqa: E402,F401  (quiets an installed libtpu before jax picks a backend)
-
 
 def main(argv=None):
   ap = make_parser(__doc__, variant="vit_b", runs=10, runs_help="profiled calls")

@@ -38,8 +38,6 @@ from bench_common import (  # noqa: E402
   time_calls,
 )
 
-import samjax  # noqa: E402,F401  (first: quiets an installed libtpu before jax picks a backend)
-
 
 def _applier(module):
   """(params, x) -> module output, for jit."""

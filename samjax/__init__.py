@@ -1,19 +1,37 @@
 """samjax: Segment Anything in JAX/Flax, trainable at scale, weights interoperable
-with the official PyTorch release."""
+with the official PyTorch release.
+
+``import samjax`` is cheap and changes nothing: no jax backend, no jax
+config, no environment variable. The names below are imported the first time
+they are used (``samjax.load_sam``, ``samjax.SamPredictor``, ...).
+
+The base install (``pip install samjax``) has what inference needs:
+``load_sam`` (model directories, ``.safetensors``, and ``.pth`` with the
+``torch`` extra), ``SamPredictor``, ``SamAutomaticMaskGenerator``, the
+``samjax.segment_anything`` drop-in and ``samjax segment`` / ``samjax amg``.
+Training, data preparation, evaluation and planning are extras (``train``,
+``data``, ``eval``, ``plan``, ``cloud``, ``torch``); a feature whose extra is
+missing says which in one line (``samjax.extras``).
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-# Before jax loads: libtpu (installed for `samjax plan`) stays quiet on hosts
-# without a TPU.
-from samjax.hardware import quiet_libtpu_without_tpu
-
-quiet_libtpu_without_tpu()
-
-from samjax.compile_cache import enable_compile_cache  # noqa: E402
-from samjax.inference.automatic_mask_generator import SamAutomaticMaskGenerator  # noqa: E402
-from samjax.inference.predictor import SamPredictor  # noqa: E402
-from samjax.loading import LoadedSam, load_sam  # noqa: E402
-from samjax.model import SamConfig, SamModel, build, get_config  # noqa: E402
+# name -> module that defines it, imported on first access.
+_LAZY = {
+    "LoadedSam": "samjax.loading",
+    "load_sam": "samjax.loading",
+    "SamPredictor": "samjax.inference.predictor",
+    "SamAutomaticMaskGenerator": "samjax.inference.automatic_mask_generator",
+    "SamConfig": "samjax.model",
+    "SamModel": "samjax.model",
+    "build": "samjax.model",
+    "get_config": "samjax.model",
+    "enable_compile_cache": "samjax.compile_cache",
+}
 
 __all__ = [
            "LoadedSam",
@@ -27,3 +45,16 @@ __all__ = [
            "get_config",
            "load_sam",
 ]
+
+
+def __getattr__(name: str):
+  module = _LAZY.get(name)
+  if module is None:
+    raise AttributeError(f"module 'samjax' has no attribute {name!r}")
+  value = getattr(importlib.import_module(module), name)
+  globals()[name] = value  # later lookups skip this function
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(_LAZY))

@@ -9,6 +9,13 @@ traceback. The errors verbs raise on purpose (``_HANDLED``) print their own
 text; anything else prints as one line with its type. ``--debug`` (before
 the verb) or ``SAMJAX_DEBUG=1`` lets the exception through instead, with its
 traceback.
+
+A verb that needs an extra (``samjax train``: ``train``, ``samjax data``:
+``data``, ``samjax eval``: ``eval``) says so with ``set_defaults(extra=...)``;
+when one of its packages is missing the command stops in one line naming the
+extra (``samjax.extras``). Verbs import their heavy dependencies inside their
+functions, so ``samjax --help`` and ``samjax segment/amg`` need only the base
+install.
 """
 
 from __future__ import annotations
@@ -59,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+  # Before jax loads: an installed libtpu (the `plan` extra) stays quiet on a
+  # host without a TPU. The command line is samjax's own process; ``import
+  # samjax`` sets nothing.
+  from samjax.hardware import quiet_libtpu_without_tpu
+  quiet_libtpu_without_tpu()
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   if extra:
@@ -66,6 +78,15 @@ def main(argv=None) -> int:
       parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
   debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+  if getattr(args, "extra", None):
+    from samjax.extras import MissingExtraError, require_extra
+    try:
+      require_extra(args.extra, f"samjax {args.verb}")
+    except MissingExtraError as e:
+      if debug:
+        raise
+      print(f"samjax {args.verb}: error: {e}", file=sys.stderr)
+      return 1
   if getattr(args, "compile_cache", True):
     # A second run of a command loads its compiled programs instead of
     # compiling them again (samjax.compile_cache).

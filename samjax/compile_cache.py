@@ -9,9 +9,20 @@ with the same program loads it instead of compiling.
 ``samjax`` commands turn it on by default, and so do the Python entry points
 that compile on behalf of the user (``SamPredictor`` and
 ``SamAutomaticMaskGenerator``, core and ``samjax.segment_anything``:
-``ensure_compile_cache``), unless jax's cache is already configured (kept
-as it is) or ``SAMJAX_COMPILATION_CACHE=off``. ``samjax.enable_compile_cache()``
-turns it on explicitly (another folder, another threshold).
+``ensure_compile_cache``, at construction), unless jax's cache is already
+configured (kept as it is) or ``SAMJAX_COMPILATION_CACHE=off``.
+``samjax.enable_compile_cache()`` turns it on explicitly (another folder,
+another threshold). ``import samjax`` alone changes no jax setting.
+
+Turning it on sets three process-wide jax options
+(``jax_compilation_cache_dir``, ``jax_persistent_cache_min_compile_time_secs``,
+``jax_compilation_cache_max_size``): other jax code in the same process then
+uses the cache too. The one switch that keeps samjax from touching them is
+``SAMJAX_COMPILATION_CACHE=off``.
+
+The first time the default folder is created, one line on stderr says where
+it is and how to turn the cache off; a folder named by the argument or
+``$SAMJAX_COMPILATION_CACHE`` is not announced.
 
 Where: ``path`` argument, else ``$SAMJAX_COMPILATION_CACHE``, else an already
 configured ``$JAX_COMPILATION_CACHE_DIR``, else
@@ -37,6 +48,7 @@ compilation cache entry") and compiles around; deleting the folder clears it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -95,15 +107,23 @@ def enable_compile_cache(path: str | None = None,
   folder = resolve_dir(path)
   if folder is None:
     return None
+  announce = (path is None and os.environ.get(ENV) is None
+              and not os.environ.get("JAX_COMPILATION_CACHE_DIR")
+              and not storage.is_remote(folder) and not storage.isdir(folder))
   if not _writable(folder):
     print(f"[samjax] compilation cache off: cannot write {folder} "
           f"(set {ENV}=DIR or {ENV}=off)", file=sys.stderr)
     return None
   jax.config.update("jax_compilation_cache_dir", folder)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
-  # jax bounds a cache with a file lock, which a bucket cannot hold: unbounded there.
-  jax.config.update("jax_compilation_cache_max_size",
-                    -1 if storage.is_remote(folder) else MAX_BYTES)
+  # jax bounds a cache with a file lock, which a bucket cannot hold: unbounded
+  # there. Locally the lock is the filelock package (a base requirement; were it
+  # missing, a bounded cache would fail every read: unbounded then too).
+  bounded = not storage.is_remote(folder) and importlib.util.find_spec("filelock") is not None
+  jax.config.update("jax_compilation_cache_max_size", MAX_BYTES if bounded else -1)
+  if announce:  # once per machine: the default folder did not exist yet
+    print(f"[samjax] compiled programs are cached in {folder} "
+          f"({ENV}=DIR moves it, {ENV}=off turns it off)", file=sys.stderr)
   return folder
 
 

@@ -37,7 +37,7 @@ Official checkpoint::
 Every path may be local, ``gs://`` or ``s3://`` (``data_pipelines.storage``).
 
 This module only knows paths and metadata; the tensors are read by
-``samjax.interop`` (model dirs, ``.pth``) and ``samjax.train.checkpointing``
+``samjax.interop`` (model dirs, ``.pth``) and ``samjax.checkpoints``
 (workdirs).
 """
 

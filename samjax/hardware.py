@@ -3,9 +3,14 @@
 jax picks its platform when a backend first starts, and that choice cannot be
 undone; these checks look only at device nodes and installed plugins, so
 they can run first. They also keep libtpu quiet on hosts without a TPU:
-``make install`` adds libtpu so that ``samjax plan`` can compile for TPU
-topologies, and without a TPU libtpu prints several lines of warnings at
-every jax start-up.
+the ``plan`` extra (and ``make install``) adds libtpu so that ``samjax plan``
+can compile for TPU topologies, and without a TPU libtpu prints several lines
+of warnings at every jax start-up.
+
+Only samjax's own processes call ``quiet_libtpu_without_tpu`` (``samjax``
+commands, the test suite, the experiments): it sets environment variables,
+and ``import samjax`` sets none. A Python program on such a host calls it
+itself before jax starts, if it wants the quiet.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ def quiet_libtpu_env() -> None:
 
 
 def quiet_libtpu_without_tpu() -> None:
-  """``quiet_libtpu_env`` where libtpu is installed but no TPU is attached."""
+  """``quiet_libtpu_env`` where libtpu is installed but no TPU is attached.
+
+  Call before jax starts its backends (``samjax.cli.main`` does, first)."""
   if installed("libtpu") and not tpu_present():
     quiet_libtpu_env()

@@ -69,9 +69,11 @@ def load_config_and_params(path: str, variant: str | None = None
 
 def _load_training_workdir(path: str) -> tuple[SamConfig, dict]:
   """Params of the newest checkpoint of a ``samjax train`` workdir."""
-  from samjax.train.checkpointing import Checkpointer
+  from samjax.extras import require
+  require("orbax.checkpoint", "train", "loading a samjax training workdir")
+  from samjax.checkpoints.workdir import WorkdirCheckpoints
   config = formats.read_model_config(path)
-  ckpt = Checkpointer(path, async_save=False)
+  ckpt = WorkdirCheckpoints(path, async_save=False)
   try:
     params = ckpt.restore_params()
   finally:

@@ -28,9 +28,15 @@ os.environ["SAMJAX_COMPILATION_CACHE"] = os.environ["SAMJAX_TEST_XLA_CACHE"]
 # compiling the train step again (~1.5 min each on a 2-core host).
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
-import jax
-import numpy as np
-import pytest
+# An installed libtpu (the plan extra) stays quiet on a host without a TPU,
+# here and in the subprocesses tests start (`import samjax` sets nothing).
+from samjax.hardware import quiet_libtpu_without_tpu
+
+quiet_libtpu_without_tpu()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

@@ -66,6 +66,7 @@ def register(subparsers):
   p = subparsers.add_parser("eval", help="zero-shot evaluation protocols of the SAM paper",
                             description=HELP,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.set_defaults(extra="eval")  # samjax.cli checks the extra's packages first
   sub = p.add_subparsers(dest="protocol", metavar="PROTOCOL")
   sub.required = True
 

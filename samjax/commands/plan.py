@@ -67,8 +67,8 @@ compile for CUDA, so only what needs no GPU compiler is reported (per-GPU
 parameter / optimizer / batch bytes, model FLOPs, the compute floor at 100%
 of peak) and the limitation is printed.
 
-Needs libtpu for TPU topologies: pip install "libtpu==0.0.42.*" (the
-version jax 0.10 pins), or pip install -e ".[tpu-plan]".
+Needs the plan extra, pip install 'samjax[plan]': the train step's packages,
+and for TPU topologies libtpu 0.0.42.* (the version jax 0.10 pins).
 """
 
 
@@ -123,11 +123,20 @@ def _prepare_jax(args) -> None:
                                f" --xla_force_host_platform_device_count={args.gpu}")
 
 
+def _check_extra(args) -> None:
+  """The `plan` extra's packages (libtpu only for --topology), or one line naming it."""
+  from samjax import extras
+  absent = [m for m in extras.missing("plan") if m != "libtpu" or args.topology is not None]
+  if absent:
+    raise extras.MissingExtraError(extras.message("samjax plan", "plan", absent))
+
+
 def run(args) -> int:
   from samjax.commands.train import load_config
   from samjax.planning import chips, devices, planner, report
 
   # Cheap checks first: a bad name or a missing libtpu is one line, at once.
+  _check_extra(args)
   mesh = report.parse_mesh(args.mesh) if args.mesh else None
   if args.topology is not None:
     chips.parse_topology(args.topology)
@@ -186,22 +195,15 @@ def _sweep(args, config, common) -> list:
   from samjax.planning import planner, report
   meshes = [report.parse_mesh(m) for m in args.sweep_meshes.split(";") if m.strip()]
   policies = [p.strip() for p in args.sweep_remat.split(",") if p.strip()]
-  probe = report.set_model_option(config, "remat_policy",
-                                  report.get_model_option(config, "remat_policy", "none"))
-  if not probe:
-    print("[sweep] this SamConfig has no remat_policy: sweeping meshes only")
-    policies = [None]
   micro = [int(m) for m in args.sweep_microbatches.split(",") if m.strip()] or [None]
   variants = [(m, p, mb) for m in meshes for p in policies for mb in micro]
   print(f"[sweep] {len(variants)} variants, one compile each")
   results = []
   for i, (mesh, policy, mb) in enumerate(variants, 1):
-    label = (f"mesh {mesh}" + (f", remat {policy}" if policy else "")
-             + ("" if mb is None else f", microbatches {mb}"))
+    label = f"mesh {mesh}, remat {policy}" + ("" if mb is None else f", microbatches {mb}")
     print(f"\n[sweep {i}/{len(variants)}] {label}")
     cfg = report.with_mesh_shape(config, mesh)
-    if policy:
-      report.set_model_option(cfg, "remat_policy", policy)
+    cfg.model.remat_policy = policy
     if mb is not None:
       cfg.microbatches = mb
     try:
@@ -219,6 +221,6 @@ def _sweep(args, config, common) -> list:
     print("no variant fits (or none has a step time)")
   else:
     print(f"best: mesh {tuple(best.mesh_shape)}, remat {best.model['remat_policy']}, "
-          f"microbatches {best.model.get('microbatches', 1)}: "
+          f"microbatches {best.model['microbatches']}: "
           f"{best.step_time_s:.3f} s/step, {best.images_per_s_per_chip:.2f} img/s/chip")
   return results

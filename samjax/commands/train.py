@@ -48,7 +48,7 @@ def register(subparsers):
                       "with :ARG; then --config.a.b=value overrides")
   p.add_argument("--workdir", required=True,
                  help="run directory, local or gs:// (created; resumed)")
-  p.set_defaults(func=run, accepts_overrides=True)
+  p.set_defaults(func=run, accepts_overrides=True, extra="train")
 
 
 def load_config(spec: str, overrides=()):

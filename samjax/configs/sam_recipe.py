@@ -26,7 +26,6 @@ def recipe(variant: str, arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config()
   c.model.variant = variant
   c.model.overrides.dtype = "bfloat16"
-  c.model.overrides.remat = True
   c.model.overrides.drop_path_rate = drop_path
   c.model.scan_layers = True
   # The best of `samjax plan --sweep` (ViT-H, v5p-128, meshes (1,-1,1) and
@@ -69,8 +68,7 @@ def recipe(variant: str, arg: str | None = None) -> ml_collections.ConfigDict:
     c.mesh.shape = (-1, 1, 1)
     c.init.kind = "scratch"  # a smoke test needs no MAE file
     # float32 and no remat: the smoke test also runs on CPUs.
-    c.model.overrides.dtype, c.model.overrides.remat = "float32", False
-    c.model.remat_policy = "none"
+    c.model.overrides.dtype, c.model.remat_policy = "float32", "none"
     c.microbatches = 1
   elif arg:
     raise ValueError(f"unknown config argument {arg!r} (use 'local' or nothing)")

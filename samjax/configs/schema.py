@@ -14,14 +14,8 @@ in-process data loading, training from scratch).
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections
 from ml_collections import config_dict
-
-# Model settings kept outside ``model.overrides`` because older SamConfigs lack
-# them: ``model_overrides`` passes each only when SamConfig has the field.
-OPTIONAL_MODEL_FIELDS = ("scan_layers", "remat_policy")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -38,12 +32,13 @@ def base_config() -> ml_collections.ConfigDict:
       "dtype": "float32",                  # float32 | bfloat16 | float16 activations
       "attention_impl": "auto",            # auto | xla | chunked | cudnn
       "attention_query_chunk": 256,        # queries per block of chunked attention
-      "remat": False,                      # recompute encoder blocks in the backward pass
       "drop_path_rate": 0.0,               # stochastic depth of the image encoder
       "decoder_factorized_attention": True,  # exact re-association for few prompt tokens
   })
   c.model.scan_layers = False   # encoder blocks as one scanned layer (faster compiles)
-  c.model.remat_policy = "none"  # none | block | dots_saveable | offload
+  # What encoder blocks keep for the backward pass: none | block (recompute
+  # each block) | dots_saveable | offload (SamConfig's docstring).
+  c.model.remat_policy = "none"
 
   c.init = ml_collections.ConfigDict()
   c.init.kind = "scratch"  # scratch | sam (fine-tune a SAM checkpoint) | mae (paper)
@@ -152,34 +147,29 @@ def check_data_source(config):
   """
   from data_pipelines.tfds_source import SAMJAX, parse_source
   d = config.data
-  spec = parse_source(d.get("source", SAMJAX))  # configs from before the field: samjax
+  spec = parse_source(d.source)
   if spec.kind == SAMJAX:
-    stray = [f"data.{k}" for k in ("tfds_data_dir", "tfds_eval_split") if d.get(k)]
+    stray = [f"data.{k}" for k in ("tfds_data_dir", "tfds_eval_split") if d[k]]
     if stray:
       raise ValueError(f"{', '.join(stray)} set, but data.source is 'samjax' (they are "
                        "read only by data.source='tfds:NAME'); clear them or set data.source")
   else:
-    stray = [f"data.{k}" for k in ("train_dir", "eval_dir") if d.get(k)]
+    stray = [f"data.{k}" for k in ("train_dir", "eval_dir") if d[k]]
     if stray:
       raise ValueError(f"{', '.join(stray)} set, but data.source is {d.source!r}: a TFDS "
                        "dataset is read from data.tfds_data_dir, splits "
                        "data.tfds_train_split / data.tfds_eval_split; clear "
                        f"{' and '.join(stray)}")
-    if not d.get("tfds_train_split"):
+    if not d.tfds_train_split:
       raise ValueError(f"data.source is {d.source!r} but data.tfds_train_split is empty")
   return spec
 
 
 def model_overrides(config) -> dict:
-  """SamConfig keyword overrides of ``config.model``.
-
-  ``model.overrides`` plus the ``OPTIONAL_MODEL_FIELDS`` this SamConfig
-  has: a config that sets them still builds a SamConfig without them.
-  """
-  from samjax.model.configs import SamConfig
-  known = {f.name for f in dataclasses.fields(SamConfig)}
-  kwargs = dict(config.model.overrides)
-  for name in OPTIONAL_MODEL_FIELDS:
-    if name in known:
-      kwargs[name] = config.model[name]
-  return kwargs
+  """SamConfig keyword overrides of ``config.model``: ``model.overrides`` plus
+  every other field of ``config.model`` but ``variant`` (``scan_layers``,
+  ``remat_policy``: fields of their own because a Python config may replace
+  the whole ``overrides`` dict)."""
+  model = config.model
+  own = {name: model[name] for name in model if name not in ("variant", "overrides")}
+  return {**model.overrides, **own}

@@ -21,6 +21,13 @@ from samjax.model.configs import SamConfig
 KIND = "samjax model directory"
 
 
+def _orbax(verb: str):
+  """``orbax.checkpoint``, or a one-line error naming the extra that has it
+  (flax requires orbax-checkpoint too, so it is rarely missing)."""
+  from samjax.extras import require
+  return require("orbax.checkpoint", "train", f"{verb} a {KIND}")
+
+
 def save_model_dir(directory: str, params, config: SamConfig,
                    source: str | None = None, overwrite: bool = False) -> None:
   """Writes params (orbax) and config (JSON) into ``directory``.
@@ -30,7 +37,7 @@ def save_model_dir(directory: str, params, config: SamConfig,
   under ``directory``. ``overwrite`` replaces only a samjax model
   directory, and only after the new one is complete.
   """
-  import orbax.checkpoint as ocp
+  ocp = _orbax("writing")
   directory = storage.check_checkpoint_location(directory)
   staged_folder.check_target(directory, formats.MODEL_JSON, overwrite, KIND)
   params = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x), np.float32),
@@ -48,7 +55,7 @@ def save_model_dir(directory: str, params, config: SamConfig,
 
 def load_model_dir(directory: str) -> tuple[SamConfig, dict]:
   """Reads (config, params) written by ``save_model_dir``."""
-  import orbax.checkpoint as ocp
+  ocp = _orbax("loading")
   directory = storage.check_checkpoint_location(directory)
   if not formats.is_model_dir(directory):
     raise FileNotFoundError(f"{directory} is not a samjax model directory "

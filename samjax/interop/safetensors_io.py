@@ -64,11 +64,9 @@ def _read_local(st, local: str, path: str) -> dict[str, np.ndarray]:
         except TypeError:  # bfloat16: numpy has no such dtype
           bf16.append(k)
     if bf16:
-      try:
-        import torch  # noqa: F401 - safe_open(framework="pt") needs it
-      except ImportError:
-        raise ImportError(f"{path} holds bfloat16 tensors; reading them needs "
-                          "PyTorch (pip install torch)") from None
+      from samjax.extras import require
+      require("torch", "torch",  # safe_open(framework="pt") needs it
+              f"{path} holds bfloat16 tensors; reading them")
       with st.safe_open(local, framework="pt") as f:
         for k in bf16:
           out[k] = f.get_tensor(k).float().numpy()

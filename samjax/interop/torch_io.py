@@ -28,13 +28,9 @@ _REFUSED_OPERAND = re.compile(r"Unsupported operand (\d+)")
 
 
 def _torch():
-  try:
-    import torch
-  except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "reading/writing .pth files needs PyTorch: pip install 'samjax[torch]' "
-        "(or the 'test' extra)") from e
-  return torch
+  """The torch module, or a one-line ``MissingExtraError`` naming the extra."""
+  from samjax.extras import require
+  return require("torch", "torch", "reading/writing .pth files")
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ class SamConfig:
   Architecture fields mirror the official constructor arguments
   (``ImageEncoderViT``, ``PromptEncoder``, ``MaskDecoder``,
   ``TwoWayTransformer``). Compute fields (``dtype``, ``attention_impl``,
-  ``remat``, ``remat_policy``, ``scan_layers``, ``drop_path_rate``) do not
+  ``remat_policy``, ``scan_layers``, ``drop_path_rate``) do not
   change the parameters: the param tree, checkpoints and ``.pth`` export are
   the same whatever their values.
 
@@ -51,9 +51,6 @@ class SamConfig:
                         "pinned_host")``). Meant for backends with host
                         offload (TPU, GPU); on CPU host memory is device
                         memory, so it runs but moves nothing.
-    remat: legacy switch, kept as an alias: ``remat=True`` with
-      ``remat_policy="none"`` means "block". An explicit ``remat_policy``
-      other than "none" wins. ``encoder_remat_policy`` is the resolved value.
     scan_layers: run the encoder blocks with ``jax.lax.scan`` over groups of
       identical blocks (the official layouts repeat "k windowed + 1 global"
       4 times; the k windowed blocks are an inner scan), so the compiled
@@ -85,7 +82,6 @@ class SamConfig:
   dtype: str = "float32"
   attention_impl: str = "auto"  # auto | xla | chunked | cudnn
   attention_query_chunk: int = 256
-  remat: bool = False  # legacy alias of remat_policy="block"
   remat_policy: str = "none"  # none | block | dots_saveable | offload
   scan_layers: bool = False
   drop_path_rate: float = 0.0
@@ -113,15 +109,12 @@ class SamConfig:
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy={self.remat_policy!r}; expected one of "
                        f"{', '.join(REMAT_POLICIES)}")
-    for name in ("remat", "scan_layers"):
-      if not isinstance(getattr(self, name), bool):
-        raise ValueError(f"{name}={getattr(self, name)!r}; expected True or False")
+    if not isinstance(self.scan_layers, bool):
+      raise ValueError(f"scan_layers={self.scan_layers!r}; expected True or False")
 
   @property
   def encoder_remat_policy(self) -> str:
-    """Resolved remat policy of the encoder blocks (``remat`` alias applied)."""
-    if self.remat_policy == "none" and self.remat:
-      return "block"
+    """``remat_policy``, under the name ``samjax.model.image_encoder`` reads."""
     return self.remat_policy
 
   @property
@@ -184,11 +177,17 @@ class SamConfig:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> SamConfig:
+    d = dict(d)
+    # Model configs saved while SamConfig had the ``remat`` switch (workdirs,
+    # model dirs and export sidecars written until remat_policy alone chose
+    # the encoder's remat) hold it: True meant "block" unless a policy was set.
+    if d.pop("remat", False) and d.get("remat_policy", "none") == "none":
+      d["remat_policy"] = "block"
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
       raise ValueError(f"unknown SamConfig fields: {unknown}")
-    return cls(**dict(d))
+    return cls(**d)
 
   def replace(self, **changes) -> SamConfig:
     return dataclasses.replace(self, **changes)

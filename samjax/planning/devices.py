@@ -15,7 +15,7 @@ from collections.abc import Callable
 from samjax.hardware import installed, quiet_libtpu_env
 from samjax.planning import chips as chips_lib
 
-INSTALL_HINT = 'pip install "libtpu==0.0.42.*"  (or: pip install -e ".[tpu-plan]")'
+INSTALL_HINT = "pip install 'samjax[plan]'  (or: pip install \"libtpu==0.0.42.*\")"
 
 
 def libtpu_available() -> bool:

@@ -30,14 +30,7 @@ from collections.abc import Callable
 from samjax.planning import devices as devices_lib
 from samjax.planning import flops as flops_lib
 from samjax.planning.hbm_errors import parse_hbm_oom
-from samjax.planning.report import (
-  PlanReport,
-  format_flops,
-  get_model_option,
-  set_model_option,
-  shard_bytes,
-  state_bytes,
-)
+from samjax.planning.report import PlanReport, format_flops, shard_bytes, state_bytes
 
 
 def _log_default(msg: str) -> None:
@@ -98,8 +91,10 @@ def plan(config, topology: str | None = None, gpu: int | None = None,
 def _attention_for_target(config, chip) -> list[str]:
   """Resolves ``attention_impl="auto"`` the way the target would (the model
   picks by ``jax.default_backend()``, which is this host's CPU)."""
-  if chip.platform != "cpu" and get_model_option(config, "attention_impl", "auto") == "auto":
-    set_model_option(config, "attention_impl", "xla")
+  from samjax.train.setup import build_model
+  if chip.platform != "cpu" and build_model(config).config.attention_impl == "auto":
+    with config.model.overrides.unlocked():  # a Python config may have replaced it whole
+      config.model.overrides.attention_impl = "xla"
     return ["attention_impl auto -> xla (what auto picks on TPU/GPU; on this CPU host "
             "it would pick chunked)"]
   return []
@@ -111,25 +106,17 @@ def _new_report(config, config_name: str, target, prog, batch: dict,
   (Dims the mesh cannot divide are already replicated by mesh.param_shardings.)"""
   import jax
 
-  mcfg = prog.model.config
-  sim = dict(config.sim)
+  mcfg, sim = prog.model.config, config.sim
   model_desc = {"variant": str(config.model.variant), "dtype": mcfg.dtype,
-                "attention_impl": mcfg.attention_impl,
-                "remat_policy": getattr(mcfg, "encoder_remat_policy",
-                                        "block" if mcfg.remat else "none"),
-                "scan_layers": bool(getattr(mcfg, "scan_layers", False)),
-                "image_size": mcfg.image_size,
-                "remat_passes": bool(sim.get("remat_passes", False)),
-                "remat_prompt_chunks": bool(sim.get("remat_prompt_chunks", False)),
-                "eager_chunk_grads": bool(sim.get("eager_chunk_grads", False)),
-                "prompt_chunk": int(config.get("prompt_chunk", 0) or 0),
+                "attention_impl": mcfg.attention_impl, "remat_policy": mcfg.remat_policy,
+                "scan_layers": mcfg.scan_layers, "image_size": mcfg.image_size,
+                "remat_passes": bool(sim.remat_passes),
+                "remat_prompt_chunks": bool(sim.remat_prompt_chunks),
+                "eager_chunk_grads": bool(sim.eager_chunk_grads),
+                "prompt_chunk": int(config.prompt_chunk),
                 "microbatches": int(prog.microbatches)}
-  want_scan = get_model_option(config, "scan_layers", None)
-  if want_scan is not None and bool(want_scan) != model_desc["scan_layers"]:
-    notes.append(f"config asks scan_layers={bool(want_scan)} but the built model has "
-                 f"{model_desc['scan_layers']} (build_model does not pass it)")
   sizes = state_bytes(prog.abstract_state)
-  passes = 1 + int(sim.get("num_point_iters", 0)) + int(sim.get("num_mask_only_iters", 0))
+  passes = 1 + int(sim.num_point_iters) + int(sim.num_mask_only_iters)
   per = target.per_device_chips
   chip = target.chip
   return PlanReport(
@@ -215,23 +202,15 @@ def _model_flops(config, devices, state, batch, program_flops, log) -> float:
   not useful work): encoder remat, ``sim.remat_passes`` (recomputed
   decoder passes) and ``sim.remat_prompt_chunks`` all off. Equal to
   ``program_flops`` when nothing is rematerialised."""
-  policy = get_model_option(config, "remat_policy", "none")
-  remat = bool(get_model_option(config, "remat", False))
-  sim = dict(config.sim)
-  remat_passes = bool(sim.get("remat_passes", False))
-  remat_chunks = bool(sim.get("remat_prompt_chunks", False))
-  if policy in (None, "none") and not remat and not remat_passes and not remat_chunks:
+  sim = config.sim
+  if config.model.remat_policy == "none" and not sim.remat_passes and not sim.remat_prompt_chunks:
     return program_flops
   import jax
 
   from samjax.train.setup import build_program
   cfg = copy.deepcopy(config)
-  set_model_option(cfg, "remat", False)
-  set_model_option(cfg, "remat_policy", "none")
-  if remat_passes:
-    cfg.sim.remat_passes = False
-  if remat_chunks:
-    cfg.sim.remat_prompt_chunks = False
+  cfg.model.remat_policy = "none"
+  cfg.sim.remat_passes = cfg.sim.remat_prompt_chunks = False
   t = time.perf_counter()
   prog = build_program(cfg, devices=devices)
   shs = jax.tree_util.tree_map(lambda a: a.sharding, state)

@@ -1,13 +1,12 @@
 """``PlanReport``: what ``samjax plan`` found for one config on one target,
 and how it prints; plus the config helpers the planner and ``--sweep`` share
-(mesh shapes, model options, state bytes per chip).
+(mesh shapes, state bytes per chip).
 
 The planning itself is ``samjax.planning.planner.plan``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -87,35 +86,6 @@ class PlanReport:
 
 # --------------------------------------------------------------------------
 # Config helpers
-
-
-def _sam_fields() -> set:
-  from samjax.model.configs import SamConfig
-  return {f.name for f in dataclasses.fields(SamConfig)}
-
-
-def set_model_option(config, name: str, value) -> bool:
-  """Sets a SamConfig compute field on an experiment config, wherever this
-  config layout keeps it (``config.model.NAME`` or ``model.overrides``).
-  Returns False (and changes nothing) when SamConfig has no such field."""
-  if name not in _sam_fields():
-    return False
-  model = config.model
-  if name != "overrides" and name in model:
-    model[name] = value
-    return True
-  overrides = model.overrides
-  unlocked = getattr(overrides, "unlocked", None)
-  with unlocked() if unlocked else contextlib.nullcontext():
-    overrides[name] = value
-  return True
-
-
-def get_model_option(config, name: str, default=None):
-  model = config.model
-  if name != "overrides" and name in model:
-    return model[name]
-  return dict(model.overrides).get(name, default)
 
 
 def with_mesh_shape(config, mesh_shape):
@@ -205,7 +175,7 @@ def _microbatch_note(global_batch: int, microbatches: int) -> str:
 
 def _chunks(model: dict) -> str:
   """How the decoder's masks are split into prompt chunks, in words."""
-  n = model.get("prompt_chunk")
+  n = model["prompt_chunk"]
   return f"per chunk of {n} masks" if n else "all masks as one chunk"
 
 
@@ -220,12 +190,12 @@ def format_report(r: PlanReport) -> str:
                 f"{m['attention_impl']}"),
       ("batch", f"{r.global_batch} images x {r.max_masks} masks, {r.decoder_passes} "
                 "decoder passes" + (" (follow-ups rematerialised)"
-                                    if m.get("remat_passes") else "")
+                                    if m["remat_passes"] else "")
                 + (f" (decoder recomputed {_chunks(m)})"
-                   if m.get("remat_prompt_chunks") else "")
+                   if m["remat_prompt_chunks"] else "")
                 + (f" (decoder gradients taken in the forward pass, {_chunks(m)})"
-                   if m.get("eager_chunk_grads") else "")
-                + _microbatch_note(r.global_batch, m.get("microbatches", 1))),
+                   if m["eager_chunk_grads"] else "")
+                + _microbatch_note(r.global_batch, m["microbatches"])),
       ("parameters", f"{r.num_params / 1e6:.1f}M, {_b(r.param_bytes_total)} total; "
                      f"{_b(r.param_bytes)} per chip"),
       ("optimizer state / chip", _b(r.opt_state_bytes)),
@@ -274,7 +244,7 @@ def format_sweep(reports) -> str:
     mark = "  <- best" if r is best else ""
     lines.append(
         f"  {tuple(r.mesh_shape)!s:<14}{r.model['remat_policy']:<15}"
-        f"{r.model.get('microbatches', 1):>6}"
+        f"{r.model['microbatches']:>6}"
         f"{_b(r.peak_bytes):>12}{'-' if r.fits is None else ('yes' if r.fits else 'NO'):>6}"
         f"{_f(r.step_time_s, '', 1, '.3f'):>9}{_f(r.images_per_s_per_chip, '', 1, '.2f'):>12}"
         f"{_f(r.mfu, '%', 0.01, '.1f'):>7}{_f(r.compile_s, '', 1, '.0f'):>11}{mark}")

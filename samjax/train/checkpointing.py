@@ -1,16 +1,14 @@
-"""Orbax checkpoints of the train state and the grain iterator.
+"""Saving and resuming the train state and the grain iterator (orbax).
 
-Resuming takes the newest step that restores: a step with a missing,
-truncated or corrupt file is reported in one line (step and reason) and
-skipped. Steps newer than the one resumed from are moved aside to
+Opening a workdir's checkpoints and reading params is
+``samjax.checkpoints.workdir`` (shared with ``load_sam``); this adds what
+training needs. Resuming takes the newest step that restores: a step with a
+missing, truncated or corrupt file is reported in one line (step and reason)
+and skipped. Steps newer than the one resumed from are moved aside to
 ``WORKDIR/checkpoints_unrestorable/`` (never deleted) so the run can save
 those step numbers again; if no step restores, nothing is moved and the run
-stops with every step's reason.
-
-The workdir may be local or ``gs://`` (orbax writes through tensorstore and
-marks a finished step with ``commit_success.txt`` there); ``s3://`` is
-refused in one line (``storage.check_checkpoint_location``). On a bucket,
-moving a step aside is a copy then a delete (``storage.move_tree``).
+stops with every step's reason. On a bucket, moving a step aside is a copy
+then a delete (``storage.move_tree``).
 
 Layout (see ``samjax.formats``): WORKDIR/checkpoints/<step>/{state, data}. ``state`` is the plain
 state pytree (restorable onto any mesh: targets carry the new shardings);
@@ -29,23 +27,18 @@ import orbax.checkpoint as ocp
 
 from data_pipelines import storage
 from samjax import formats
-from samjax.train import orbax_orphans
+from samjax.checkpoints import orbax_orphans
+from samjax.checkpoints.workdir import (
+  NoRestorableCheckpointError,
+  WorkdirCheckpoints,
+  one_line_reason,
+)
 
 
 def _grain_iterator(it):
   """The grain iterator behind a global-batch wrapper (grain's checkpoint
   handler only knows its own iterator types)."""
   return getattr(it, "pipeline_iterator", it)
-
-
-def _reason(e: BaseException) -> str:
-  """One line out of an exception (TensorStore's run to dozens of lines): its
-  root cause, which names the array and the file (orbax's wrapper only
-  repeats a slice and a TensorStore spec)."""
-  while e.__cause__ is not None:
-    e = e.__cause__
-  first = (str(e).strip().splitlines() or [""])[0]
-  return f"{type(e).__name__}: {first[:300]}"
 
 
 def _all_processes_ok(ok: bool) -> bool:
@@ -77,36 +70,12 @@ def _configure_array_writes() -> None:
       override=True)
 
 
-def _forget_cached_listings(path: str) -> None:
-  """On a bucket, orbax lists and checks steps through etils.epath's fsspec
-  backend: one gcsfs instance per process, with a listings cache that never
-  sees objects moved through ``storage``'s own client. Without this, a step
-  moved aside still "exists" for orbax and saving that step again fails."""
-  if storage.is_remote(path):
-    from etils.epath import backend
-    backend.fsspec_backend.fs(path).invalidate_cache()
+class Checkpointer(WorkdirCheckpoints):
+  """A workdir's checkpoints as a training run saves and resumes them."""
 
-
-class NoRestorableCheckpointError(RuntimeError):
-  pass
-
-
-class Checkpointer:
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-    self.workdir = storage.resolve(workdir)
-    # orbax gets the resolved location; s3:// is refused here in one line.
-    self.directory = storage.check_checkpoint_location(formats.checkpoints_dir(workdir))
-    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 enable_async_checkpointing=async_save)
     _configure_array_writes()
-    self.manager = self._open()
-
-  def _open(self):
-    return ocp.CheckpointManager(self.directory, options=self._options,
-                                 item_names=("state", "data"))
-
-  def all_steps(self) -> list[int]:
-    return sorted(self.manager.all_steps())
+    super().__init__(workdir, keep, async_save)
 
   def restore_newest(self, abstract_state, data_iterator, log=print):
     """(step, state) of the newest step that restores, or (None, None) when
@@ -117,7 +86,7 @@ class Checkpointer:
       try:
         state, reason = self.restore(step, abstract_state, data_iterator), None
       except Exception as e:  # any unreadable file: try the step before
-        state, reason = None, _reason(e)
+        state, reason = None, one_line_reason(e)
       if reason is not None:  # outside the except: ``e`` no longer holds the orphans
         orbax_orphans.after_failed_restore()
       if _all_processes_ok(reason is None):
@@ -146,12 +115,7 @@ class Checkpointer:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("samjax_checkpoint_move_aside")
-    _forget_cached_listings(self.directory)
-    self.manager.close()
-    self.manager = self._open()
-
-  def latest_step(self):
-    return self.manager.latest_step()
+    self.reopen()
 
   def save(self, step: int, state, data_iterator, force: bool = False) -> bool:
     args = {"state": ocp.args.StandardSave(state)}
@@ -166,31 +130,3 @@ class Checkpointer:
       args["data"] = grain.checkpoint.CheckpointRestore(_grain_iterator(data_iterator))
     out = self.manager.restore(int(step), args=ocp.args.Composite(**args))
     return out["state"]
-
-  def restore_params(self, step: int | None = None, log=print):
-    """Just the params of a checkpoint (for inference), host numpy arrays: of
-    ``step``, or of the newest step that restores (corrupt ones reported and
-    skipped, never moved or deleted)."""
-    steps = [step] if step is not None else list(reversed(self.all_steps()))
-    if not steps:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    failures = []
-    for s in steps:
-      try:
-        out = self.manager.restore(int(s), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))
-        return out["state"]["params"]
-      except Exception as e:  # an unreadable step: the one before may be fine
-        reason = _reason(e)
-      orbax_orphans.after_failed_restore()  # outside the except, as in restore_newest
-      failures.append(f"step {s}: {reason}")
-      log(f"[checkpoint] {self.directory} step {s} does not restore ({reason})")
-    raise NoRestorableCheckpointError(
-        f"no checkpoint in {self.directory} restores: " + "; ".join(failures))
-
-  def wait(self):
-    self.manager.wait_until_finished()
-
-  def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()

@@ -37,7 +37,7 @@ def pipeline_config(config, model, data_dir: str, global_batch: int, seed: int,
       num_epochs=num_epochs, process_index=jax.process_index(),
       process_count=jax.process_count(), worker_count=config.data.worker_count,
       read_threads=config.data.read_threads or None,
-      source=config.data.get("source", "samjax"), split=split)
+      source=config.data.source, split=split)
 
 
 def _location(config, held_out: bool) -> tuple[str, str] | None:
@@ -48,8 +48,8 @@ def _location(config, held_out: bool) -> tuple[str, str] | None:
   if spec.kind == "samjax":
     where = d.eval_dir if held_out else d.train_dir
     return (where, "train") if where else None
-  split = d.get("tfds_eval_split", "") if held_out else d.tfds_train_split
-  return (d.get("tfds_data_dir", ""), split) if split else None
+  split = d.tfds_eval_split if held_out else d.tfds_train_split
+  return (d.tfds_data_dir, split) if split else None
 
 
 def _batch_axes(sharding) -> tuple:

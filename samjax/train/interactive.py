@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from samjax.model.prompt_chunks import merge_chunks, split_chunks
 from samjax.train import prompt_sampling
 from samjax.train.eager_grad import chunked_sum_eager_grad
-from samjax.train.losses import mask_iou, masked_mean, per_mask_losses
+from samjax.train.losses import mask_iou, masked_mean, sam_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +111,11 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
     """
     if cfg.eager_chunk_grads:
       return _eager_pass(model, params, embeddings, image_pe, pass_prompts, mask_in,
-                         per_mask, extra, valid, cfg, prompt_chunk)
+                         per_mask, extra, valid, prompt_chunk)
     logits, iou = _decode(model, params, embeddings, image_pe, pass_prompts, mask_in,
                           prompt_chunk=prompt_chunk, remat_chunks=cfg.remat_prompt_chunks)
     parts, out = per_mask(logits, iou, extra)
-    return _pass_loss(parts, valid, cfg), parts, out
+    return masked_mean(parts["loss"], valid), parts, out
 
   prompts = _first_prompts((r_first, r_pt, r_box), batch, gt, cfg, first_prompt,
                            model.config.image_size)
@@ -126,11 +126,11 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
 
 
 def _eager_pass(model, params, embeddings, image_pe, pass_prompts, mask_in, per_mask,
-                extra, valid, cfg: InteractiveConfig, prompt_chunk):
+                extra, valid, prompt_chunk):
   """``decode_pass`` with each prompt chunk's gradient taken in the forward
   pass (``chunked_sum_eager_grad``): the loss is a sum over chunks of the
-  chunk's valid-weighted per-mask losses. Same values and gradients as the
-  plain pass, up to float summation order."""
+  chunk's valid-weighted per-mask losses (``masked_mean`` split by chunk).
+  Same values and gradients as the plain pass, up to float summation order."""
   k = valid.shape[1]
   chunk = min(prompt_chunk or k, k)
   weight = valid.astype(jnp.float32) / jnp.maximum(valid.sum(), 1.0)   # [B, K]
@@ -143,7 +143,7 @@ def _eager_pass(model, params, embeddings, image_pe, pass_prompts, mask_in, per_
     chunk_prompts, m_in, ex, w = c
     logits, iou = _decode(model, dec_params, emb, pe, chunk_prompts, m_in)
     parts, out = per_mask(logits, iou, ex)
-    return jnp.sum(w * (parts["mask"] + cfg.iou_weight * parts["iou_mse"])), (parts, out)
+    return jnp.sum(w * parts["loss"]), (parts, out)
 
   chunks = split_chunks((pass_prompts, mask_in, extra, weight), chunk)
   loss, aux = chunked_sum_eager_grad(term, (decoder_params, embeddings, image_pe), chunks)
@@ -165,11 +165,9 @@ def _decode(model, params, embeddings, image_pe, pass_prompts, mask_in, **chunki
 
 
 def _weights(cfg: InteractiveConfig) -> dict:
-  return dict(focal_weight=cfg.focal_weight, dice_weight=cfg.dice_weight)
-
-
-def _pass_loss(parts, valid, cfg: InteractiveConfig):
-  return masked_mean(parts["mask"] + cfg.iou_weight * parts["iou_mse"], valid)
+  """``sam_loss``'s weights."""
+  return dict(focal_weight=cfg.focal_weight, dice_weight=cfg.dice_weight,
+              iou_weight=cfg.iou_weight)
 
 
 def _first_prompts(keys, batch, gt, cfg: InteractiveConfig, first_prompt: str, s: int
@@ -206,8 +204,8 @@ def _first_pass(decode_pass, prompts, gt, cfg: InteractiveConfig) -> dict:
 
   def per_mask(logits, iou, extra):
     gt, is_point = extra
-    multi, _ = per_mask_losses(logits[:, :, 1:], iou[:, :, 1:], gt, **w)
-    single, _ = per_mask_losses(logits[:, :, :1], iou[:, :, :1], gt, **w)
+    multi, _ = sam_loss(logits[:, :, 1:], iou[:, :, 1:], gt, **w)
+    single, _ = sam_loss(logits[:, :, :1], iou[:, :, :1], gt, **w)
     parts = jax.tree_util.tree_map(lambda a, c: jnp.where(is_point, a, c), multi, single)
     chosen = jnp.where(is_point, jnp.argmax(iou[:, :, 1:], axis=-1) + 1, 0)
     prev = jnp.take_along_axis(logits, chosen[:, :, None, None, None], axis=2)[:, :, 0]
@@ -239,7 +237,7 @@ def _followup_passes(decode_pass, prompts, prev, gt, valid, cfg: InteractiveConf
   n, w = 1 + cfg.num_point_iters, _weights(cfg)
 
   def per_mask(logits, iou, gt):
-    parts, _ = per_mask_losses(logits[:, :, :1], iou[:, :, :1], gt, **w)
+    parts, _ = sam_loss(logits[:, :, :1], iou[:, :, :1], gt, **w)
     prev = logits[:, :, 0]
     return parts, {"prev": prev, "iou": mask_iou(prev, gt)}
 
@@ -257,9 +255,12 @@ def _followup_passes(decode_pass, prompts, prev, gt, valid, cfg: InteractiveConf
     loss, parts, per = decode_pass(_decoder_prompts(prompts, coords, labels, pvalid),
                                    jax.lax.stop_gradient(prev), per_mask, gt)
     prev = per["prev"]
+    # ``loss`` is the pass's (the one differentiated, also with eager chunk
+    # gradients), not a mean of the per-mask ``parts["loss"]``.
     out = {"loss": loss,
            "iou": masked_mean(per["iou"], valid),
-           **{name: masked_mean(v, valid) for name, v in parts.items() if name != "iou"}}
+           **{name: masked_mean(v, valid) for name, v in parts.items()
+              if name not in ("iou", "loss")}}
     return (coords, labels, pvalid, cursor, prev), out
 
   if cfg.remat_passes:

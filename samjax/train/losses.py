@@ -1,9 +1,12 @@
 """SAM's training losses (paper section 3 / appendix A).
 
 Mask loss = ``focal_weight`` * sigmoid focal loss + ``dice_weight`` * dice loss
-(20 : 1 in the paper), IoU-head loss = MSE between predicted and actual IoU.
-With several (ambiguity-aware) outputs only the output with the lowest mask
-loss receives mask gradient. All math in float32.
+(20 : 1 in the paper), IoU-head loss = MSE between predicted and actual IoU
+(weight ``iou_weight``, 1 in the paper). With several (ambiguity-aware)
+outputs only the output with the lowest mask loss receives mask gradient.
+All math in float32. ``sam_loss`` puts these together per mask; every
+decoder pass of training and evaluation (``samjax.train.interactive``) is
+scored by it.
 
 Shapes: logits / targets [..., G, G]; per-mask losses reduce the last two axes.
 """
@@ -44,19 +47,25 @@ def mask_iou(logits, targets):
   return jnp.where(union > 0, inter / jnp.maximum(union, 1.0), 1.0)
 
 
-def per_mask_losses(logits, iou_pred, targets, focal_weight: float = 20.0,
-                    dice_weight: float = 1.0):
-  """Per-mask losses of one decoder pass, min over the T outputs.
+def sam_loss(logits, iou_pred, targets, *, focal_weight: float, dice_weight: float,
+             iou_weight: float):
+  """SAM's loss of one decoder pass, per mask: the one loss training optimises.
+
+  Mask loss ``focal_weight * focal + dice_weight * dice`` of the output with
+  the lowest mask loss (only it gets mask gradient), plus ``iou_weight`` x
+  the IoU head's MSE against every output's actual IoU.
 
   Args:
     logits: [B, K, T, G, G] mask logits for T outputs (T = 3 multimask or 1).
     iou_pred: [B, K, T] predicted IoU.
     targets: [B, K, G, G] {0, 1} ground truth.
   Returns:
-    dict of [B, K] float32 arrays (``mask`` = focal_weight * focal + dice_weight
-    * dice of the best output, ``focal``, ``dice``, ``iou_mse`` over all T
-    outputs, ``iou`` = actual IoU of the best output) and ``best`` [B, K], the
-    output that gets the mask gradient.
+    dict of [B, K] float32 arrays: ``loss`` (the per-mask total above),
+    ``mask`` (= focal_weight * focal + dice_weight * dice), ``focal`` and
+    ``dice`` of the best output, ``iou_mse`` over all T outputs and ``iou``
+    (actual IoU of the best output); and ``best`` [B, K], the output that
+    gets the mask gradient. Average ``loss`` over valid masks with
+    ``masked_mean``.
   """
   t = targets[:, :, None]
   focal = sigmoid_focal_loss(logits, t)                 # [B, K, T]
@@ -67,25 +76,12 @@ def per_mask_losses(logits, iou_pred, targets, focal_weight: float = 20.0,
   actual_iou = jax.lax.stop_gradient(mask_iou(logits, t))
   # Every output's IoU prediction is supervised (it ranks masks at inference).
   iou_mse = jnp.mean((iou_pred.astype(jnp.float32) - actual_iou) ** 2, axis=-1)
-  return {"mask": pick(per_output), "focal": pick(focal), "dice": pick(dice),
-          "iou_mse": iou_mse, "iou": pick(actual_iou)}, best
+  mask = pick(per_output)
+  return {"loss": mask + iou_weight * iou_mse, "mask": mask, "focal": pick(focal),
+          "dice": pick(dice), "iou_mse": iou_mse, "iou": pick(actual_iou)}, best
 
 
 def masked_mean(x, valid):
   """Mean of [B, K] values over valid masks (0 if none)."""
   w = valid.astype(jnp.float32)
   return jnp.sum(x * w) / jnp.maximum(w.sum(), 1.0)
-
-
-def sam_loss(logits, iou_pred, targets, valid, focal_weight: float = 20.0,
-             dice_weight: float = 1.0, iou_weight: float = 1.0):
-  """Scalar loss of one decoder pass averaged over valid masks, plus metrics.
-
-  Shapes as ``per_mask_losses``; ``valid`` [B, K] bool. Returns (loss,
-  metrics dict, best [B, K]).
-  """
-  parts, best = per_mask_losses(logits, iou_pred, targets, focal_weight, dice_weight)
-  loss = masked_mean(parts["mask"] + iou_weight * parts["iou_mse"], valid)
-  metrics = {k: masked_mean(v, valid) for k, v in parts.items()}
-  metrics["loss"] = loss
-  return loss, metrics, best

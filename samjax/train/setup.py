@@ -124,7 +124,7 @@ def build_program(config, devices=None, make_init: Callable | None = None
   batch_axes = tuple(config.batch_axes)
   # Checked before any tracing: a batch the mesh cannot split fails in a line.
   microbatches = resolve_microbatches(
-      int(config.get("microbatches", 1)), int(config.data.batch_size),
+      int(config.microbatches), int(config.data.batch_size),
       batch_shard_count(mesh, batch_axes),
       f"of batch axes {batch_axes} (mesh {dict(mesh.shape)})")
   rules = tuple(tuple(r) for r in (config.logical_rules or DEFAULT_LOGICAL_RULES))

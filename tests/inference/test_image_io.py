@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samjax.inference import image_io
-from samjax.inference.image_io import ALPHA_BACKGROUND, decode_image_file, read_image
+from data_pipelines import pixels
+from data_pipelines.pixels import ALPHA_BACKGROUND
+from samjax.inference.image_io import decode_image_file, read_image
 
 
 def _save(tmp_path, im: Image.Image, name: str, **kwargs) -> str:
@@ -118,7 +119,7 @@ def test_other_modes_are_refused_by_name(tmp_path, mode, dtype):
 
 def test_unsupported_mode_of_an_in_memory_image_is_named():
   with pytest.raises(ValueError, match="unsupported pixel mode 'HSV'"):
-    image_io.to_rgb(Image.new("HSV", (2, 2)))
+    pixels.to_rgb(Image.new("HSV", (2, 2)))
 
 
 def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):

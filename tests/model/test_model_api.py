@@ -206,7 +206,7 @@ def test_remat_is_numerically_transparent(tiny):
   def loss(m, p):
     return jnp.sum(m.embed_images(p, images) ** 2)
   g_plain = jax.grad(lambda p: loss(build("vit_tiny"), p))(params)
-  g_remat = jax.grad(lambda p: loss(build("vit_tiny", remat=True), p))(params)
+  g_remat = jax.grad(lambda p: loss(build("vit_tiny", remat_policy="block"), p))(params)
   for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_remat)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

@@ -187,11 +187,11 @@ def test_offload_policy_moves_residuals_to_host(setup, scan):
   assert "MemorySpace.Host" not in grad_jaxpr("dots_saveable")
 
 
-def test_remat_alias_validation_and_json():
-  assert SamConfig().encoder_remat_policy == "none"
-  assert SamConfig(remat=True).encoder_remat_policy == "block"  # legacy alias
-  assert SamConfig(remat=True, remat_policy="dots_saveable").encoder_remat_policy == "dots_saveable"
+def test_remat_policy_validation_and_json():
+  assert SamConfig().remat_policy == "none"
   assert SamConfig(remat_policy="offload").encoder_remat_policy == "offload"
+  with pytest.raises(TypeError, match="remat"):
+    SamConfig(remat=True)  # the former switch: remat_policy="block" says it
   with pytest.raises(ValueError, match=r"remat_policy='full'.*none, block, dots_saveable, offload"):
     SamConfig(remat_policy="full")
   with pytest.raises(ValueError, match="scan_layers='yes'"):
@@ -200,11 +200,19 @@ def test_remat_alias_validation_and_json():
   cfg = SMALL.replace(scan_layers=True, remat_policy="dots_saveable")
   assert SamConfig.from_dict(json.loads(cfg.to_json())) == cfg
   assert cfg.same_architecture(SMALL)  # compute fields, not architecture
-  # JSON written before these fields existed still loads, with the old meaning.
-  old = json.loads(SMALL.replace(remat=True).to_json())
+  # Model configs saved with the former ``remat`` switch (workdirs, model
+  # dirs) still load, with its meaning: "block" unless a policy was set.
+  saved = json.loads(SMALL.to_json())
+  assert "remat" not in saved
+  for remat, policy, want in ((True, "none", "block"), (False, "none", "none"),
+                              (True, "dots_saveable", "dots_saveable")):
+    loaded = SamConfig.from_dict({**saved, "remat": remat, "remat_policy": policy})
+    assert loaded.remat_policy == want
+  # So does JSON written before scan_layers / remat_policy existed.
+  old = {**saved, "remat": True}
   del old["scan_layers"], old["remat_policy"]
   loaded = SamConfig.from_dict(old)
-  assert not loaded.scan_layers and loaded.encoder_remat_policy == "block"
+  assert not loaded.scan_layers and loaded.remat_policy == "block"
 
 
 def test_sharded_scanned_forward_matches_single_device(setup):

@@ -42,7 +42,7 @@ def _run_cli(argv):
 @pytest.fixture(scope="session")
 def tiny_plan(tmp_path_factory):
   """(exit code, stdout, report dict) of one compiled plan on v5p:2x2x1."""
-  pytest.importorskip("libtpu", reason="planning for TPU needs libtpu (extra tpu-plan)")
+  pytest.importorskip("libtpu", reason="planning for TPU needs libtpu (the plan extra)")
 
   def build(folder):
     path = os.path.join(folder, "plan.json")
@@ -154,7 +154,7 @@ def test_mesh_shape_resolution_one_owner():
 def test_batch_or_mesh_that_does_not_fit_the_target_is_one_line_error():
   """Refused before tracing: a batch the batch axes cannot split (checked
   once, by build_program) and a mesh smaller than the topology."""
-  pytest.importorskip("libtpu", reason="planning for TPU needs libtpu (extra tpu-plan)")
+  pytest.importorskip("libtpu", reason="planning for TPU needs libtpu (the plan extra)")
   rc, _, err = _run_cli(["plan", *TINY, "--config.data.batch_size=6",
                          "--topology", "v5p:2x2x1", "--mesh", "1,-1,1"])
   assert rc == 1 and err.strip().count("\n") == 0, err
@@ -259,7 +259,7 @@ def test_flops_remat_and_while():
 def test_tpu_cost_model_counts_scan_bodies_once():
   """Why `plan` scales optimal_seconds by the counted/once FLOP ratio: the TPU
   cost model charges a scan body once, like its FLOP count."""
-  pytest.importorskip("libtpu", reason="planning for TPU needs libtpu (extra tpu-plan)")
+  pytest.importorskip("libtpu", reason="planning for TPU needs libtpu (the plan extra)")
   import numpy as np
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
 

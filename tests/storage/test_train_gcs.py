@@ -33,6 +33,10 @@ from tests.train.test_train_loop import REPO, _cli_args
 train_data = train_fixtures.train_data
 reference_run = train_fixtures.reference_run
 
+# One worker runs this module: killed_then_resumed (two CLI training runs)
+# is a module fixture, built once per worker that asks for it.
+pytestmark = pytest.mark.xdist_group("train_gcs")
+
 NOISE = ("Task exception was never retrieved", "Exception ignored in", "Traceback")
 
 
@@ -103,7 +107,7 @@ def test_killed_run_on_gcs_resumes_past_a_corrupt_step_like_an_uninterrupted_run
 
 def test_corrupt_step_is_one_line_without_orbax_noise(killed_then_resumed):
   """One report line for the corrupt step, and none of the thousands of lines
-  of orphaned orbax reads (``samjax.train.orbax_orphans``) on stderr."""
+  of orphaned orbax reads (``samjax.checkpoints.orbax_orphans``) on stderr."""
   resumed = killed_then_resumed["resumed"]
   reports = [x for x in resumed.stdout.splitlines() if x.startswith("[checkpoint] step 4:")]
   assert len(reports) == 1 and "OUT_OF_RANGE" in reports[0] and len(reports[0]) < 500

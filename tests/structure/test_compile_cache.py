@@ -63,3 +63,28 @@ def test_second_process_loads_what_the_first_compiled(tmp_path):
   # Nothing new compiled: the cache holds the same entries, none rewritten.
   assert sorted(cache.rglob("*-cache")) == entries
   assert all(p.stat().st_mtime_ns == mtimes[p] for p in entries)
+
+
+def test_default_folder_is_announced_once(tmp_path):
+  """The first time the default folder is made, one stderr line says where it
+  is and how to turn the cache off; never again, and never for a folder the
+  user named."""
+  script = ("import samjax\n"
+            "samjax.enable_compile_cache()\n"
+            "samjax.enable_compile_cache()\n")
+  env = dict(os.environ, PYTHONPATH=REPO, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+  env.pop(compile_cache.ENV, None)
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+  def stderr(environ):
+    out = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [line for line in out.stderr.splitlines() if "[samjax]" in line]
+
+  folder = str(tmp_path / "xdg" / "samjax" / "xla")
+  first = stderr(env)
+  assert len(first) == 1 and folder in first[0] and f"{compile_cache.ENV}=off" in first[0]
+  assert os.path.isdir(folder)
+  assert stderr(env) == []  # the folder exists: said once
+  assert stderr(dict(env, **{compile_cache.ENV: str(tmp_path / "mine")})) == []

@@ -171,8 +171,8 @@ def test_bool_overrides():
   assert c.eval_at_start is True
   assert load_config("tiny_demo", ["--config.async_checkpoints=False"]).async_checkpoints is False
   # absl's bare boolean flag.
-  c = load_config("tiny_demo", ["--config.eval_at_start=0", "--config.model.overrides.remat"])
-  assert c.eval_at_start is False and c.model.overrides.remat is True
+  c = load_config("tiny_demo", ["--config.eval_at_start=0", "--config.model.scan_layers"])
+  assert c.eval_at_start is False and c.model.scan_layers is True
   assert _error("tiny_demo", ["--config.eval_at_start=maybe"]) == (
       "--config.eval_at_start=maybe: expected bool (true or false)")
 
@@ -241,25 +241,19 @@ def test_model_overrides_reach_sam_config():
   assert dict(c.model.overrides) == {"image_size": 64}
 
 
-def test_optional_model_fields_follow_sam_config(monkeypatch):
-  c = load_config("sam_vit_l_sa1b")
-  known = {f.name for f in dataclasses.fields(model_configs.SamConfig)}
-  kwargs = configs.model_overrides(c)
-  for name in schema.OPTIONAL_MODEL_FIELDS:
-    assert (name in kwargs) == (name in known)
-
-  @dataclasses.dataclass(frozen=True)
-  class OlderSamConfig:  # a SamConfig from before scan_layers / remat_policy
-    dtype: str = "float32"
-
-  monkeypatch.setattr(model_configs, "SamConfig", OlderSamConfig)
-  assert set(configs.model_overrides(c)) == set(c.model.overrides)
+def test_model_fields_outside_overrides_reach_sam_config():
+  """scan_layers / remat_policy have fields of their own, so that a config
+  replacing the whole ``overrides`` dict keeps them."""
+  c = load_config("sam_vit_l_sa1b", ["--config.model.overrides={'image_size': 512}"])
+  sam = model_configs.get_config(c.model.variant, **configs.model_overrides(c))
+  assert (sam.image_size, sam.scan_layers, sam.remat_policy) == (512, True, "dots_saveable")
 
 
 def _pop_later_defaults(c):
   """Fields added after the snapshot: removed, each checked at its default
-  (the TFDS data source; the fine-tuning encoder lr)."""
+  (the TFDS data source; the fine-tuning encoder lr; read threads by location)."""
   assert c["data"].pop("source") == "samjax"
+  assert c["data"].pop("read_threads") == 0
   assert c["data"].pop("tfds_data_dir") == ""
   assert c["data"].pop("tfds_train_split") == "train"
   assert c["data"].pop("tfds_eval_split") == ""
@@ -285,12 +279,13 @@ def test_tiny_demo_is_unchanged():
 def test_paper_recipe_is_unchanged():
   c = load_config("sam_vit_b_sa1b").to_dict()
   overrides = c["model"].pop("overrides")
-  assert {k: overrides[k] for k in VIT_B_BEFORE["model"]["overrides"]} == (
-      VIT_B_BEFORE["model"]["overrides"])
+  old = dict(VIT_B_BEFORE["model"]["overrides"])
+  assert old.pop("remat") is True  # SamConfig's former switch: remat_policy now
+  assert {k: overrides[k] for k in old} == old
   defaults = model_configs.SamConfig()
-  assert all(v == getattr(defaults, k) for k, v in overrides.items()
-             if k not in VIT_B_BEFORE["model"]["overrides"])
-  # remat_policy: "block" until `samjax plan --sweep` found dots_saveable faster.
+  assert all(v == getattr(defaults, k) for k, v in overrides.items() if k not in old)
+  # remat_policy: "block" (remat=True) until `samjax plan --sweep` found
+  # dots_saveable faster.
   assert (c["model"].pop("scan_layers"), c["model"].pop("remat_policy")) == (
       True, "dots_saveable")
   assert c.pop("logical_rules") is None and c["data"].pop("eval_max_masks") is None
@@ -320,11 +315,11 @@ def test_schema_matches_the_code_it_configures():
   assert set(c.optim) == {n for n, p in optim_args.items() if p.kind is p.KEYWORD_ONLY}
   sam_fields = {f.name: f.default for f in dataclasses.fields(model_configs.SamConfig)}
   compute = set(sam_fields) - set(model_configs.SamConfig.ARCH_FIELDS)
-  assert set(c.model.overrides) == compute - set(schema.OPTIONAL_MODEL_FIELDS)
+  own = set(c.model) - {"variant", "overrides"}  # compute fields of their own
+  assert own == {"scan_layers", "remat_policy"}
+  assert set(c.model.overrides) == compute - own
   assert all(sam_fields[k] == v for k, v in c.model.overrides.items())
-  for name in schema.OPTIONAL_MODEL_FIELDS:
-    if name in sam_fields:
-      assert c.model[name] == sam_fields[name]
+  assert all(c.model[name] == sam_fields[name] for name in own)
   for name in configs.NAMES:
     for spec in (name, name + ":local"):
       cfg = load_config(spec)

@@ -3,7 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 
-from samjax.train.losses import dice_loss, mask_iou, per_mask_losses, sam_loss, sigmoid_focal_loss
+from samjax.train.losses import dice_loss, mask_iou, masked_mean, sam_loss, sigmoid_focal_loss
+
+PAPER = {"focal_weight": 20.0, "dice_weight": 1.0, "iou_weight": 1.0}  # SAM appendix A
 
 
 def _sigmoid(x):
@@ -47,13 +49,13 @@ def test_min_over_multimask_picks_lowest_loss_output():
   mid = np.zeros((g, g))
   logits = np.stack([bad, mid, good])[None, None].astype(np.float32)   # [1, 1, 3, g, g]
   iou_pred = np.array([[[0.1, 0.5, 0.9]]], np.float32)
-  parts, best = per_mask_losses(logits, iou_pred, target)
+  parts, best = sam_loss(logits, iou_pred, target, **PAPER)
   assert int(best[0, 0]) == 2
-  single, _ = per_mask_losses(logits[:, :, 2:], iou_pred[:, :, 2:], target)
+  single, _ = sam_loss(logits[:, :, 2:], iou_pred[:, :, 2:], target, **PAPER)
   np.testing.assert_allclose(parts["mask"], single["mask"], rtol=1e-6)
   # Gradient flows only into the chosen output's logits.
   import jax
-  grad = jax.grad(lambda x: per_mask_losses(x, iou_pred, target)[0]["mask"].sum())(
+  grad = jax.grad(lambda x: sam_loss(x, iou_pred, target, **PAPER)[0]["mask"].sum())(
       jnp.asarray(logits))
   assert float(jnp.abs(grad[0, 0, 0]).sum()) == 0.0
   assert float(jnp.abs(grad[0, 0, 1]).sum()) == 0.0
@@ -70,14 +72,19 @@ def test_sam_loss_weights_and_padding():
   targets = (rng.uniform(size=(2, 3, 8, 8)) > 0.5).astype(np.float32)
   iou_pred = rng.uniform(size=(2, 3, 1)).astype(np.float32)
   valid = np.array([[True, True, False], [True, False, False]])
-  loss, metrics, _ = sam_loss(logits, iou_pred, targets, valid)
   f = np.asarray(sigmoid_focal_loss(logits[:, :, 0], targets))
   d = np.asarray(dice_loss(logits[:, :, 0], targets))
   i = (iou_pred[:, :, 0] - np.asarray(mask_iou(logits[:, :, 0], targets))) ** 2
-  per = 20 * f + d + i
-  np.testing.assert_allclose(loss, per[valid].mean(), rtol=1e-5)
+  for weights in (PAPER, {"focal_weight": 3.0, "dice_weight": 0.5, "iou_weight": 2.0}):
+    parts, _ = sam_loss(logits, iou_pred, targets, **weights)
+    per = weights["focal_weight"] * f + weights["dice_weight"] * d + weights["iou_weight"] * i
+    np.testing.assert_allclose(parts["loss"], per, rtol=1e-5)
+    np.testing.assert_allclose(parts["mask"], per - weights["iou_weight"] * i, rtol=1e-5)
+  loss = masked_mean(sam_loss(logits, iou_pred, targets, **PAPER)[0]["loss"], valid)
+  np.testing.assert_allclose(loss, (20 * f + d + i)[valid].mean(), rtol=1e-5)
   # Garbage in padded slots changes nothing.
   logits2 = logits.copy()
   logits2[~valid] = 100.0
-  np.testing.assert_allclose(sam_loss(logits2, iou_pred, targets, valid)[0], loss, rtol=1e-6)
-  assert float(metrics["loss"]) == float(loss)
+  loss2 = masked_mean(sam_loss(logits2, iou_pred, targets, **PAPER)[0]["loss"], valid)
+  np.testing.assert_allclose(loss2, loss, rtol=1e-6)
+  assert float(masked_mean(np.ones((2, 3)), np.zeros((2, 3), bool))) == 0.0  # no valid mask

@@ -32,7 +32,7 @@ def _truncate_largest_file(step_dir):
 
 
 # An orbax read orphaned by the failed restore, reported at garbage collection,
-# fails the test (samjax.train.orbax_orphans keeps the report to one line).
+# fails the test (samjax.checkpoints.orbax_orphans keeps the report to one line).
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_corrupt_newest_checkpoint_is_skipped_not_deleted(reference_run, train_data,
                                                           tmp_path, capsys, caplog):
@@ -75,7 +75,7 @@ def test_corrupt_newest_checkpoint_is_skipped_not_deleted(reference_run, train_d
 
 def test_config_that_does_not_fit_is_refused_before_touching_the_workdir(
     reference_run, train_data, tmp_path):
-  from samjax.train.checkpointing import NoRestorableCheckpointError
+  from samjax.checkpoints.workdir import NoRestorableCheckpointError
   from samjax.train.loop import train_and_evaluate
   ref_dir, _ = reference_run
   workdir = str(tmp_path / "wrong_config")

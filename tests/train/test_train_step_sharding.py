@@ -84,7 +84,7 @@ def test_installed_libtpu_without_a_tpu_is_not_an_accelerator(monkeypatch):
 
   from samjax import hardware
   if importlib.util.find_spec("libtpu") is None:
-    pytest.skip("libtpu is not installed (the tpu-plan extra)")
+    pytest.skip("libtpu is not installed (the plan extra)")
   assert not glob.glob("/dev/accel*") and not glob.glob("/dev/nvidia[0-9]*")
   assert hardware.has_accelerator() is False
   # And the device nodes do count when they are there.

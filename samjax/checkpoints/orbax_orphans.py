@@ -4,16 +4,16 @@ Where the noise comes from: orbax restores a checkpoint on a fresh asyncio
 event loop (``orbax.checkpoint._src.asyncio_utils.run_sync``), reading every
 array shard as a task under ``asyncio.gather``. When one shard is unreadable
 (a truncated or corrupt file), ``gather`` raises that first error, which
-``Checkpointer`` reports in one line, and orbax closes the loop without
-waiting for or cancelling the other reads. When those orphaned tasks and
+``samjax.checkpoints.workdir`` reports in one line, and orbax closes the
+loop without waiting for or cancelling the other reads. When those orphaned tasks and
 coroutines are garbage collected, Python reports each again: asyncio logs
 "Task exception was never retrieved" (logger ``asyncio``) for every read
 that failed too, and every coroutine that was still waiting prints "Exception
 ignored in: <coroutine ...>" (``sys.unraisablehook``), each with a TensorStore
 spec: thousands of lines after a single corrupt step.
 
-``after_failed_restore`` (called by ``Checkpointer`` once it has the error in
-hand) drops exactly those reports, and nothing before a restore has failed:
+``after_failed_restore`` (called after a failed restore, once the error is
+in hand) drops exactly those reports, and nothing before a restore has failed:
 
 * asyncio's "Task exception was never retrieved" records whose exception
   passed through orbax.checkpoint's code;
