@@ -43,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
-from bench_common import host_description, host_tag, make_parser, today  # noqa: E402
+from bench_common import host_description, make_parser, today, write_result  # noqa: E402
 from bench_data import build_data  # noqa: E402
 from latency_proxy import proxy  # noqa: E402
 
@@ -205,12 +205,7 @@ def main() -> int:
   ]
   text = "\n".join(lines)
   print(text)
-  if args.write:
-    os.makedirs(args.write, exist_ok=True)
-    out = os.path.join(args.write, f"bench_data_bucket_{today()}_{host_tag()}.md")
-    with open(out, "w") as f:
-      f.write(text + "\n")
-    print(f"wrote {out}")
+  write_result(args.write, "bench_data_bucket", lines)
   return 0
 
 

@@ -89,6 +89,19 @@ def _alive(pid: int) -> bool:
   return st is not None and st[0] not in ("Z", "X")  # a zombie has exited
 
 
+def kill_and_check_workers(parent) -> None:
+  """SIGKILLs the converter process ``parent`` (a Popen) and asserts that none
+  of its child processes outlives it by more than 5 s."""
+  children = _children(parent.pid)
+  assert len(children) >= 2  # the workers (and multiprocessing's resource tracker)
+  os.kill(parent.pid, signal.SIGKILL)
+  parent.wait()
+  deadline = time.monotonic() + 5
+  while (left := [p for p in children if _alive(p)]) and time.monotonic() < deadline:
+    time.sleep(0.05)
+  assert not left, f"processes outlived the killed converter: {left}"
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 def test_killed_converter_leaves_no_workers_and_resumes_exactly(sample_dir, converted_dir,
                                                                 tmp_path):
@@ -110,14 +123,7 @@ def test_killed_converter_leaves_no_workers_and_resumes_exactly(sample_dir, conv
       assert parent.poll() is None, (tmp_path / "log.txt").read_text()
       assert time.monotonic() < deadline, "the conversion never started a shard"
       time.sleep(0.02)
-    children = _children(parent.pid)
-    assert len(children) >= 2  # the workers (and multiprocessing's resource tracker)
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 5
-    while (left := [p for p in children if _alive(p)]) and time.monotonic() < deadline:
-      time.sleep(0.05)
-    assert not left, f"processes outlived the killed converter: {left}"
+    kill_and_check_workers(parent)
   finally:
     if parent.poll() is None:
       parent.kill()

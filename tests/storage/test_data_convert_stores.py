@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,10 +27,9 @@ from tests.data_pipelines import test_coco_convert
 from tests.data_pipelines.test_convert_faults import (
   _RUNNER,
   REPO,
-  _alive,
-  _children,
   _cli,
   _one_line_error,
+  kill_and_check_workers,
 )
 
 QUIET = {"progress": False, "log": lambda *_: None}
@@ -190,13 +188,7 @@ def test_killed_conversion_on_a_bucket_resumes_exactly(gs_bucket, sample_dir, co
         assert parent.poll() is None, (tmp_path / "log.txt").read_text()
         assert time.monotonic() < deadline, "the conversion never finished a shard"
         time.sleep(0.05)
-      children = _children(parent.pid)
-      os.kill(parent.pid, signal.SIGKILL)
-      parent.wait()
-      deadline = time.monotonic() + 5
-      while (left := [p for p in children if _alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-      assert not left, f"processes outlived the killed converter: {left}"
+      kill_and_check_workers(parent)
     finally:
       if parent.poll() is None:
         parent.kill()

@@ -33,14 +33,15 @@ from tests.train.test_train_loop import REPO, _cli_args
 train_data = train_fixtures.train_data
 reference_run = train_fixtures.reference_run
 
-# One worker runs this module: killed_then_resumed (two CLI training runs)
-# is a module fixture, built once per worker that asks for it.
+# One worker runs this module (make test: --dist loadgroup), and its two CLI
+# training runs are a session fixture of that worker: a module fixture would
+# be rebuilt whenever the worker ran another module's test in between.
 pytestmark = pytest.mark.xdist_group("train_gcs")
 
 NOISE = ("Task exception was never retrieved", "Exception ignored in", "Traceback")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gcs_train_data(gcs_server, train_data):
   """The session's converted sample data in a new bucket: ({"train", "eval"}, bucket)."""
   data = upload_train_data(gcs_server, train_data)
@@ -69,7 +70,7 @@ def checkpoint_steps(workdir: str) -> list[int]:
   return sorted(int(n) for n in storage.listdir(folder) if n.isdigit())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def killed_then_resumed(gcs_train_data):
   """{"workdir", "killed", "resumed" (CompletedProcess), "metrics_after_kill",
   "events_after_kill", "steps_after_kill"}."""
