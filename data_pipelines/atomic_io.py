@@ -191,6 +191,18 @@ def ensure_dir(path: str | os.PathLike) -> None:
     raise PermissionError(errno.EACCES, "folder is not writable", path)
 
 
+def check_output_file(path: str, flag: str) -> None:
+  """A command's output file flag (``--out``, ``--json``) must name a file
+  whose folder (or bucket) can take it: checked, and the folder made, before
+  any long work. Raises ValueError ``"<flag> <path>: <why>"``."""
+  if storage.isdir(path):
+    raise ValueError(f"{flag} {path}: is a folder; give a file name inside it")
+  try:
+    ensure_dir(storage.dirname(storage.resolve(path)))
+  except OSError as e:
+    raise ValueError(f"{flag} {path}: {e.strerror or e}") from e
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
   """Atomically replaces ``path`` with ``data``."""
   with atomic_writer(path, "wb") as f:

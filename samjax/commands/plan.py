@@ -149,7 +149,8 @@ def run(args) -> int:
       raise ValueError(f"--gpu-kind {args.gpu_kind!r} is not a GPU kind")
   config = load_config(args.config, getattr(args, "overrides", ()))
   if args.json:
-    check_json_out(args.json)  # before minutes of compiling, not after
+    from data_pipelines import atomic_io
+    atomic_io.check_output_file(args.json, "--json")  # before minutes of compiling
   _prepare_jax(args)
 
   common = dict(topology=args.topology, gpu=args.gpu, gpu_kind=args.gpu_kind,
@@ -167,17 +168,6 @@ def run(args) -> int:
     write_json_report(args.json, results, args.sweep)
     print(f"wrote {args.json}")
   return 0
-
-
-def check_json_out(path: str) -> None:
-  """``--json`` must name a file whose folder (or bucket) can take it."""
-  from data_pipelines import atomic_io, storage
-  if storage.isdir(path):
-    raise ValueError(f"--json {path}: is a folder; give a file name inside it")
-  try:
-    atomic_io.ensure_dir(storage.dirname(storage.resolve(path)))
-  except OSError as e:
-    raise ValueError(f"--json {path}: {e.strerror or e}") from e
 
 
 def write_json_report(path: str, results: list, sweep: bool) -> None:

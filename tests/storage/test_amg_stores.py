@@ -11,26 +11,16 @@ import subprocess
 import sys
 
 import pytest
-import skimage.data
-from PIL import Image
 
 from data_pipelines import atomic_io, storage
 from samjax.cli import main
-from tests.inference.test_amg_faults import _KILLING_RUNNER, SETTINGS, STEMS
+from tests.inference import test_amg_faults
+from tests.inference.test_amg_faults import _KILLING_RUNNER, SETTINGS
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-  """Four small JPEGs (the fault tests' inputs)."""
-  d = tmp_path_factory.mktemp("images")
-  photos = [skimage.data.coffee(), skimage.data.chelsea(), skimage.data.astronaut(),
-            skimage.data.rocket()]
-  for stem, photo in zip(STEMS, photos):
-    Image.fromarray(photo).resize((64, 48), Image.BILINEAR).save(d / f"{stem}.jpg",
-                                                                 quality=90)
-  return d
+# The fault tests' four small JPEGs (a module fixture).
+images = test_amg_faults.images
 
 
 def amg(checkpoint, images, out, *extra) -> int:
