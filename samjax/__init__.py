@@ -26,6 +26,7 @@ _LAZY = {
     "load_sam": "samjax.loading",
     "SamPredictor": "samjax.inference.predictor",
     "SamAutomaticMaskGenerator": "samjax.inference.automatic_mask_generator",
+    "Prompts": "samjax.model",
     "SamConfig": "samjax.model",
     "SamModel": "samjax.model",
     "build": "samjax.model",
@@ -35,6 +36,7 @@ _LAZY = {
 
 __all__ = [
            "LoadedSam",
+           "Prompts",
            "SamAutomaticMaskGenerator",
            "SamConfig",
            "SamModel",

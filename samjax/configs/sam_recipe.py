@@ -35,11 +35,11 @@ def recipe(variant: str, arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.remat_policy = "dots_saveable"
   # Each decoder pass's gradient is taken chunk by chunk in the forward pass
   # (a pass's loss is a sum over masks), so no decoder activations wait for
-  # the backward pass: without this or sim.remat_passes no recipe fits a 95
-  # GiB v5p chip. Against remat_passes (`samjax plan`, v5p-128, one image per
-  # chip per microbatch) no pass is recomputed: ViT-B 0.513 vs 0.616 s/step,
-  # ViT-L 0.749 vs 0.847, ViT-H 2.01 vs 2.21, for 2-3 GiB more HBM per chip
-  # (v5e-256: ViT-H 14.6 of 16 GiB; 9.5 with --config.prompt_chunk=16).
+  # the backward pass: without it (or recomputing every pass) no recipe fits
+  # a 95 GiB v5p chip. Against recomputing the passes (`samjax plan`,
+  # v5p-128, one image per chip per microbatch): ViT-B 0.513 vs 0.616
+  # s/step, ViT-L 0.749 vs 0.847, ViT-H 2.01 vs 2.21, for 2-3 GiB more HBM
+  # per chip (v5e-256: ViT-H 14.6 of 16 GiB; 9.5 with --config.prompt_chunk=16).
   c.sim.eager_chunk_grads = True
   # Gradient accumulation, one image per chip per microbatch (the same
   # gradient). ViT-H on v5p-128 (4 images per chip, `samjax plan`, 2-core

@@ -33,7 +33,6 @@ def base_config() -> ml_collections.ConfigDict:
       "attention_impl": "auto",            # auto | xla | chunked | cudnn
       "attention_query_chunk": 256,        # queries per block of chunked attention
       "drop_path_rate": 0.0,               # stochastic depth of the image encoder
-      "decoder_factorized_attention": True,  # exact re-association for few prompt tokens
   })
   c.model.scan_layers = False   # encoder blocks as one scanned layer (faster compiles)
   # What encoder blocks keep for the backward pass: none | block (recompute
@@ -77,19 +76,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.sim.focal_weight = 20.0
   c.sim.dice_weight = 1.0
   c.sim.iou_weight = 1.0
-  # Recompute each follow-up decoder pass in the backward pass instead of
-  # storing its activations: at 64 masks x 11 passes the stored residuals,
-  # not the encoder, exhaust HBM (see `samjax plan`).
-  c.sim.remat_passes = False
-  # Recompute every decoder call's activations in the backward pass, one
-  # prompt chunk (`prompt_chunk` masks) at a time: the decoder then holds one
-  # chunk's activations instead of all masks' of a pass (first pass
-  # included). Makes remat_passes unnecessary; costs one more decoder forward.
-  c.sim.remat_prompt_chunks = False
   # Take every decoder call's gradient right after its forward pass, one
   # prompt chunk at a time (a pass's loss is a sum over its chunks): the
-  # decoder holds one chunk's activations and recomputes nothing. Replaces
-  # both remats above (it refuses to run with either).
+  # decoder holds one chunk's activations and recomputes nothing. Without
+  # it, 64 masks x 11 passes of stored decoder activations, not the
+  # encoder, exhaust HBM (see `samjax plan`).
   c.sim.eager_chunk_grads = False
 
   c.total_steps = 180_000
@@ -120,6 +111,10 @@ def base_config() -> ml_collections.ConfigDict:
   # tree); 0 turns the check off.
   c.min_sharded_bytes = 4 * 2**20
   c.prompt_chunk = 0  # masks per decoder call; 0 decodes all masks of a batch at once
+  # The decoder's form in training (samjax.decoding.training): "reference"
+  # (the model's math) or "factorized" (same values, cross-attention
+  # re-associated for few prompt tokens); docs/planning.md compares them.
+  c.decoder_form = "reference"
   # Gradient accumulation: each step's batch runs as this many sequential
   # microbatches (same gradient; one microbatch's activations and program, so
   # less memory and a shorter compile). 1 = off; 0 = one image per batch shard

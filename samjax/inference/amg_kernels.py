@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samjax.decoding.interactive import ImageState, InteractivePlan
 from samjax.inference.transforms import postprocess_matrices
-from samjax.model.sam import SamModel
+from samjax.model.prompts import Prompts
 
 # Crop frames are padded up to a multiple of this (one program per class).
 SIZE_MULTIPLE = 64
@@ -83,38 +84,29 @@ def crop_mask_grid(rows: np.ndarray, cols: np.ndarray, grid: int) -> tuple[int, 
   return extent(rows), extent(cols)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def embed(params, images, *, model: SamModel):
-  """[B, 3, S, S] preprocessed crops -> [B, h, w, C] channels-last embeddings
-  (shared by all generators; ``decode_points`` reads them without a transpose)."""
-  return model.embed_images(params, images, channels_last=True)
+@functools.partial(jax.jit, static_argnames=("plan",))
+def embed(params, images, image_pe, *, plan: InteractivePlan):
+  """[B, 3, S, S] preprocessed crops -> the plan's ``ImageState`` of each
+  (a list of B states of one image each, shared by all generators)."""
+  embeddings = plan.model.embed_images(params, images)
+  return [plan.prepare(params, embeddings[i:i + 1], image_pe) for i in range(len(images))]
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def dense_pe(params, *, model: SamModel):
-  return model.dense_pe(params, channels_last=True)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "prompt_chunk", "mask_grid"))
-def decode_points(params, embedding, image_pe, coords, *, model: SamModel,
-                  prompt_chunk: int, mask_grid: tuple[int, int] | None = None):
-  """embedding [1, h, w, C], coords [P, 2] (input frame) -> low-res logits
+@functools.partial(jax.jit, static_argnames=("plan", "mask_grid"))
+def decode_points(params, state: ImageState, coords, *, plan: InteractivePlan,
+                  mask_grid: tuple[int, int] | None = None):
+  """One image's state, coords [P, 2] (input frame) -> low-res logits
   [P*3, L, L] and IoU predictions [P*3], point-major (the official order).
 
   ``mask_grid`` (gh, gw) (see ``crop_mask_grid``): only the top-left [4gh, 4gw]
   logits are decoded, the rest are returned as 0 (the crop's upscaling
   gives them weight 0)."""
   p = coords.shape[0]
-  pts = coords[None, :, None, :].astype(jnp.float32)
-  labels = jnp.ones((1, p, 1), jnp.int32)
-  # The first two-way block's image side, once for all P points (every
-  # chunk of the decode reads it instead of summing a copy per point).
-  terms = model.decoder_image_terms(params, embedding, image_pe)
-  logits, iou = model.decode(params, embedding, pts, labels, multimask_output=True,
-                             image_pe=image_pe, prompt_chunk=prompt_chunk,
-                             channels_last=True, image_terms=terms, mask_grid=mask_grid)
+  prompts = Prompts.create(coords[None, :, None, :].astype(jnp.float32),
+                           jnp.ones((1, p, 1), jnp.int32))
+  logits, iou = plan.decode(params, state, prompts, True, mask_grid=mask_grid)
   logits = logits[0].reshape(p * 3, *logits.shape[-2:])
-  low = 4 * embedding.shape[1]
+  low = 4 * state.embeddings.shape[1]
   logits = jnp.pad(logits, ((0, 0), (0, low - logits.shape[1]), (0, low - logits.shape[2])))
   return logits, iou[0].reshape(p * 3)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import operator
 import time
 from typing import Any
@@ -32,6 +31,7 @@ import jax
 import numpy as np
 
 from samjax.compile_cache import ensure_compile_cache
+from samjax.decoding.interactive import InteractivePlan
 from samjax.inference import amg_kernels as K
 from samjax.inference import amg_utils as U
 from samjax.inference import validation
@@ -75,18 +75,6 @@ class _Masks:
                     for f in ("boxes", "iou", "stability", "points", "crop_boxes")))
 
 
-def decode_batch_size(points_per_batch: int, prompt_chunk: int) -> int:
-  """Prompts per decoder call: room for ``points_per_batch`` points starting
-  at any slot ``start % prompt_chunk`` their batches can start at, rounded
-  up to whole chunks (one size for every call, so one compiled program).
-
-  Batches start at multiples of ``points_per_batch``, so their first slots
-  are the multiples of gcd(points_per_batch, prompt_chunk) below the chunk.
-  """
-  lead = prompt_chunk - math.gcd(points_per_batch, prompt_chunk)
-  return -(-(points_per_batch + lead) // prompt_chunk) * prompt_chunk
-
-
 class SamAutomaticMaskGenerator:
   """Masks for everything in an image, from a grid of point prompts.
 
@@ -98,7 +86,7 @@ class SamAutomaticMaskGenerator:
   Arguments are the official ones (see its docstring) plus:
     points_per_batch: points decoded per jitted call (any positive int, as
       officially; each call is padded to whole ``prompt_chunk``s, see
-      ``decode_batch_size``); larger is fewer dispatches but ~3*L*L*4 bytes
+      ``InteractivePlan.padded_batch``); larger is fewer dispatches but ~3*L*L*4 bytes
       of low-res logits per point on device. The records do not depend on
       it, bit for bit.
     encoder_batch: crops embedded per encoder call.
@@ -170,7 +158,8 @@ class SamAutomaticMaskGenerator:
     self.output_mode = output_mode
     self.encoder_batch = int(encoder_batch)
     self.prompt_chunk = int(prompt_chunk)
-    self._image_pe = K.dense_pe(self._params, model=self._model)
+    self._plan = InteractivePlan(self._model, self.prompt_chunk)
+    self._image_pe = jax.jit(self._plan.image_pe)(self._params)
     # Seconds spent in each stage by the last generate() (benchmarks read it).
     self.last_timings: dict[str, float] = {}
 
@@ -218,7 +207,7 @@ class SamAutomaticMaskGenerator:
     return data
 
   def _embed_crops(self, image, crop_boxes) -> list:
-    """One [1, h, w, C] (channels-last) embedding per crop. The whole image is embedded
+    """One ``ImageState`` (of one image) per crop. The whole image is embedded
     alone; the crops in batches of exactly ``encoder_batch`` (zero-padded),
     so the encoder compiles for two batch sizes at most."""
     s = self._model.config.image_size
@@ -228,14 +217,14 @@ class SamAutomaticMaskGenerator:
       crop = resize_longest_side(np.ascontiguousarray(image[y0:y1, x0:x1]), s)
       return normalize_and_pad_host(crop.transpose(2, 0, 1), s)
 
-    out = [K.embed(self._params, prep(crop_boxes[0])[None], model=self._model)]
+    embed = functools.partial(K.embed, self._params, image_pe=self._image_pe, plan=self._plan)
+    out = embed(prep(crop_boxes[0])[None])
     rest, eb = crop_boxes[1:], self.encoder_batch
     for i in range(0, len(rest), eb):
       group = [prep(b) for b in rest[i:i + eb]]
       batch = np.zeros((eb, *group[0].shape), np.float32)
       batch[:len(group)] = group
-      emb = K.embed(self._params, batch, model=self._model)
-      out.extend(emb[j:j + 1] for j in range(len(group)))
+      out.extend(embed(batch)[:len(group)])
     return jax.block_until_ready(out)
 
   def _process_crop(self, image, embedding, crop_box, layer: int, orig_size) -> _Masks:
@@ -253,19 +242,18 @@ class SamAutomaticMaskGenerator:
 
     chunks, cand = [], []  # gathered logits on device; (chunk, row, flat index)
     iou_all, stab_all, box_all = [], [], []
-    ppb, chunk = self.points_per_batch, self.prompt_chunk
-    padded = decode_batch_size(ppb, chunk)
+    ppb = self.points_per_batch
+    padded = self._plan.padded_batch(ppb)
     for start in range(0, len(coords), ppb):
       n = min(ppb, len(coords) - start)
-      # Point p sits in slot p % chunk of its decoder chunk whatever the batch
+      # Point p sits in slot p % prompt_chunk of its decoder chunk whatever the batch
       # size: XLA's CPU kernels round a prompt's logits differently by its
       # slot, so this is what makes the records independent of
       # points_per_batch, bit for bit.
-      lead = start % chunk
+      lead = self._plan.lead_slot(start)
       batch = np.zeros((padded, 2), np.float32)
       batch[lead:lead + n] = coords[start:start + n]
-      low, iou = K.decode_points(self._params, embedding, self._image_pe, batch,
-                                 model=self._model, prompt_chunk=chunk,
+      low, iou = K.decode_points(self._params, embedding, batch, plan=self._plan,
                                  mask_grid=grid)
       iou = np.asarray(jax.device_get(iou))[3 * lead:3 * (lead + n)]
       idx = np.arange(3 * n)

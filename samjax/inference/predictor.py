@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from samjax.compile_cache import ensure_compile_cache
+from samjax.decoding.interactive import ImageState, InteractivePlan
 from samjax.inference import validation
 from samjax.inference.buckets import POINT_BUCKETS, PROMPT_BUCKETS, bucket
 from samjax.inference.transforms import (
@@ -34,51 +35,38 @@ from samjax.inference.transforms import (
   postprocess_masks,
   resize_longest_side,
 )
+from samjax.model.prompts import Prompts
 from samjax.model.sam import SamModel
 
 
-@functools.partial(jax.jit, static_argnames=("model", "multimask", "return_logits",
+@functools.partial(jax.jit, static_argnames=("plan", "multimask", "return_logits",
                                              "input_size", "original_size"))
-def _decode(params, features, image_pe, coords, labels, point_valid, boxes, box_valid,
-            masks, mask_valid, image_terms, *, model: SamModel, multimask: bool,
+def _decode(params, state: ImageState, coords, labels, point_valid, boxes, box_valid,
+            masks, mask_valid, *, plan: InteractivePlan, multimask: bool,
             return_logits: bool, input_size: tuple[int, int],
             original_size: tuple[int, int]):
-  """One image ([1, h, w, C] channels-last features), P prompts ->
-  (masks [P, K, H, W], iou [P, K], low-res [P, K, 4h, 4w])."""
+  """One image's ``ImageState``, P prompts -> (masks [P, K, H, W], iou [P, K],
+  low-res [P, K, 4h, 4w])."""
   add = lambda x: None if x is None else x[None]
-  logits, iou = model.decode(
-      params, features, add(coords), add(labels), add(boxes), add(masks),
-      point_valid=add(point_valid), box_valid=add(box_valid), mask_valid=add(mask_valid),
-      multimask_output=multimask, image_pe=image_pe, prompt_chunk=PROMPT_CHUNK,
-      channels_last=True, image_terms=image_terms)
+  prompts = Prompts(add(coords), add(labels), add(point_valid), add(boxes), add(box_valid),
+                    add(masks), add(mask_valid))
+  logits, iou = plan.decode(params, state, prompts, multimask)
   low_res, iou = logits[0], iou[0]
-  full = postprocess_masks(low_res, input_size, original_size, model.config.image_size)
+  full = postprocess_masks(low_res, input_size, original_size, plan.model.config.image_size)
   return (full if return_logits else full > 0.0), iou, low_res
 
 
-def embed_both(model: SamModel, params, images):
-  """[B, 3, S, S] -> (embeddings [B, C, h, w], the same [B, h, w, C]).
-
-  The official layout is the public ``features``; decodes read the
-  channels-last copy, made once per image here instead of a transpose of
-  the 4096 image tokens in every decode.
-  """
-  nhwc = model.embed_images(params, images, channels_last=True)
-  return jax.numpy.transpose(nhwc, (0, 3, 1, 2)), nhwc
+def embed_for_decoding(plan: InteractivePlan, params, images, image_pe):
+  """[B, 3, S, S] images, [h, w, C] ``plan.image_pe(params)`` -> (the
+  official [B, C, h, w] embeddings, the plan's ``ImageState``): everything
+  the predictor keeps per image, made by one program (one compile, one
+  cache entry) at ``set_image``."""
+  embeddings = plan.model.embed_images(params, images)
+  return embeddings, plan.prepare(params, embeddings, image_pe)
 
 
-def embed_for_decoding(model: SamModel, params, images, image_pe):
-  """[B, 3, S, S] images, [h, w, C] ``dense_pe(params, channels_last=True)``
-  -> ``embed_both``'s two layouts and the decoder's per-image terms
-  (``SamModel.decoder_image_terms``): everything the predictor keeps per
-  image, made by one program (one compile, one cache entry) at
-  ``set_image``."""
-  nchw, nhwc = embed_both(model, params, images)
-  return nchw, nhwc, model.decoder_image_terms(params, nhwc, image_pe)
-
-
-# Prompts decoded together per step (see SamModel.decode); buckets above 1
-# are multiples of it.
+# Prompts decoded together per step (InteractivePlan.prompt_chunk); buckets
+# above 1 are multiples of it.
 PROMPT_CHUNK = 4
 
 
@@ -117,9 +105,10 @@ class SamPredictor:
     self._params = sam_model.params
     self._point_buckets = tuple(point_buckets)
     self._prompt_buckets = tuple(prompt_buckets)
+    self._plan = InteractivePlan(self._model, PROMPT_CHUNK)
     self._embed = jax.jit(embed_for_decoding, static_argnums=0)
     # The image positional encoding depends on params only: compute it once.
-    self._image_pe = jax.jit(self._model.dense_pe, static_argnums=1)(self._params, True)
+    self._image_pe = jax.jit(self._plan.image_pe)(self._params)
     self.reset_image()
 
   # ---- image ------------------------------------------------------------
@@ -148,8 +137,7 @@ class SamPredictor:
     self.reset_image()
     chw = np.ascontiguousarray(transformed_image.transpose(2, 0, 1))[None]
     x = normalize_and_pad_host(chw, self.image_size)
-    self.features, self._features_nhwc, self._image_terms = self._embed(
-        self._model, self._params, x, self._image_pe)
+    self.features, self._state = self._embed(self._plan, self._params, x, self._image_pe)
     self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
     self.input_size = (h, w)
     self.is_image_set = True
@@ -189,8 +177,7 @@ class SamPredictor:
   def reset_image(self) -> None:
     self.is_image_set = False
     self.features = None
-    self._features_nhwc = None
-    self._image_terms = None
+    self._state = None
     self.original_size = None
     self.input_size = None
 
@@ -290,41 +277,32 @@ class SamPredictor:
       coords = None if coords is None else apply_coords(coords, hw, s)
       boxes = None if boxes is None else apply_boxes(boxes, hw, s)
     return decode_prompts(
-        self._model, self._params, self._features_nhwc, self._image_pe, coords, labels,
-        boxes, mask_input, b, input_size=self.input_size, original_size=hw,
+        self._plan, self._params, self._state, coords, labels, boxes, mask_input, b,
+        input_size=self.input_size, original_size=hw,
         multimask_output=multimask_output, return_logits=return_logits,
-        point_buckets=self._point_buckets, prompt_buckets=self._prompt_buckets,
-        image_terms=self._image_terms)
+        point_buckets=self._point_buckets, prompt_buckets=self._prompt_buckets)
 
 
-def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, boxes,
+def decode_prompts(plan: InteractivePlan, params, state: ImageState, coords, labels, boxes,
                    mask_input, b: int, *, input_size: tuple[int, int],
                    original_size: tuple[int, int], multimask_output: bool,
                    return_logits: bool, point_buckets: Sequence[int] = POINT_BUCKETS,
-                   prompt_buckets: Sequence[int] = PROMPT_BUCKETS, image_terms=None):
+                   prompt_buckets: Sequence[int] = PROMPT_BUCKETS):
   """B validated prompts for one embedded image, already in the model input
   frame -> padded to buckets, one jitted decode, sliced back on the host.
 
   Args:
-    features: [1, h, w, C] channels-last image embedding
-      (``embed_images(..., channels_last=True)``); image_pe: [h, w, C]
-      ``model.dense_pe(params, channels_last=True)``.
+    state: ``plan.prepare`` of one image.
     coords: [B, N, 2] or None; labels: [B, N] int or None; boxes: [B, 4] or
       None; mask_input: [B, 1, 4h, 4w] or None (at least one is given).
     input_size: (h, w) of the resized image before padding; original_size:
       (H, W) the masks are returned at.
-    image_terms: optional ``model.decoder_image_terms`` of ``features``:
-      the first two-way block reads them once for all prompts of the call
-      instead of summing a copy per prompt (same masks). Not used with a
-      mask input, which replaces the no-mask embedding they hold.
   Returns:
     masks [B, K, H, W] (bool, or float32 logits), iou [B, K] float32,
     low-res logits [B, K, 4h, 4w] float32 (numpy).
   """
-  ms = model.config.mask_input_size
+  ms = plan.model.config.mask_input_size
   pb = bucket(b, prompt_buckets)
-  if mask_input is not None:  # a mask input replaces the no-mask embedding they hold
-    image_terms = None
   n = coords.shape[1] if coords is not None else 1
   nb = bucket(n, point_buckets)
 
@@ -346,8 +324,8 @@ def decode_prompts(model: SamModel, params, features, image_pe, coords, labels, 
     m_in[:b] = mask_input[:, 0]
 
   masks, iou, low = _decode(
-      params, features, image_pe, c_in, l_in, pv, b_in, bv, m_in, mv, image_terms,
-      model=model, multimask=bool(multimask_output),
+      params, state, c_in, l_in, pv, b_in, bv, m_in, mv, plan=plan,
+      multimask=bool(multimask_output),
       return_logits=bool(return_logits), input_size=tuple(input_size),
       original_size=tuple(original_size))
   # Slice on the host: slicing device arrays would dispatch extra programs.

@@ -9,12 +9,14 @@ from samjax.model.configs import (
                                   get_config,
                                   variant_name,
 )
+from samjax.model.prompts import Prompts
 from samjax.model.sam import Sam, SamModel, build
 
 __all__ = [
                                   "OFFICIAL_VARIANTS",
                                   "PIXEL_MEAN",
                                   "PIXEL_STD",
+                                  "Prompts",
                                   "VARIANTS",
                                   "Sam",
                                   "SamConfig",

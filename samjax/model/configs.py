@@ -85,8 +85,6 @@ class SamConfig:
   remat_policy: str = "none"  # none | block | dots_saveable | offload
   scan_layers: bool = False
   drop_path_rate: float = 0.0
-  # Re-associate decoder cross-attention when prompt tokens are few (exact).
-  decoder_factorized_attention: bool = True
 
   def __post_init__(self):
     object.__setattr__(self, "encoder_global_attn_indexes",
@@ -183,6 +181,9 @@ class SamConfig:
     # the encoder's remat) hold it: True meant "block" unless a policy was set.
     if d.pop("remat", False) and d.get("remat_policy", "none") == "none":
       d["remat_policy"] = "block"
+    # Saved configs also hold the decoder form, now a setting of the
+    # execution plan (samjax.decoding), not of the model.
+    d.pop("decoder_factorized_attention", None)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:

@@ -4,12 +4,10 @@ Mirrors ``segment_anything/modeling/mask_decoder.py`` (``MaskDecoder``,
 ``MLP``). Output tokens are [iou_token, mask_token_0..3]; mask token 0 is
 the single-mask output, 1..3 the ambiguity-aware multimask outputs.
 
-Shapes (C = 256, h = w = 64 at full size):
-  image_embeddings [B, h, w, C] (already one per prompt), image_pe [h, w, C],
+Shapes (C = 256, h = w = 64 at full size, K = 4 mask tokens):
+  image_embeddings [B, h, w, C] (one per prompt), image_pe [h, w, C],
   sparse [B, S, C] with sparse_valid [B, S], dense [B, h, w, C]
-  -> mask logits [B, K, 4h, 4w], iou predictions [B, K] for the K mask tokens
-  asked for (``mask_tokens``; all four by default; ``samjax.model.sam`` asks
-  for the official multimask slice).
+  -> mask logits [B, K, 4h, 4w], IoU predictions [B, K].
 """
 
 from __future__ import annotations
@@ -42,91 +40,47 @@ class MLP(nn.Module):
     return x
 
 
+def output_tokens(iou_token, mask_tokens, sparse, sparse_valid):
+  """[1, C] IoU token, [K, C] mask tokens, [B, S, C] prompt tokens (+ [B, S]
+  validity) -> the decoder's tokens [B, 1 + K + S, C] and their validity."""
+  b = sparse.shape[0]
+  fixed = jnp.concatenate([iou_token, mask_tokens], axis=0)
+  tokens = jnp.concatenate(
+      [jnp.broadcast_to(fixed, (b,) + fixed.shape), sparse.astype(fixed.dtype)], axis=1)
+  valid = jnp.concatenate([jnp.ones((b, fixed.shape[0]), bool), sparse_valid], axis=1)
+  return tokens, valid
+
+
 class MaskDecoder(nn.Module):
   config: SamConfig
 
   @nn.compact
-  def __call__(self, image_embeddings, image_pe, sparse, sparse_valid, dense,
-               image_terms=None, mask_tokens: tuple[int, ...] | None = None,
-               mask_grid: tuple[int, int] | None = None):
-    """``image_terms``: optional ``Sam.decoder_image_terms`` of the b images
-    (their [b, h*w, C] sum of embedding and no-mask embedding, and the first
-    two-way block's projections of it), shared by the B / b consecutive
-    prompts of each image (then ``image_embeddings`` and ``dense`` are not
-    read; the first block reads the terms once per image).
-
-    ``mask_tokens``: which of the mask tokens to return (static; default
-    all, in order): only they and the IoU token query the image in the final
-    attention and only their hypernetworks run, so (1, 2, 3) (the official
-    multimask slice) or (0,) cost less than all four and then slicing. The
-    values are those of the same tokens decoded with all four.
-
-    ``mask_grid``: (gh, gw) <= (h, w), static: upscale only the top-left gh x
-    gw cells of the image grid, giving that corner of the logits
-    [B, K, 4gh, 4gw] (same values: the upscaling and the hypernetwork product
-    are per cell). For callers that read only part of the mask, such as the
-    automatic mask generator on a non-square image, whose resized photo
-    covers only the top-left part of the padded input.
-    Returns masks [B, K, 4h, 4w] (or [B, K, 4gh, 4gw]) and IoU [B, K],
-    K = len(mask_tokens)."""
+  def __call__(self, image_embeddings, image_pe, sparse, sparse_valid, dense):
+    """See the module docstring: -> (logits [B, K, 4h, 4w], IoU [B, K] float32)."""
     cfg = self.config
-    c = cfg.prompt_embed_dim
+    c, k = cfg.prompt_embed_dim, cfg.num_mask_tokens
     dt = to_dtype(cfg.dtype)
-    _, h, w, _ = image_embeddings.shape
-    b = sparse.shape[0]  # prompts (B)
-    n_tokens = cfg.num_mask_tokens
-    sel = tuple(range(n_tokens)) if mask_tokens is None else tuple(mask_tokens)
-    if not sel or any(not 0 <= t < n_tokens for t in sel):
-      raise ValueError(f"mask_tokens {mask_tokens} must name tokens in 0..{n_tokens - 1}")
+    b, h, w, _ = image_embeddings.shape
     emb_init = param_init(nn.initializers.normal(1.0), (None, "embed"))
     iou_token = nn.Embed(1, c, embedding_init=emb_init, name="iou_token").embedding
-    mask_token_emb = nn.Embed(n_tokens, c, embedding_init=emb_init,
-                              name="mask_tokens").embedding
-    output_tokens = jnp.concatenate([iou_token, mask_token_emb], axis=0)
-    output_tokens = jnp.broadcast_to(output_tokens, (b,) + output_tokens.shape)
-    tokens = jnp.concatenate([output_tokens, sparse.astype(output_tokens.dtype)], axis=1)
-    token_valid = jnp.concatenate(
-        [jnp.ones((b, 1 + n_tokens), bool), sparse_valid], axis=1)
+    mask_tokens = nn.Embed(k, c, embedding_init=emb_init, name="mask_tokens").embedding
+    tokens, token_valid = output_tokens(iou_token, mask_tokens, sparse, sparse_valid)
 
-    if image_terms is None:
-      src = (image_embeddings + dense).reshape(b, h * w, c)
-      first_heads = None
-    else:
-      src, *first_heads = image_terms
-    src = constrain(src, ("batch", "length", "embed"))
+    src = constrain((image_embeddings + dense).reshape(b, h * w, c), ("batch", "length", "embed"))
     pos = jnp.broadcast_to(image_pe.reshape(1, h * w, c), (b, h * w, c))
     hs, src = TwoWayTransformer(cfg.decoder_depth, c, cfg.decoder_num_heads,
-                                cfg.decoder_mlp_dim, dtype=dt,
-                                factorize=cfg.decoder_factorized_attention,
-                                name="transformer")(
-                                    src, pos, tokens, token_valid, first_heads,
-                                    final_tokens=(0,) + tuple(1 + t for t in sel))
-    iou_token_out = hs[:, 0, :]
-    mask_tokens_out = hs[:, 1:, :]  # [B, K, C], the tokens of sel in order
+                                cfg.decoder_mlp_dim, dtype=dt, name="transformer")(
+                                    src, pos, tokens, token_valid)
 
-    # Upscaling 4x in sub-pixel layout [B, h, w, i1, j1, i2, j2, C/8] (no
-    # intermediate pixel shuffles): the hypernetwork product runs as one
-    # matmul and only its small [B, K, ...] result is shuffled (row 4y +
-    # 2*i1 + i2), instead of shuffling 2M-element activations twice.
-    x = src.reshape(b, h, w, c)
-    if mask_grid is not None:
-      gh, gw = mask_grid
-      if not (0 < gh <= h and 0 < gw <= w):
-        raise ValueError(f"mask_grid {mask_grid} must lie within the {h}x{w} grid")
-      x, h, w = x[:, :gh, :gw], gh, gw
-    x = ConvTranspose2x2(c // 4, dtype=dt, name="output_upscaling_0")(x, shuffle=False)
+    # Upscale the image tokens 4x: [B, h, w, C] -> [B, 4h, 4w, C/8].
+    x = ConvTranspose2x2(c // 4, dtype=dt, name="output_upscaling_0")(src.reshape(b, h, w, c))
     x = gelu(LayerNorm(eps=1e-6, dtype=dt, name="output_upscaling_1")(x))
-    x = gelu(ConvTranspose2x2(c // 8, dtype=dt, name="output_upscaling_3")(x, shuffle=False))
+    x = gelu(ConvTranspose2x2(c // 8, dtype=dt, name="output_upscaling_3")(x))
+    # Each mask token's hypernetwork gives the weights of its mask: [B, K, C/8].
     hyper_in = jnp.stack([
-        MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{t}")(
-            mask_tokens_out[:, j, :]) for j, t in enumerate(sel)], axis=1)
-    masks = jnp.einsum("bnc,bmc->bnm", x.reshape(b, -1, x.shape[-1]), hyper_in,
-                       preferred_element_type=jnp.float32)
-    # [B, (h, w, i1, j1, i2, j2), K] -> [B, K, (h, i1, i2), (w, j1, j2)]
-    k = len(sel)
-    masks = masks.reshape(b, h, w, 2, 2, 2, 2, k).transpose(0, 7, 1, 3, 5, 2, 4, 6)
-    masks = masks.reshape(b, k, 4 * h, 4 * w)
-    iou_pred = MLP(cfg.iou_head_hidden_dim, n_tokens, cfg.iou_head_depth, dtype=dt,
-                   name="iou_prediction_head")(iou_token_out)
-    iou_pred = jnp.stack([iou_pred[:, t] for t in sel], axis=1)
+        MLP(c, c // 8, 3, dtype=dt, name=f"output_hypernetworks_mlps_{i}")(hs[:, 1 + i])
+        for i in range(k)], axis=1)
+    masks = jnp.einsum("bkc,bhwc->bkhw", hyper_in, x, preferred_element_type=jnp.float32)
+    iou_pred = MLP(cfg.iou_head_hidden_dim, k, cfg.iou_head_depth, dtype=dt,
+                   name="iou_prediction_head")(hs[:, 0])
     return masks, iou_pred.astype(jnp.float32)

@@ -110,8 +110,7 @@ def _new_report(config, config_name: str, target, prog, batch: dict,
   model_desc = {"variant": str(config.model.variant), "dtype": mcfg.dtype,
                 "attention_impl": mcfg.attention_impl, "remat_policy": mcfg.remat_policy,
                 "scan_layers": mcfg.scan_layers, "image_size": mcfg.image_size,
-                "remat_passes": bool(sim.remat_passes),
-                "remat_prompt_chunks": bool(sim.remat_prompt_chunks),
+                "decoder_form": str(config.decoder_form),
                 "eager_chunk_grads": bool(sim.eager_chunk_grads),
                 "prompt_chunk": int(config.prompt_chunk),
                 "microbatches": int(prog.microbatches)}
@@ -198,19 +197,16 @@ def _cost_dict(compiled) -> dict:
 
 
 def _model_flops(config, devices, state, batch, program_flops, log) -> float:
-  """FLOPs of the step with remat off (the MFU convention: recomputation is
-  not useful work): encoder remat, ``sim.remat_passes`` (recomputed
-  decoder passes) and ``sim.remat_prompt_chunks`` all off. Equal to
-  ``program_flops`` when nothing is rematerialised."""
-  sim = config.sim
-  if config.model.remat_policy == "none" and not sim.remat_passes and not sim.remat_prompt_chunks:
+  """FLOPs of the step with the encoder's remat off (the MFU convention:
+  recomputation is not useful work). Equal to ``program_flops`` when
+  nothing is rematerialised."""
+  if config.model.remat_policy == "none":
     return program_flops
   import jax
 
   from samjax.train.setup import build_program
   cfg = copy.deepcopy(config)
   cfg.model.remat_policy = "none"
-  cfg.sim.remat_passes = cfg.sim.remat_prompt_chunks = False
   t = time.perf_counter()
   prog = build_program(cfg, devices=devices)
   shs = jax.tree_util.tree_map(lambda a: a.sharding, state)

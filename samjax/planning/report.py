@@ -187,12 +187,9 @@ def format_report(r: PlanReport) -> str:
                  f"{tuple(r.mesh_shape)}"),
       ("model", f"{m['variant']} {m['image_size']}px, {m['dtype']}, remat "
                 f"{m['remat_policy']}, scan_layers {m['scan_layers']}, attention "
-                f"{m['attention_impl']}"),
+                f"{m['attention_impl']}, {m['decoder_form']} decoder"),
       ("batch", f"{r.global_batch} images x {r.max_masks} masks, {r.decoder_passes} "
-                "decoder passes" + (" (follow-ups rematerialised)"
-                                    if m["remat_passes"] else "")
-                + (f" (decoder recomputed {_chunks(m)})"
-                   if m["remat_prompt_chunks"] else "")
+                "decoder passes"
                 + (f" (decoder gradients taken in the forward pass, {_chunks(m)})"
                    if m["eager_chunk_grads"] else "")
                 + _microbatch_note(r.global_batch, m["microbatches"])),

@@ -23,9 +23,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from samjax.model.prompt_chunks import merge_chunks, split_chunks
+from samjax.decoding.training import TrainingPlan
+from samjax.model.prompts import Prompts
 from samjax.train import prompt_sampling
-from samjax.train.eager_grad import chunked_sum_eager_grad
 from samjax.train.losses import mask_iou, masked_mean, sam_loss
 
 
@@ -39,21 +39,14 @@ class InteractiveConfig:
   focal_weight: float = 20.0
   dice_weight: float = 1.0
   iou_weight: float = 1.0
-  remat_passes: bool = False         # recompute follow-up passes in the backward pass
-  remat_prompt_chunks: bool = False  # recompute each decoder prompt chunk in the backward pass
-  # Compute each prompt chunk's decoder gradient right after its forward pass
-  # (``samjax.train.eager_grad``): one chunk's activations in memory and
-  # nothing recomputed, instead of either remat above.
+  # Each prompt chunk's decoder gradient right after its forward pass: one
+  # chunk's activations in memory, nothing recomputed (a setting of the
+  # training plan, samjax.decoding.training).
   eager_chunk_grads: bool = False
 
   def __post_init__(self):
     if self.num_mask_only_iters not in (0, 1, 2):
       raise ValueError("num_mask_only_iters must be 0, 1 or 2")
-    if self.eager_chunk_grads and (self.remat_passes or self.remat_prompt_chunks):
-      raise ValueError(
-          "sim.eager_chunk_grads keeps no decoder activations for the backward pass, "
-          "so sim.remat_passes / sim.remat_prompt_chunks would only recompute the "
-          "forward-pass gradients; set them False")
 
   @property
   def num_followups(self) -> int:
@@ -73,19 +66,18 @@ def followup_schedule(rng, cfg: InteractiveConfig):
   return add
 
 
-def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
-             image_pe=None, first_prompt: str = "random", prompt_chunk=None):
+def simulate(plan: TrainingPlan, params, embeddings, batch, rng, cfg: InteractiveConfig,
+             first_prompt: str = "random"):
   """Runs the interactive simulation and returns (loss, metrics).
 
   Args:
-    model: ``SamModel``; params: its params (differentiated by the caller).
+    plan: how each decoder pass runs (decoder form, prompt chunks, eager
+      chunk gradients); params: its model's params (differentiated by the
+      caller).
     embeddings: [B, C, h, w] image embeddings.
     batch: dict with masks [B, K, G, G] {0,1}, boxes [B, K, 4] (S frame),
       valid [B, K] bool, image_size [B, 2] resized (h, w).
     first_prompt: 'random' (training), 'point' or 'box' (evaluation).
-    prompt_chunk: masks per decoder call (None: all K at once); with
-      ``cfg.eager_chunk_grads`` also the unit whose gradient is taken in the
-      forward pass.
   Returns:
     loss (scalar, mean over passes and valid masks) and float32 metrics:
     loss parts, ``iou_first`` / ``iou_last`` (IoU of the mask a user would
@@ -93,6 +85,7 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
     ``iou_first_oracle`` (first pass, best output against the ground truth),
     ``iou_per_pass`` [1 + followups].
   """
+  model = plan.model
   gt = batch["masks"].astype(jnp.float32)
   if gt.shape[-1] != model.config.mask_input_size:
     raise ValueError(f"ground truth at {gt.shape[-1]} px but the decoder predicts "
@@ -109,11 +102,13 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
     the K masks, ``extra`` its per-mask inputs [B, K, ...]. Returns the
     pass's loss (mean over valid masks), the loss parts and the outputs.
     """
-    if cfg.eager_chunk_grads:
-      return _eager_pass(model, params, embeddings, image_pe, pass_prompts, mask_in,
-                         per_mask, extra, valid, prompt_chunk)
-    logits, iou = _decode(model, params, embeddings, image_pe, pass_prompts, mask_in,
-                          prompt_chunk=prompt_chunk, remat_chunks=cfg.remat_prompt_chunks)
+    masks = None if mask_in is None else (mask_in, jnp.ones(mask_in.shape[:2], bool))
+    decoder_prompts = Prompts(*pass_prompts, *(masks or (None, None)))
+    if plan.eager_chunk_grads:
+      weight = valid.astype(jnp.float32) / jnp.maximum(valid.sum(), 1.0)   # [B, K]
+      return plan.eager_weighted_loss(params, embeddings, decoder_prompts, per_mask, extra,
+                                      weight)
+    logits, iou = plan.predict_masks(params, embeddings, decoder_prompts)
     parts, out = per_mask(logits, iou, extra)
     return masked_mean(parts["loss"], valid), parts, out
 
@@ -123,45 +118,6 @@ def simulate(model, params, embeddings, batch, rng, cfg: InteractiveConfig,
   outs = _followup_passes(decode_pass, prompts, first["prev"], gt, valid, cfg,
                           (r_sched, r_loop), model.config.image_size)
   return _summarize(first, outs, valid, cfg)
-
-
-def _eager_pass(model, params, embeddings, image_pe, pass_prompts, mask_in, per_mask,
-                extra, valid, prompt_chunk):
-  """``decode_pass`` with each prompt chunk's gradient taken in the forward
-  pass (``chunked_sum_eager_grad``): the loss is a sum over chunks of the
-  chunk's valid-weighted per-mask losses (``masked_mean`` split by chunk).
-  Same values and gradients as the plain pass, up to float summation order."""
-  k = valid.shape[1]
-  chunk = min(prompt_chunk or k, k)
-  weight = valid.astype(jnp.float32) / jnp.maximum(valid.sum(), 1.0)   # [B, K]
-  # The image encoder is not part of a decode: differentiating the whole
-  # tree would carry its ~90M zero gradients through every chunk.
-  decoder_params = {name: p for name, p in params.items() if name != "image_encoder"}
-
-  def term(diff, c):
-    dec_params, emb, pe = diff
-    chunk_prompts, m_in, ex, w = c
-    logits, iou = _decode(model, dec_params, emb, pe, chunk_prompts, m_in)
-    parts, out = per_mask(logits, iou, ex)
-    return jnp.sum(w * parts["loss"]), (parts, out)
-
-  chunks = split_chunks((pass_prompts, mask_in, extra, weight), chunk)
-  loss, aux = chunked_sum_eager_grad(term, (decoder_params, embeddings, image_pe), chunks)
-  parts, out = merge_chunks(aux)
-  return loss, parts, out
-
-
-def _decode(model, params, embeddings, image_pe, pass_prompts, mask_in, **chunking):
-  """``model.decode`` of one pass's (coords, labels, pvalid, boxes, box_valid)
-  [B, K, ...] and mask inputs [B, K, G, G] (or None), all four tokens:
-  (logits [B, K, 4, G, G], iou [B, K, 4]). ``chunking``: decode's
-  ``prompt_chunk`` / ``remat_chunks``."""
-  coords, labels, pvalid, boxes, box_valid = pass_prompts
-  return model.decode(
-      params, embeddings, coords, labels, boxes, mask_in, point_valid=pvalid,
-      box_valid=box_valid,
-      mask_valid=None if mask_in is None else jnp.ones(mask_in.shape[:2], bool),
-      all_tokens=True, image_pe=image_pe, **chunking)
 
 
 def _weights(cfg: InteractiveConfig) -> dict:
@@ -263,10 +219,6 @@ def _followup_passes(decode_pass, prompts, prev, gt, valid, cfg: InteractiveConf
               if name not in ("iou", "loss")}}
     return (coords, labels, pvalid, cursor, prev), out
 
-  if cfg.remat_passes:
-    # Each pass keeps its [B*K, 4096, 256] token tensors for the backward pass
-    # otherwise: 10 of them per step dominate memory at paper batch sizes.
-    body = jax.checkpoint(body, prevent_cse=False)
   carry = (prompts["coords"], prompts["labels"], prompts["pvalid"],
            prompts["is_point"].astype(jnp.int32), prev)
   xs = (followup_schedule(r_sched, cfg), jax.random.split(r_loop, cfg.num_followups))

@@ -151,11 +151,12 @@ def build_program(config, devices=None, make_init: Callable | None = None
   bsharding = batch_sharding(mesh, batch_axes)
   replicated = NamedSharding(mesh, PartitionSpec())
   chunk = config.prompt_chunk
+  form = config.decoder_form
   train_step = jax.jit(make_train_step(model, tx, sim, chunk, microbatches, bsharding,
-                                       shardings["params"]),
+                                       shardings["params"], decoder_form=form),
                        in_shardings=(shardings, bsharding),
                        out_shardings=(shardings, replicated), donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(model, sim, chunk),
+  eval_step = jax.jit(make_eval_step(model, sim, chunk, decoder_form=form),
                       in_shardings=(shardings["params"], bsharding, replicated))
   return TrainProgram(config=config, model=model, mesh=mesh, rules=rules, tx=tx,
                       schedule=schedule, init_state_fn=init_state_fn,

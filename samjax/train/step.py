@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from samjax.decoding.training import TrainingPlan
 from samjax.model.sam import normalize_and_pad
 from samjax.train.interactive import InteractiveConfig, simulate
 from samjax.train.microbatch import accumulate_gradients
@@ -32,8 +33,12 @@ def normalize_images(images, image_hw):
 
 
 def make_train_step(model, tx, sim: InteractiveConfig, prompt_chunk=None,
-                    microbatches: int = 1, batch_sharding=None, param_shardings=None):
+                    microbatches: int = 1, batch_sharding=None, param_shardings=None,
+                    decoder_form: str = "reference"):
   """(state, batch) -> (new state, metrics). Jit it with donated state.
+
+  The decoder passes run through ``TrainingPlan(model, decoder_form,
+  prompt_chunk, sim.eager_chunk_grads)`` (``samjax.decoding.training``).
 
   ``microbatches`` > 1 runs the batch as that many sequential microbatches
   (``samjax.train.microbatch``: same gradient, one microbatch's activations
@@ -41,12 +46,14 @@ def make_train_step(model, tx, sim: InteractiveConfig, prompt_chunk=None,
   microbatch and the gradient sum sharded like the batch and the params.
   """
 
+  plan = TrainingPlan(model, decoder_form, prompt_chunk or 0, sim.eager_chunk_grads)
+
   def loss_fn(params, batch, rng, weight=None):
     r_drop, r_sim = jax.random.split(rng)
     images = normalize_images(batch["image"], batch["image_size"])
     emb = model.embed_images(params, images, deterministic=False,
                              rngs={"dropout": r_drop})
-    loss, metrics = simulate(model, params, emb, batch, r_sim, sim, prompt_chunk=prompt_chunk)
+    loss, metrics = simulate(plan, params, emb, batch, r_sim, sim)
     return (loss if weight is None else loss * weight), metrics
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -70,18 +77,19 @@ def make_train_step(model, tx, sim: InteractiveConfig, prompt_chunk=None,
   return train_step
 
 
-def make_eval_step(model, sim: InteractiveConfig, prompt_chunk=None):
+def make_eval_step(model, sim: InteractiveConfig, prompt_chunk=None,
+                   decoder_form: str = "reference"):
   """(params, batch, rng) -> metrics: IoU after the first click and per pass.
 
   Evaluation always starts from a point (the '1-click' number); follow-ups
   are the same corrective clicks as in training.
   """
+  plan = TrainingPlan(model, decoder_form, prompt_chunk or 0)
 
   def eval_step(params, batch, rng):
     images = normalize_images(batch["image"], batch["image_size"])
     emb = model.embed_images(params, images)
-    _, metrics = simulate(model, params, emb, batch, rng, sim, first_prompt="point",
-                          prompt_chunk=prompt_chunk)
+    _, metrics = simulate(plan, params, emb, batch, rng, sim, first_prompt="point")
     return metrics
 
   return eval_step

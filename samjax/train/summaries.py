@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samjax.inference.visualize import overlay_masks, side_by_side
+from samjax.model.prompts import Prompts
 from samjax.train.step import normalize_images
 
 
@@ -32,7 +33,7 @@ def _one_click_forward(model, params, image, image_size, clicks):
   # One image on host: no sharding constraints (a batch of 1 does not split).
   with nn.logical_axis_rules(()):
     emb = model.embed_images(params, normalize_images(image, image_size))
-    return model.decode(params, emb, clicks, jnp.ones(clicks.shape[:3], jnp.int32))
+    return model.decode(params, emb, Prompts.create(clicks, jnp.ones(clicks.shape[:3], jnp.int32)))
 
 
 def prediction_panel(model, params, batch, index: int = 0, max_masks: int = 3):

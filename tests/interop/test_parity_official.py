@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from samjax.model.prompts import Prompts
 from tests.interop.official_helpers import official_decode, official_embed
 
 TOL = 1e-3
@@ -66,9 +67,9 @@ def test_tiny_decoder_padded_batch_matches_official_per_prompt(tiny_pair, rng, m
       boxes[0, i], bvalid[0, i] = b, True
     if mk is not None:
       masks[0, i], mvalid[0, i] = mk, True
-  logits, iou = model.decode(params, emb, coords, labels, boxes, masks,
-                             point_valid=pvalid, box_valid=bvalid, mask_valid=mvalid,
-                             multimask_output=multimask)
+  padded = Prompts.create(coords, labels, boxes, masks, point_valid=pvalid,
+                          box_valid=bvalid, mask_valid=mvalid)
+  logits, iou = model.decode(params, emb, padded, multimask_output=multimask)
   logits, iou = np.asarray(logits), np.asarray(iou)
   k = 3 if multimask else 1
   assert logits.shape == (1, m, k, ms, ms) and iou.shape == (1, m, k)
@@ -86,7 +87,7 @@ def test_tiny_not_a_point_label_matches_official(tiny_pair, rng):
   coords = rng.uniform(0, s, (2, 3, 2)).astype(np.float32)
   labels = np.array([[1, -1, 0], [-1, 1, 1]], np.int32)
   ref_logits, ref_iou = official_decode(sam, emb, coords, labels)
-  logits, iou = model.decode(params, emb, coords[None], labels[None])
+  logits, iou = model.decode(params, emb, Prompts.create(coords[None], labels[None]))
   assert np.abs(np.asarray(logits)[0] - ref_logits).max() <= TOL
   assert np.abs(np.asarray(iou)[0] - ref_iou).max() <= TOL
 
@@ -128,15 +129,14 @@ def test_vit_b_decoder_matches_official(vit_b_pair, kind, multimask):
     coords = rng.uniform(0, 1024, (4, 5, 2)).astype(np.float32)
     labels = rng.integers(0, 2, (4, 5)).astype(np.int32)
     ref_logits, ref_iou = official_decode(sam, emb, coords, labels, multimask=multimask)
-    logits, iou = model.decode(params, emb, coords[None], labels[None],
+    logits, iou = model.decode(params, emb, Prompts.create(coords[None], labels[None]),
                                multimask_output=multimask)
   else:
     coords, labels, box, mask = prompt
     ref_logits, ref_iou = _official_one(sam, emb, prompt, multimask)
-    logits, iou = model.decode(
-        params, emb, None if coords is None else coords[None, None],
-        None if labels is None else labels[None, None],
-        None if box is None else box[None, None],
-        None if mask is None else mask[None, None], multimask_output=multimask)
+    add = lambda x, axes: None if x is None else x[axes]
+    prompts = Prompts.create(add(coords, (None, None)), add(labels, (None, None)),
+                             add(box, (None, None)), add(mask, (None, None)))
+    logits, iou = model.decode(params, emb, prompts, multimask_output=multimask)
   assert np.abs(np.asarray(logits)[0] - ref_logits).max() <= TOL
   assert np.abs(np.asarray(iou)[0] - ref_iou).max() <= TOL

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from samjax import build
+from samjax.model.prompts import Prompts
 
 GAUSS = ("prompt_encoder", "pe_layer", "positional_encoding_gaussian_matrix")
 
@@ -23,8 +24,8 @@ def tiny():
 
 def _decode_loss(model, emb, coords, labels, masks):
   def loss(params):
-    logits, iou = model.decode(params, emb, coords, labels, mask_inputs=masks, all_tokens=True,
-                               prompt_chunk=2, remat_chunks=True)
+    prompts = Prompts.create(coords, labels, mask_inputs=masks[:, :, 0])
+    logits, iou = model.predict_masks(params, emb, prompts)
     return jnp.mean(jnp.tanh(logits)) + jnp.mean(iou ** 2)
   return loss
 
@@ -59,7 +60,7 @@ def test_forward_values_unchanged_by_the_stop(tiny):
   """stop_gradient is the identity on values: the dense encoding equals the
   formula computed from the params directly."""
   model, params = tiny
-  pe = np.asarray(model.dense_pe(params, channels_last=True))  # [h, w, C]
+  pe = np.asarray(model.dense_pe(params)).transpose(1, 2, 0)  # [h, w, C]
   g = np.asarray(_leaf(params, GAUSS))
   h, w = pe.shape[:2]
   y, x = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w

@@ -9,6 +9,7 @@ import pytest
 
 from samjax import build
 from samjax.model.image_encoder import window_partition, window_unpartition
+from samjax.model.prompts import Prompts
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +26,16 @@ def test_shapes_and_param_dtypes(tiny):
   assert emb.shape == (3, 64, 16, 16)
   coords = jnp.full((3, 5, 2, 2), 100.0)
   labels = jnp.ones((3, 5, 2), jnp.int32)
-  logits, iou = model.decode(params, emb, coords, labels)
+  prompts = Prompts.create(coords, labels)
+  logits, iou = model.decode(params, emb, prompts)
   assert logits.shape == (3, 5, 3, 64, 64) and iou.shape == (3, 5, 3)
-  logits, iou = model.decode(params, emb, coords, labels, all_tokens=True)
-  assert logits.shape == (3, 5, 4, 64, 64)
+  single, single_iou = model.decode(params, emb, prompts, multimask_output=False)
+  assert single.shape == (3, 5, 1, 64, 64) and single_iou.shape == (3, 5, 1)
+  all4, all4_iou = model.predict_masks(params, emb, prompts)
+  assert all4.shape == (3, 5, 4, 64, 64)
+  # decode is the official slice of the four tokens.
+  np.testing.assert_array_equal(np.asarray(logits), np.asarray(all4[:, :, 1:]))
+  np.testing.assert_array_equal(np.asarray(single_iou), np.asarray(all4_iou[:, :, :1]))
 
 
 def test_window_partition_round_trip():
@@ -82,113 +89,6 @@ def test_cpu_attention_kernel_gradients_match_fused():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
 
 
-def test_channels_last_embeddings_decode_the_same(tiny):
-  """``embed_images(channels_last=True)`` is the official layout transposed,
-  and ``decode(channels_last=True)`` on it gives the same masks."""
-  model, params = tiny
-  images = jax.random.normal(jax.random.PRNGKey(10), (1, 3, 256, 256))
-  nchw = model.embed_images(params, images)
-  nhwc = model.embed_images(params, images, channels_last=True)
-  np.testing.assert_array_equal(np.asarray(nhwc), np.asarray(nchw).transpose(0, 2, 3, 1))
-  coords, labels, valid = _random_prompts(3, 2, 256)
-  a = model.decode(params, nchw[:1].repeat(2, 0), coords, labels, point_valid=valid)
-  b = model.decode(params, nhwc[:1].repeat(2, 0), coords, labels, point_valid=valid,
-                   channels_last=True)
-  for x, y in zip(a, b):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
-  # A precomputed positional encoding in each layout gives the same masks.
-  pe_chw, pe_hwc = model.dense_pe(params), model.dense_pe(params, channels_last=True)
-  np.testing.assert_array_equal(np.asarray(pe_hwc), np.asarray(pe_chw).transpose(1, 2, 0))
-  c = model.decode(params, nchw[:1].repeat(2, 0), coords, labels, point_valid=valid,
-                   image_pe=pe_chw)
-  d = model.decode(params, nhwc[:1].repeat(2, 0), coords, labels, point_valid=valid,
-                   image_pe=pe_hwc, channels_last=True)
-  for x, y, z in zip(a, c, d):
-    np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-6)
-    np.testing.assert_allclose(np.asarray(z), np.asarray(x), atol=1e-6)
-  with pytest.raises(ValueError, match="image_pe has shape"):
-    model.decode(params, nhwc[:1], coords[:1], labels[:1], image_pe=pe_chw,
-                 channels_last=True)
-
-
-def test_cached_decoder_image_terms_decode_the_same(tiny):
-  """``decoder_image_terms`` (the first block's prompt-independent sum and
-  its three projections, kept per image by the predictor, read once per
-  image by the first block) give
-  the same masks as computing them per prompt in the decode: one and several
-  prompts per image, few prompt tokens (factorized attention) and more
-  tokens than the per-head width (direct attention)."""
-  model, params = tiny
-  images = jax.random.normal(jax.random.PRNGKey(11), (2, 3, 256, 256))
-  nhwc = model.embed_images(params, images, channels_last=True)
-  pe = model.dense_pe(params, channels_last=True)
-  terms = model.decoder_image_terms(params, nhwc, pe)
-  n, c = nhwc.shape[1] * nhwc.shape[2], nhwc.shape[3]
-  heads = model.config.decoder_num_heads
-  d = c // 2 // heads  # cross attention: C / 2 channels
-  assert [t.shape for t in terms] == [(2, n, c)] + [(2, heads, n, d)] * 3
-  # tiny: per-head width 8 in the cross attentions; 1 point = 7 tokens
-  # (factorized), 2 points = 8 tokens (direct).
-  for prompts, points in ((1, 1), (3, 1), (1, 2), (3, 2)):
-    coords, labels, valid = _random_prompts(prompts, points, 256)  # 2 images
-    kw = dict(point_valid=valid, image_pe=pe, channels_last=True)
-    a = model.decode(params, nhwc, coords, labels, **kw)
-    b = model.decode(params, nhwc, coords, labels, image_terms=terms, **kw)
-    for x, y in zip(a, b):
-      np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-6)
-  with pytest.raises(ValueError, match="channels_last=True"):
-    model.decode(params, nhwc, coords, labels, point_valid=valid, image_terms=terms)
-  masks = jnp.zeros((2, prompts, 4 * nhwc.shape[1], 4 * nhwc.shape[2]))
-  with pytest.raises(ValueError, match="mask inputs"):
-    model.decode(params, nhwc, coords, labels, mask_inputs=masks, image_terms=terms, **kw)
-
-
-def test_decoding_only_the_returned_mask_tokens_gives_their_values(tiny):
-  """``multimask_output`` decodes only the returned mask tokens past the
-  two-way blocks (final attention and hypernetworks for them and the IoU
-  token only): same values as all four tokens sliced the official way."""
-  model, params = tiny
-  images = jax.random.normal(jax.random.PRNGKey(12), (1, 3, 256, 256))
-  emb = model.embed_images(params, images)
-  coords, labels, valid = _random_prompts(2, 1, 256)
-  coords, labels, valid = coords[:1], labels[:1], valid[:1]
-  boxes = jnp.asarray([[[10.0, 20.0, 120.0, 200.0], [30.0, 5.0, 90.0, 60.0]]])
-  all4 = model.decode(params, emb, coords, labels, boxes, point_valid=valid, all_tokens=True)
-  assert all4[0].shape[2] == 4
-  for multimask, sl in ((True, slice(1, 4)), (False, slice(0, 1))):
-    got = model.decode(params, emb, coords, labels, boxes, point_valid=valid,
-                       multimask_output=multimask)
-    for x, y in zip(all4, got):
-      assert y.shape == x[:, :, sl].shape
-      np.testing.assert_allclose(np.asarray(y), np.asarray(x[:, :, sl]), atol=1e-5)
-  with pytest.raises(ValueError, match="mask_tokens"):
-    model.module.apply({"params": params}, jnp.transpose(emb, (0, 2, 3, 1)), coords,
-                       labels, valid, None, None, None, None, None, True, None, (4,),
-                       method=type(model.module).decode)
-
-
-def test_mask_grid_decodes_the_top_left_corner_of_the_logits(tiny):
-  """``mask_grid`` upscales only part of the embedding grid: the logits are
-  that corner of the full decode, the IoU predictions unchanged."""
-  model, params = tiny
-  images = jax.random.normal(jax.random.PRNGKey(13), (1, 3, 256, 256))
-  emb = model.embed_images(params, images)
-  coords, labels, valid = _random_prompts(4, 1, 256)
-  coords, labels, valid = coords[:1], labels[:1], valid[:1]
-  g = emb.shape[-1]
-  full = model.decode(params, emb, coords, labels, point_valid=valid)
-  for grid in ((g - 4, g), (g, g // 2), (3, 5)):
-    part = model.decode(params, emb, coords, labels, point_valid=valid, mask_grid=grid,
-                        prompt_chunk=2)
-    assert part[0].shape == full[0].shape[:3] + (4 * grid[0], 4 * grid[1])
-    np.testing.assert_allclose(np.asarray(part[0]),
-                               np.asarray(full[0][..., :4 * grid[0], :4 * grid[1]]), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(part[1]), np.asarray(full[1]), atol=1e-6)
-  for bad in ((0, g), (g + 1, g)):
-    with pytest.raises(ValueError, match="mask_grid"):
-      model.decode(params, emb, coords, labels, point_valid=valid, mask_grid=bad)
-
-
 def test_bfloat16_compute_keeps_float32_params(tiny):
   _, params = tiny
   images = jax.random.normal(jax.random.PRNGKey(2), (1, 3, 256, 256))
@@ -231,7 +131,7 @@ def test_decode_compiles_once_for_new_prompt_values(tiny):
   @jax.jit
   @chex.assert_max_traces(n=1)
   def decode(p, e, c, l, v):
-    return model.decode(p, e, c, l, point_valid=v)
+    return model.decode(p, e, Prompts.create(c, l, point_valid=v))
   rng = np.random.default_rng(0)
   for n_valid in range(1, 6):  # 1..5 clicks, one bucket of 8 slots
     c = rng.uniform(0, 256, (1, 1, 8, 2)).astype(np.float32)
@@ -283,37 +183,3 @@ def test_config_errors_are_clear():
   model = build("vit_tiny")
   with pytest.raises(ValueError, match="expects"):
     model.embed_images(model.init(jax.random.PRNGKey(0)), jnp.zeros((1, 3, 128, 128)))
-
-
-def _random_prompts(m, n, size):
-  rng = np.random.default_rng(7)
-  coords = rng.uniform(0, size, (2, m, n, 2)).astype(np.float32)
-  labels = rng.integers(0, 2, (2, m, n)).astype(np.int32)
-  valid = rng.uniform(size=(2, m, n)) < 0.7
-  return coords, labels, valid
-
-
-@pytest.mark.parametrize("n_points", [1, 6])  # few tokens (factorized) and many
-def test_factorized_decoder_attention_is_exact(tiny, n_points):
-  model, params = tiny
-  emb = jax.random.normal(jax.random.PRNGKey(6), (2, 64, 16, 16))
-  coords, labels, valid = _random_prompts(3, n_points, 256)
-  ref_model = build("vit_tiny", decoder_factorized_attention=False)
-  a = model.decode(params, emb, coords, labels, point_valid=valid, all_tokens=True)
-  b = ref_model.decode(params, emb, coords, labels, point_valid=valid, all_tokens=True)
-  for x, y in zip(a, b):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
-
-
-def test_prompt_chunking_is_exact(tiny):
-  model, params = tiny
-  emb = jax.random.normal(jax.random.PRNGKey(8), (2, 64, 16, 16))
-  coords, labels, valid = _random_prompts(8, 2, 256)
-  boxes = np.tile(np.array([10.0, 20.0, 200.0, 220.0], np.float32), (2, 8, 1))
-  full = model.decode(params, emb, coords, labels, boxes, point_valid=valid)
-  chunked = model.decode(params, emb, coords, labels, boxes, point_valid=valid,
-                         prompt_chunk=4)
-  for x, y in zip(full, chunked):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
-  with pytest.raises(ValueError, match="multiple of prompt_chunk"):
-    model.decode(params, emb, coords, labels, point_valid=valid, prompt_chunk=3)

@@ -98,7 +98,8 @@ def test_paper_recipes(form, variant, steps, batch, lr):
   # The best policy of `samjax plan --sweep` (was "block").
   assert c.model.scan_layers and c.model.remat_policy == "dots_saveable"
   assert c.microbatches == 0
-  assert c.sim.eager_chunk_grads and not c.sim.remat_passes  # fastest by `samjax plan`
+  assert c.sim.eager_chunk_grads  # fastest by `samjax plan`
+  assert c.decoder_form == "reference"  # the paper's math (docs/planning.md)
   local = load_config(form.format(variant) + ":local")
   assert local.total_steps == 10
   assert local.init.kind == "scratch" and local.model.overrides.dtype == "float32"
@@ -258,7 +259,7 @@ def _pop_later_defaults(c):
   assert c["data"].pop("tfds_train_split") == "train"
   assert c["data"].pop("tfds_eval_split") == ""
   assert c["optim"].pop("image_encoder_lr_scale") == 1.0
-  assert c["sim"].pop("remat_prompt_chunks") is False
+  assert c.pop("decoder_form") == "reference"
 
 
 def test_tiny_demo_is_unchanged():
@@ -268,7 +269,7 @@ def test_tiny_demo_is_unchanged():
   assert model_configs.get_config("vit_tiny", **overrides) == model_configs.get_config("vit_tiny")
   assert (c["model"].pop("scan_layers"), c["model"].pop("remat_policy")) == (False, "none")
   assert c.pop("logical_rules") is None
-  assert c["sim"].pop("remat_passes") is False and c.pop("min_sharded_bytes") == 4 * 2**20
+  assert c.pop("min_sharded_bytes") == 4 * 2**20
   assert c["sim"].pop("eager_chunk_grads") is False
   assert c.pop("microbatches") == 1  # no gradient accumulation
   _pop_later_defaults(c)
@@ -290,9 +291,9 @@ def test_paper_recipe_is_unchanged():
       True, "dots_saveable")
   assert c.pop("logical_rules") is None and c["data"].pop("eval_max_masks") is None
   # Added for pod scale: decoder memory and the replication check. The
-  # recipe shipped sim.remat_passes=True until eager chunk gradients (same
+  # recipe recomputed its decoder passes until eager chunk gradients (same
   # loss and gradients, nothing recomputed) planned faster on every variant.
-  assert c["sim"].pop("remat_passes") is False and c["sim"].pop("eager_chunk_grads") is True
+  assert c["sim"].pop("eager_chunk_grads") is True
   assert c.pop("min_sharded_bytes") == 4 * 2**20
   # One image per chip per microbatch (same gradient; compile time and memory).
   assert c.pop("microbatches") == 0

@@ -96,6 +96,7 @@ def small_simulation():
   what the variants below change, and the compiles take half the time), a
   batch of 2 images x 3 masks, and the plain loss and gradients every
   memory-saving variant must reproduce."""
+  from samjax.decoding.training import TrainingPlan
   from samjax.model import build
   from samjax.train.interactive import simulate
   model = build("vit_tiny", image_size=64, encoder_depth=2, encoder_global_attn_indexes=(1,),
@@ -109,13 +110,13 @@ def small_simulation():
            "image_size": np.full((2, 2), 64, np.int32)}
   images = jax.random.uniform(jax.random.PRNGKey(2), (2, 3, 64, 64))
 
-  def run(p, cfg, prompt_chunk=None, batch=batch):
+  def run(p, cfg, prompt_chunk=None, batch=batch, form="reference"):
     emb = model.embed_images(p, images)
-    return simulate(model, p, emb, batch, jax.random.PRNGKey(3), cfg,
-                    prompt_chunk=prompt_chunk)
+    plan = TrainingPlan(model, form, prompt_chunk or 0, cfg.eager_chunk_grads)
+    return simulate(plan, p, emb, batch, jax.random.PRNGKey(3), cfg)
 
-  def loss(p, cfg, prompt_chunk=None, batch=batch):
-    return run(p, cfg, prompt_chunk, batch)[0]
+  def loss(p, cfg, prompt_chunk=None, batch=batch, form="reference"):
+    return run(p, cfg, prompt_chunk, batch, form)[0]
 
   plain = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1)
   v0, g0 = jax.jit(jax.value_and_grad(lambda p: loss(p, plain)))(params)
@@ -123,42 +124,22 @@ def small_simulation():
           "v0": v0, "g0": g0}
 
 
-def test_remat_of_the_passes_changes_nothing(small_simulation):
-  """``remat_passes`` recomputes the follow-up passes in the backward pass,
-  ``remat_prompt_chunks`` every decoder call per prompt chunk: same loss,
-  same gradients, only memory differs."""
+def test_factorized_decoder_form_changes_nothing(small_simulation):
+  """The training plan's factorized decoder: the same simulation loss and
+  gradients as the reference form, in chunks of one mask."""
   params, loss = small_simulation["params"], small_simulation["loss"]
   plain, v0, g0 = small_simulation["plain"], small_simulation["v0"], small_simulation["g0"]
-  remat = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1, remat_passes=True)
-  v1, g1 = jax.jit(jax.value_and_grad(lambda p: loss(p, remat)))(params)
+  v1, g1 = jax.jit(jax.value_and_grad(lambda p: loss(p, plain, 1, form="factorized")))(params)
   np.testing.assert_allclose(float(v1), float(v0), rtol=1e-6)
   for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g0)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-7)
-  # The recompute is really there (a checkpoint primitive in the program).
-  assert "remat" in str(jax.make_jaxpr(lambda p: loss(p, remat))(params))
-  assert "remat" not in str(jax.make_jaxpr(lambda p: loss(p, plain))(params))
-
-  # remat_prompt_chunks: every decoder call recomputed chunk by chunk (1 of
-  # the 3 masks per chunk here), first pass included: same loss and gradients.
-  chunked = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1, remat_prompt_chunks=True)
-
-  def loss_chunked(p):
-    return loss(p, chunked, prompt_chunk=1)
-
-  v2, g2 = jax.jit(jax.value_and_grad(loss_chunked))(params)
-  np.testing.assert_allclose(float(v2), float(v0), rtol=1e-6)
-  for a, b in zip(jax.tree_util.tree_leaves(g2), jax.tree_util.tree_leaves(g0)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-7)
-  jaxpr = str(jax.make_jaxpr(loss_chunked)(params))
-  # One checkpoint per decoder call (first pass and the scanned follow-ups).
-  assert jaxpr.count("remat") >= 2
 
 
 def test_eager_chunk_grads_give_the_same_loss_gradients_and_metrics(small_simulation):
   """``eager_chunk_grads`` takes each prompt chunk's gradient in the forward
   pass: same loss, gradients and metrics as the plain program (with masks
   that do not count, so the per-mask weights matter), and no decoder forward
-  pass recomputed (its FLOPs are the plain program's, below the chunk remat's)."""
+  pass recomputed (its FLOPs are the plain program's)."""
   from samjax.planning.flops import count_flops
   params, run = small_simulation["params"], small_simulation["run"]
   plain = small_simulation["plain"]
@@ -188,9 +169,4 @@ def test_eager_chunk_grads_give_the_same_loss_gradients_and_metrics(small_simula
 
   def flops(cfg, chunk):
     return count_flops(jax.grad(lambda p: run(p, cfg, chunk, batch)[0]), params).total
-  remat = InteractiveConfig(num_point_iters=2, num_mask_only_iters=1, remat_prompt_chunks=True)
   assert flops(eager, 1) == pytest.approx(flops(plain, None), rel=0.02)
-  assert flops(eager, 1) < 0.95 * flops(remat, 1)
-
-  with pytest.raises(ValueError, match="eager_chunk_grads"):
-    InteractiveConfig(eager_chunk_grads=True, remat_passes=True)

@@ -15,8 +15,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from samjax.decoding.interactive import InteractivePlan
 from samjax.inference import validation
-from samjax.inference.predictor import decode_prompts, embed_both
+from samjax.inference.predictor import PROMPT_CHUNK, decode_prompts
 from samjax.inference.transforms import normalize_and_pad_host, postprocess_masks
 from samjax.loading import LoadedSam
 from samjax.model.configs import PIXEL_MEAN, PIXEL_STD
@@ -32,7 +33,7 @@ class ImageEncoder:
 
   def __call__(self, x):
     """[B, 3, S, S] normalised, padded images (``sam.preprocess``) -> [B, C, h, w]."""
-    emb, _ = self._sam._embed(self._sam.loaded.params, tensors.to_numpy(x, np.float32))
+    emb = self._sam._embed(self._sam.loaded.params, tensors.to_numpy(x, np.float32))
     return tensors.to_output(np.asarray(emb), self._sam.device)
 
 
@@ -94,14 +95,23 @@ class Sam:
 
   # ---- jitted pieces, built once per model --------------------------------
   @functools.cached_property
+  def _plan(self):
+    return InteractivePlan(self.loaded.model, PROMPT_CHUNK)
+
+  @functools.cached_property
   def _embed(self):
-    """[B, 3, S, S] -> ([B, C, h, w] for ``image_encoder``, [B, h, w, C] for
-    ``decode_prompts``): one compiled encoder serves both."""
-    return jax.jit(functools.partial(embed_both, self.loaded.model))
+    """[B, 3, S, S] -> [B, C, h, w]: one compiled encoder for ``image_encoder``
+    and ``__call__``."""
+    return jax.jit(self.loaded.model.embed_images)
 
   @functools.cached_property
   def _image_pe(self):
-    return jax.jit(self.loaded.model.dense_pe, static_argnums=1)(self.loaded.params, True)
+    return jax.jit(self._plan.image_pe)(self.loaded.params)
+
+  @functools.cached_property
+  def _prepare(self):
+    """(params, one image's [1, C, h, w] embedding, PE) -> the plan's ``ImageState``."""
+    return jax.jit(self._plan.prepare)
 
   # ---- official methods ---------------------------------------------------
   def preprocess(self, x):
@@ -133,12 +143,13 @@ class Sam:
     model, params = self.loaded.model, self.loaded.params
     images = [tensors.to_numpy(r["image"], np.float32) for r in batched_input]
     size = model.config.image_size
-    _, emb = self._embed(params, np.stack([normalize_and_pad_host(x, size) for x in images]))
+    emb = self._embed(params, np.stack([normalize_and_pad_host(x, size) for x in images]))
     outputs = []
     for i, record in enumerate(batched_input):
       coords, labels, boxes, masks, b = _prompts(record, model.config.mask_input_size)
       full, iou, low = decode_prompts(
-          model, params, emb[i:i + 1], self._image_pe, coords, labels, boxes, masks, b,
+          self._plan, params, self._prepare(params, emb[i:i + 1], self._image_pe), coords,
+          labels, boxes, masks, b,
           input_size=images[i].shape[-2:],
           original_size=tensors.size_hw(record["original_size"]),
           multimask_output=multimask_output, return_logits=True)

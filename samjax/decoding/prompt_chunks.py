@@ -1,9 +1,9 @@
 """Prompts in sequential chunks: [B, M, ...] <-> [M / chunk, B, chunk, ...].
 
-The decoder runs M prompts of an image per call; ``SamModel.decode`` (its
-``prompt_chunk``) and training's forward-pass gradients
-(``samjax.train.eager_grad``) both loop over chunks of them with the chunk
-axis leading.
+Both plans loop over chunks of an image's M prompts with the chunk axis
+leading: the interactive plan (``prompt_chunk`` prompts per step) and the
+training plan (a chunk's gradient taken in the forward pass,
+``samjax.decoding.eager_grad``).
 """
 
 from __future__ import annotations

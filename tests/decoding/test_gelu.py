@@ -1,15 +1,18 @@
-"""``layers.gelu`` is torch's exact GELU, written with ``erf`` (not the
-``erfc`` form of ``jax.nn.gelu``, which XLA's CPU backend runs ~2.6x slower)."""
+"""The model's GELU and the interactive plan's ``erf`` form are both torch's
+exact GELU (values and gradients)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
-from samjax.model.layers import gelu
+from samjax.decoding.factorized_mask_decoder import erf_gelu
+from samjax.model.layers import gelu as model_gelu
 
 
-def test_gelu_matches_torch_values_and_gradient():
+@pytest.mark.parametrize("gelu", [model_gelu, erf_gelu], ids=["model", "erf"])
+def test_gelu_matches_torch_values_and_gradient(gelu):
   x = np.concatenate([np.linspace(-12, 12, 20001), [0.0, -1e-30, 1e-30, -40.0, 40.0]])
   x = x.astype(np.float32)
   ours = np.asarray(jax.jit(gelu)(jnp.asarray(x)))
