@@ -9,15 +9,13 @@ configs, in one run.
 The ViT-B config is the paper recipe (8 + 2 corrective passes) on a batch of
 1 image with --vit-b-masks masks, float32, on all local devices. The recipe's
 64 masks fit a 24 GB host only with the decoder run per prompt chunk, each
-chunk recomputed in the backward pass or (--vit-b-eager-grads) its gradient
-taken right after its forward pass (sim.eager_chunk_grads, nothing
-recomputed):
+chunk's gradient taken right after its forward pass (sim.eager_chunk_grads,
+nothing recomputed):
 
   python experiments/bench_train.py --configs vit_b --vit-b-masks 64 --vit-b-prompt-chunk 8
-  python experiments/bench_train.py --configs vit_b --vit-b-masks 64 --vit-b-prompt-chunk 8 \
-      --vit-b-eager-grads
 
   python experiments/bench_train.py --configs vit_b --profile   # + per-module time
+  python experiments/bench_train.py --decoder-form factorized  # the other decoder form
 
 --profile adds, per config, the step's time split by model module and into
 forward / backward (XLA's CPU op trace, see xla_op_profile.py).
@@ -69,7 +67,8 @@ def bench_config(name, config, runs, profile_runs: int = 0):
   batch = synthetic_batch(b, config.data.max_masks, model.config.image_size,
                           model.config.mask_input_size)
   step = jax.jit(make_train_step(model, tx, InteractiveConfig(**dict(config.sim)),
-                                 config.prompt_chunk or None))
+                                 config.prompt_chunk or None,
+                                 decoder_form=config.decoder_form))
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
@@ -77,14 +76,6 @@ def bench_config(name, config, runs, profile_runs: int = 0):
   temp_gib = getattr(memory, "temp_size_in_bytes", 0) / 2**30 if memory else float("nan")
   flops = program_flops(step, state, batch)
   xla_count = xla_flops(step, state, batch)
-  # Recomputed decoder chunks are executed work but not model work (the MFU
-  # convention): count the same step with the recompute off as well.
-  sim = dict(config.sim)
-  model_flops = flops
-  if sim.get("remat_prompt_chunks"):
-    plain = InteractiveConfig(**{**sim, "remat_prompt_chunks": False})
-    model_flops = program_flops(
-        jax.jit(make_train_step(model, tx, plain, config.prompt_chunk or None)), state, batch)
   compiled(state, batch)[1]["loss"].block_until_ready()  # warm-up
   times = time_calls(lambda: compiled(state, batch)[1]["loss"].block_until_ready(), runs)
   t = median(times)
@@ -95,7 +86,6 @@ def bench_config(name, config, runs, profile_runs: int = 0):
           "masks": config.data.max_masks, "passes": passes, "step_s": t,
           "compile_s": compile_s, "gflop": flops / 1e9, "xla_gflop": xla_count / 1e9,
           "shapes_rate": encoder_shapes_rate(model.config), "gflops": flops / t / 1e9,
-          "model_gflop": model_flops / 1e9,
           "images_s": b / t, "modules": modules, "temp_gib": temp_gib}
 
 
@@ -110,11 +100,11 @@ def main(argv=None):
                        "than a 24 GB host has, unless --vit-b-prompt-chunk)")
   ap.add_argument("--vit-b-prompt-chunk", type=int, default=0,
                   help="decode the ViT-B row's masks in chunks of this many, each "
-                       "recomputed in the backward pass (sim.remat_prompt_chunks): "
-                       "64 masks in chunks of 8 need ~12 GB at fp32; 0 = off")
-  ap.add_argument("--vit-b-eager-grads", action="store_true",
-                  help="with --vit-b-prompt-chunk: take each chunk's gradient in the "
-                       "forward pass (sim.eager_chunk_grads) instead of recomputing it")
+                       "chunk's gradient taken in its forward pass (sim.eager_chunk_grads); "
+                       "0 = all masks in one decoder call, gradients in the backward pass")
+  ap.add_argument("--decoder-form", default="reference", choices=("reference", "factorized"),
+                  help="the training plan's decoder form (--config.decoder_form) for every "
+                       "config")
   args = ap.parse_args(argv)
   from samjax.configs import load_config
   rate = matmul_rate_gflops()
@@ -130,24 +120,24 @@ def main(argv=None):
     print(line)
   profiles = []
   for name in args.configs.split(","):
+    form = [f"--config.decoder_form={args.decoder_form}"]
     if name == "tiny":
-      cfg = load_config("tiny_demo")
+      cfg = load_config("tiny_demo", form)
     elif name == "vit_b":
-      chunk, eager = args.vit_b_prompt_chunk, args.vit_b_eager_grads
-      if eager and not chunk:
-        raise SystemExit("--vit-b-eager-grads needs --vit-b-prompt-chunk")
+      chunk = args.vit_b_prompt_chunk
       cfg = load_config("sam_vit_b_sa1b:local",
                         ["--config.data.batch_size=1",
                          f"--config.data.max_masks={args.vit_b_masks}",
                          f"--config.prompt_chunk={chunk}",
-                         f"--config.sim.remat_prompt_chunks={chunk > 0 and not eager}",
-                         f"--config.sim.eager_chunk_grads={eager}"])
+                         f"--config.sim.eager_chunk_grads={chunk > 0}", *form])
     else:
       raise SystemExit(f"unknown config {name!r}")
     r = bench_config(name, cfg, args.runs, profile_runs=1 if args.profile else 0)
     if cfg.prompt_chunk:
-      how = ("gradient in the forward pass" if cfg.sim.eager_chunk_grads else "recomputed")
-      r["name"] += f", decoder in chunks of {cfg.prompt_chunk} masks, {how}"
+      r["name"] += (f", decoder in chunks of {cfg.prompt_chunk} masks, gradient in the "
+                    "forward pass")
+    if cfg.decoder_form != "reference":
+      r["name"] += f", {cfg.decoder_form} decoder"
     line = (f"| {r['name']} ({r['variant']}) | {r['batch']} x {r['masks']} x {r['passes']} "
             f"| {r['step_s']:.3f} s | {r['images_s']:.2f} | {r['gflop']:.1f} "
             f"({r['xla_gflop']:.1f}) | {r['gflops']:.1f} | {r['gflops'] / r['shapes_rate']:.2f} "
@@ -157,13 +147,6 @@ def main(argv=None):
     note = f"({r['name']}: XLA's temporary buffers {r['temp_gib']:.1f} GiB)"
     print(note, flush=True)
     lines.append(note)
-    if r["model_gflop"] != r["gflop"]:
-      mg = r["model_gflop"] / r["step_s"]
-      note = (f"({r['name']}: {r['gflop'] - r['model_gflop']:.0f} of the {r['gflop']:.0f} "
-              f"GFLOP are the recomputed decoder chunks; model FLOPs {r['model_gflop']:.1f} "
-              f"GFLOP/step -> {mg:.1f} GFLOP/s = {mg / r['shapes_rate']:.2f} / {mg / rate:.2f})")
-      print(note, flush=True)
-      lines.append(note)
     profiles.append((name, r["modules"]))
     # Written after every config: a long ViT-B run may be cut short.
     write_result(args.write, "bench_train", lines + _profile_lines(profiles))

@@ -67,7 +67,7 @@ def main(argv=None):
   from samjax.interop import build_official_sam
   from samjax.interop.torch_io import save_state_dict
   from samjax.loading import load_config_and_params
-  from samjax.model import SamModel, get_config
+  from samjax.model import Prompts, SamModel, get_config
 
   if os.path.isdir(args.out):
     shutil.rmtree(args.out)
@@ -116,8 +116,8 @@ def main(argv=None):
   box = np.array([120.0, 60.0, 330.0, 300.0])
   coords = apply_coords(click, (h, w), config.image_size).astype(np.float32)
   box_in = apply_boxes(box[None], (h, w), config.image_size).astype(np.float32)
-  logits, iou = model.decode(params, emb, coords[None], np.ones((1, 1, 1), np.int32),
-                             box_in[None], multimask_output=True)
+  prompts = Prompts.create(coords[None], np.ones((1, 1, 1), np.int32), box_in[None])
+  logits, iou = model.decode(params, emb, prompts, multimask_output=True)
   with torch.no_grad():
     sparse, dense = official.prompt_encoder(
         points=(torch.from_numpy(coords), torch.ones(1, 1, dtype=torch.int)),

@@ -1,12 +1,13 @@
 """Where a decode's time goes, per module, as the program really runs.
 
-Times one mask-decoder call of the interactive predictor (one image, P
-prompts, channels-last cached embedding and per-image decoder terms, as
-``SamPredictor.predict`` runs it) with XLA's per-op trace
-(``xla_op_profile.py``) and sums the ops by the model module they came
-from: prompt encoder, each two-way block's four
-attentions and MLP (image side: the 4096 image tokens; token side: the few
-prompt tokens), the output upscaling, the hypernetwork heads.
+Times one ``InteractivePlan.decode`` call (one image, P prompts, on an
+``ImageState`` prepared outside the profiled call, as ``SamPredictor.predict``
+runs it) with XLA's per-op trace (``xla_op_profile.py``) and sums the ops by
+the module they came from. Rows are named by the plan's modules:
+``Sam.embed_prompts/...`` (prompt encoder) and ``FactorizedMaskDecoder/...``:
+each two-way block's four attentions and MLP (image side: the 4096 image
+tokens; token side: the few prompt tokens), the output upscaling, the
+hypernetwork heads.
 
   python experiments/profile_decoder.py                  # ViT-B, 1 click
   python experiments/profile_decoder.py --prompts 64     # 64 prompts in one call
@@ -38,32 +39,31 @@ def main(argv=None):
   args = ap.parse_args(argv)
 
   from samjax import build
+  from samjax.decoding.interactive import InteractivePlan
   from samjax.inference.predictor import PROMPT_CHUNK
+  from samjax.model.prompts import Prompts
   model = build(args.variant)
   cfg = model.config
   rng = np.random.default_rng(0)
   params = random_params(model)  # decode time does not depend on the values
   g, c = cfg.embedding_size, cfg.prompt_embed_dim
-  features = jnp.asarray(rng.normal(size=(1, g, g, c)).astype(np.float32))
-  image_pe = jax.jit(model.dense_pe, static_argnums=1)(params, True)
+  embeddings = jnp.asarray(rng.normal(size=(1, c, g, g)).astype(np.float32))
   p = args.prompts
   coords = jnp.asarray(rng.uniform(0, cfg.image_size, (1, p, 1, 2)).astype(np.float32))
   labels = jnp.ones((1, p, 1), jnp.int32)
   chunk = args.chunk or PROMPT_CHUNK
-  chunk = chunk if p > chunk and p % chunk == 0 else None
-  # The first block's per-image terms, kept with the embedding as the
-  # predictor keeps them (computed outside the profiled call).
-  terms = jax.jit(model.decoder_image_terms)(params, features, image_pe)
-  decode = jax.jit(lambda prm, f, xy, lab: model.decode(
-      prm, f, xy, lab, image_pe=image_pe, channels_last=True, prompt_chunk=chunk,
-      image_terms=terms))
+  plan = InteractivePlan(model, chunk if p > chunk and p % chunk == 0 else 0)
+  # The per-image state (channels-last embedding, PE, first-block terms),
+  # prepared outside the profiled call as the predictor prepares it.
+  state = jax.jit(plan.prepare)(params, embeddings)
+  decode = jax.jit(lambda prm, st, xy, lab: plan.decode(prm, st, Prompts.create(xy, lab)))
 
   report = Report(f"profile_decoder {args.variant}, {p} prompt(s) per call",
                   f"host: {host_description()}",
                   "time per call of each module's ops (XLA CPU op trace, after fusion; "
                   "ops on the 2 threads summed, so the total exceeds the wall time)")
-  rows = xla_op_profile.profile(decode, (params, features, coords, labels), runs=args.runs,
-                                depth=args.depth, strip="Sam.decode/")
+  rows = xla_op_profile.profile(decode, (params, state, coords, labels), runs=args.runs,
+                                depth=args.depth)
   report.say(f"{'module':60s} {'ms/call':>8s} {'share':>6s} {'ops':>4s}")
   total = rows[0][1]
   for name, ms, n in rows:

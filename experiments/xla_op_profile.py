@@ -3,7 +3,7 @@
 XLA's CPU runtime records one trace event per executed op (fusion, dot,
 copy) when ``--xla_cpu_enable_xprof_traceme=true`` is in ``XLA_FLAGS``
 before jax starts; the compiled HLO names, for every op, the jax source op
-it came from (``op_name`` metadata, e.g. ``jit(f)/Sam.decode/mask_decoder/
+it came from (``op_name`` metadata, e.g. ``jit(f)/FactorizedMaskDecoder/
 transformer/layers_0/cross_attn_token_to_image/dot_general``). Joining the
 two gives the time of each model module, in the program as it really runs
 (after fusion), which timing modules one by one cannot.
@@ -44,7 +44,7 @@ _PLUMBING = ("while", "body", "cond", "closed_call", "remat", "checkpoint", "rem
 
 
 def module_of(op_name: str, depth: int, strip: str = "") -> str:
-  """'jit(f)/Sam.decode/mask_decoder/transformer/layers_0/x/dot' -> the first
+  """'jit(f)/FactorizedMaskDecoder/transformer/layers_0/x/dot' -> the first
   ``depth`` module components after ``strip`` (e.g. 'transformer/layers_0').
 
   Transformation wrappers (``jit(..)``, ``jvp(..)``, ``vmap(..)``) and loop
