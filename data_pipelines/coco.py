@@ -200,11 +200,21 @@ def scan(inp: Input) -> tuple[list[Item], list[Skip], dict]:
   check_coco(data, f"--coco {src}")
   cats = data.get("categories")
   cats = [c for c in cats if isinstance(c, dict)] if isinstance(cats, list) else []
-  cat_ids = {c.get("id") for c in cats}
+  images, bad_ids, skips = _scan_images(data["images"], src)
+  per_image, counts, ann_skips = _scan_annotations(
+      data["annotations"], src, images, bad_ids, {c.get("id") for c in cats},
+      inp.keep_crowd)
+  items, item_skips = _make_items(inp, images, per_image, counts)
+  return items, skips + ann_skips + item_skips, {"categories": cats}
+
+
+def _scan_images(records: list, src: str) -> tuple[dict[int, dict], set[int], list[Skip]]:
+  """The usable image records of the JSON by id (the first of a repeated id),
+  the ids of unusable ones (to drop their annotations), and the skips."""
   skips: list[Skip] = []
   images: dict[int, dict] = {}
   bad_ids: set[int] = set()  # ids of unusable image records
-  for i, img in enumerate(data["images"]):
+  for i, img in enumerate(records):
     why = _check_image(img)
     if why is None and img["id"] in images:
       skips.append(Skip("duplicate_image", src, _member(img),
@@ -218,11 +228,25 @@ def scan(inp: Input) -> tuple[list[Item], list[Skip], dict]:
         bad_ids.add(img["id"])
       continue
     images[img["id"]] = img
+  return images, bad_ids, skips
+
+
+def _scan_annotations(records: list, src: str, images: dict[int, dict], bad_ids: set[int],
+                      cat_ids: set, keep_crowd: bool
+                      ) -> tuple[dict[int, list], dict[int, int], list[Skip]]:
+  """Sorts the JSON's annotations to their images.
+
+  Returns (the kept annotations per image id, the number of annotations
+  naming each image, the skips). Annotations of an unusable image record
+  (``bad_ids``, and no usable record of that id) are dropped with one skip
+  per such image, after the others.
+  """
   dropped = dict.fromkeys(bad_ids - set(images), 0)
   per_image: dict[int, list] = {k: [] for k in images}
   counts: dict[int, int] = dict.fromkeys(images, 0)
   seen: set[int] = set()
-  for i, a in enumerate(data["annotations"]):
+  skips: list[Skip] = []
+  for i, a in enumerate(records):
     aid = a.get("id") if isinstance(a, dict) else None
     label = f"annotation {aid}" if _is_int(aid) else f"annotations[{i}]"
     raw_id = a.get("image_id") if isinstance(a, dict) else None
@@ -234,25 +258,10 @@ def scan(inp: Input) -> tuple[list[Item], list[Skip], dict]:
     member = _member(img) if img is not None else ""
     if img is not None:
       counts[img_id] += 1
-
-    def skip(kind, reason, member=member, label=label):
+    problem = _annotation_problem(a, aid, raw_id, img, seen, cat_ids, keep_crowd)
+    if problem is not None:
+      kind, reason = problem
       skips.append(Skip(kind, src, member, f"{label}: {reason}"))
-
-    if not isinstance(a, dict):
-      skip("missing_key", "annotation is not an object")
-    elif not _is_int(aid) or not _INT64[0] <= aid < _INT64[1]:
-      skip("missing_key", f"id {aid!r} missing or not a 64-bit integer")
-    elif aid in seen:
-      skip("duplicate_id", "annotation id used before (mask ids must be unique)")
-    elif img is None:
-      skip("unknown_image", f"image_id {raw_id!r} is not among the images")
-    elif "segmentation" not in a:
-      skip("missing_key", "annotation without 'segmentation'")
-    elif cat_ids and a.get("category_id") not in cat_ids:
-      skip("bad_category", f"category_id {a.get('category_id')!r} is not among the "
-                           f"{len(cat_ids)} categories")
-    elif a.get("iscrowd") and not inp.keep_crowd:
-      skip("crowd", "iscrowd=1 region, not an instance mask (--coco-keep-crowd keeps it)")
     else:
       per_image[img_id].append(a)
     if _is_int(aid):
@@ -261,17 +270,48 @@ def scan(inp: Input) -> tuple[list[Item], list[Skip], dict]:
     if n:
       skips.append(Skip("missing_key", src, "", f"{n} annotation(s) of the unusable image "
                                                  f"record {img_id} dropped"))
-  items = []
+  return per_image, counts, skips
+
+
+def _annotation_problem(a, aid, raw_id, img: dict | None, seen: set[int], cat_ids: set,
+                        keep_crowd: bool) -> tuple[str, str] | None:
+  """(skip kind, reason) when annotation ``a`` (id ``aid``, of image record
+  ``img`` named by ``raw_id``) cannot be kept, else None; ``seen``: the
+  annotation ids met before it."""
+  if not isinstance(a, dict):
+    return "missing_key", "annotation is not an object"
+  if not _is_int(aid) or not _INT64[0] <= aid < _INT64[1]:
+    return "missing_key", f"id {aid!r} missing or not a 64-bit integer"
+  if aid in seen:
+    return "duplicate_id", "annotation id used before (mask ids must be unique)"
+  if img is None:
+    return "unknown_image", f"image_id {raw_id!r} is not among the images"
+  if "segmentation" not in a:
+    return "missing_key", "annotation without 'segmentation'"
+  if cat_ids and a.get("category_id") not in cat_ids:
+    return "bad_category", (f"category_id {a.get('category_id')!r} is not among the "
+                            f"{len(cat_ids)} categories")
+  if a.get("iscrowd") and not keep_crowd:
+    return "crowd", "iscrowd=1 region, not an instance mask (--coco-keep-crowd keeps it)"
+  return None
+
+
+def _make_items(inp: Input, images: dict[int, dict], per_image: dict[int, list],
+                counts: dict[int, int]) -> tuple[list[Item], list[Skip]]:
+  """One ``Item`` per image with kept annotations, in the JSON's image order
+  (its digest covers the image, its annotations and the settings); a skip for
+  each image left without any."""
+  items, skips = [], []
   for img_id, img in images.items():
     anns = per_image[img_id]
     if not anns:
-      skips.append(Skip("no_annotations", src, _member(img),
+      skips.append(Skip("no_annotations", inp.annotations, _member(img),
                         f"image {img_id}: no usable annotations (of {counts[img_id]})"))
       continue
     doc = {"image": img, "anns": anns, "images": inp.images, "keep_crowd": inp.keep_crowd}
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
-    items.append(Item(str(img_id), src, inp.images, img, tuple(anns), digest))
-  return items, skips, {"categories": cats}
+    items.append(Item(str(img_id), inp.annotations, inp.images, img, tuple(anns), digest))
+  return items, skips
 
 
 # --- loading one image ------------------------------------------------------------------

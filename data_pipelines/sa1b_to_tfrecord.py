@@ -302,6 +302,36 @@ def convert(src: list[str] | None, out_dir: str, num_shards: int, workers: int =
       the COCO JSON is not a COCO instance file.
     OSError: an input is missing or ``out_dir`` cannot be written.
   """
+  wanted = _wanted_shards(src, coco_src, num_shards, workers, only_shards)
+  src, items, scan_skips, coco_meta = _scan_inputs(src, coco_src)
+  if num_shards > len(items):
+    raise ValueError(f"--shards {num_shards} is more than the {len(items)} image(s) found "
+                     f"in the inputs; every shard needs at least one image")
+  atomic_io.ensure_dir(out_dir)
+  _prepare_out_dir(out_dir, _plan(items, num_shards, copy), overwrite)
+  parts = split(items, num_shards)
+  digests = [_shard_digest(i, num_shards, parts[i], copy) for i in range(num_shards)]
+  stats = _check_finished(out_dir, num_shards, wanted, digests, workers)
+  todo = [i for i in wanted if i not in stats]
+  _clean_temps(out_dir, _rewrite_targets(num_shards, todo))
+  log(f"{len(items)} images in {len(src)} input(s) -> {num_shards} shards in "
+      f"{out_dir}: {len(stats)} already finished, {len(todo)} to write")
+  stats.update(_write_shards(out_dir, num_shards, parts, todo, copy, workers, progress))
+  stats.update(_check_finished(out_dir, num_shards,
+                               [i for i in range(num_shards) if i not in stats], digests,
+                               workers))
+  if len(stats) < num_shards:
+    log(f"{len(stats)} of {num_shards} shards finished; rerun to write the rest")
+    return None
+  return _write_manifest(out_dir, src, items, scan_skips,
+                         [stats[i] for i in range(num_shards)], copy, coco_src,
+                         coco_meta, log)
+
+
+def _wanted_shards(src: list[str] | None, coco_src: coco.Input | None, num_shards: int,
+                   workers: int, only_shards: list[int] | None) -> list[int] | range:
+  """Checks ``convert``'s arguments (before any input is read); returns the
+  shard indices to write: ``only_shards`` sorted without repeats, else all."""
   if bool(src) == (coco_src is not None):
     raise ValueError("give exactly one input: SA-1B paths (--src) or a COCO JSON (--coco)")
   if num_shards < 1:
@@ -312,6 +342,16 @@ def convert(src: list[str] | None, out_dir: str, num_shards: int, workers: int =
   for i in wanted:
     if not 0 <= i < num_shards:
       raise ValueError(f"shard index {i} outside [0, {num_shards})")
+  return wanted
+
+
+def _scan_inputs(src: list[str] | None, coco_src: coco.Input | None):
+  """Scans the SA-1B paths ``src`` or the COCO input ``coco_src``.
+
+  Returns ``(src, items, scan_skips, coco_meta)``: ``src`` is ``[the COCO
+  JSON]`` for a COCO input, ``coco_meta`` None for SA-1B. Raises ValueError
+  (naming the first problem found) when no image is usable.
+  """
   coco_meta = None
   if coco_src is not None:
     items, scan_skips, coco_meta = coco.scan(coco_src)
@@ -326,34 +366,27 @@ def convert(src: list[str] | None, out_dir: str, num_shards: int, workers: int =
     shown = ", ".join(src[:3]) + (", ..." if len(src) > 3 else "")
     raise ValueError(f"no SA-1B images (jpg + json pairs) in {len(src)} input(s) "
                      f"({shown}){why}")
-  if num_shards > len(items):
-    raise ValueError(f"--shards {num_shards} is more than the {len(items)} image(s) found "
-                     f"in the inputs; every shard needs at least one image")
-  atomic_io.ensure_dir(out_dir)
-  _prepare_out_dir(out_dir, _plan(items, num_shards, copy), overwrite)
-  parts = split(items, num_shards)
-  digests = [_shard_digest(i, num_shards, parts[i], copy) for i in range(num_shards)]
-  stats = _check_finished(out_dir, num_shards, wanted, digests, workers)
-  todo = [i for i in wanted if i not in stats]
+  return src, items, scan_skips, coco_meta
+
+
+def _rewrite_targets(num_shards: int, todo: list[int]) -> set[str]:
+  """File names this run is about to write: the plan, the manifest and each
+  shard of ``todo``'s data, index and done.json (see ``_clean_temps``)."""
   targets = {layout.PLAN, layout.MANIFEST}
   for i in todo:
     name = layout.shard_name(i, num_shards)
     targets |= {name, tfrecord.index_path(name), layout.done_name(name)}
-  _clean_temps(out_dir, targets)
-  log(f"{len(items)} images in {len(src)} input(s) -> {num_shards} shards in "
-      f"{out_dir}: {len(stats)} already finished, {len(todo)} to write")
-  stats.update(_write_shards(out_dir, num_shards, parts, todo, copy, workers, progress))
-  stats.update(_check_finished(out_dir, num_shards,
-                               [i for i in range(num_shards) if i not in stats], digests,
-                               workers))
-  if len(stats) < num_shards:
-    log(f"{len(stats)} of {num_shards} shards finished; rerun to write the rest")
-    return None
-  manifest = _manifest(src, items, scan_skips, [stats[i] for i in range(num_shards)],
-                       copy)
+  return targets
+
+
+def _write_manifest(out_dir: str, src: list[str], items, scan_skips, shard_stats: list[dict],
+                    copy: train_copy.TrainCopyConfig | None, coco_src: coco.Input | None,
+                    coco_meta, log) -> dict:
+  """Writes the manifest of a conversion whose shards are all finished
+  (``shard_stats`` in shard order), logs a one-line summary, returns it."""
+  manifest = _manifest(src, items, scan_skips, shard_stats, copy)
   if coco_src is not None:
-    manifest["coco"] = _coco_section(coco_src, coco_meta,
-                                     [stats[i] for i in range(num_shards)])
+    manifest["coco"] = _coco_section(coco_src, coco_meta, shard_stats)
   _write_json(storage.join(out_dir, layout.MANIFEST), manifest)
   n_skip = len(manifest["skipped"])
   log(f"wrote {manifest['num_records']} images, {manifest['num_masks']} masks; "

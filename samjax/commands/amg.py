@@ -309,9 +309,29 @@ def _plan(paths, out: str, copy_images: bool, official_rle: bool | None = None):
 
 
 def run(args) -> int:
-  from tqdm import tqdm
+  paths, official = _check_args(args)
+  tasks, done_before, failed, stems = _plan(
+      paths, args.out, args.copy_images, args.convert_to_rle if official else None)
+  removed = _remove_temp_files(args.out, stems)
+  if removed:
+    print(f"samjax amg: removed {removed} temp file(s) of an interrupted run",
+          file=sys.stderr)
+  gen = _make_generator(args, official) if any(t.masks for t in tasks) else None
+  ok, n_masks, redone, recopied = _label(tasks, gen, args, official, failed)
+  if not tasks and not failed:
+    print(f"all {done_before} image(s) already done in {args.out}")
+    return 0
+  print(f"{ok} image(s) labelled ({n_masks} masks; {redone} redone), {recopied} image "
+        f"copies repaired, {done_before} already done, {len(failed)} failed -> {args.out}")
+  for path, why in failed:
+    print(f"  failed: {path}: {why}", file=sys.stderr)
+  return 1 if ok == 0 and recopied == 0 and done_before == 0 else 0
 
-  from samjax.inference.image_io import decode_image_file
+
+def _check_args(args) -> tuple[list[str], bool]:
+  """(the input images, whether the output is the official layout), after
+  checking the flags and creating ``--out``; ValueError (one line) on bad
+  flags, no images or an ``--out`` that cannot be made."""
   paths = list_images(args.images)
   if not paths:
     raise ValueError(f"--images: no image files ({', '.join(IMAGE_EXTS)}) in {args.images}")
@@ -326,27 +346,35 @@ def run(args) -> int:
     print("samjax amg: note: --convert-to-rle changes nothing for --output-format sa1b "
           "(SA-1B JSON always holds COCO RLE); add --output-format official for the "
           "official JSON lists", file=sys.stderr)
-  tasks, done_before, failed, stems = _plan(
-      paths, args.out, args.copy_images, args.convert_to_rle if official else None)
-  removed = _remove_temp_files(args.out, stems)
-  if removed:
-    print(f"samjax amg: removed {removed} temp file(s) of an interrupted run",
-          file=sys.stderr)
-  gen = None
-  if any(t.masks for t in tasks):
-    from samjax import SamAutomaticMaskGenerator, load_sam
-    note = select_device(args.device)
-    if note:
-      print(f"samjax amg: note: {note}", file=sys.stderr)
-    binary = official and not args.convert_to_rle
-    gen = SamAutomaticMaskGenerator(
-        load_sam(args.checkpoint, MODEL_TYPES.get(args.variant, args.variant)),
-        points_per_batch=args.points_per_batch, **generator_kwargs(args),
-        output_mode="binary_mask" if binary else "coco_rle")
+  return paths, official
+
+
+def _make_generator(args, official: bool):
+  """Loads the model (on ``--device``) into the mask generator the flags
+  describe; binary masks for the official PNG folders, else COCO RLE."""
+  from samjax import SamAutomaticMaskGenerator, load_sam
+  note = select_device(args.device)
+  if note:
+    print(f"samjax amg: note: {note}", file=sys.stderr)
+  binary = official and not args.convert_to_rle
+  return SamAutomaticMaskGenerator(
+      load_sam(args.checkpoint, MODEL_TYPES.get(args.variant, args.variant)),
+      points_per_batch=args.points_per_batch, **generator_kwargs(args),
+      output_mode="binary_mask" if binary else "coco_rle")
+
+
+def _label(tasks: list[_Task], gen, args, official: bool,
+           failed: list) -> tuple[int, int, int, int]:
+  """Does every task (with a progress bar); unreadable images are appended to
+  ``failed``. Returns (images labelled, masks written, images redone, copies
+  repaired); an OSError writing outputs stops the run."""
+  from tqdm import tqdm
+
+  from samjax.inference.image_io import decode_image_file
   ok = n_masks = redone = recopied = 0
   bar = tqdm(tasks, unit="img", disable=args.no_progress or not tasks, file=sys.stderr)
   for task in bar:
-    path, stem = task.path, task.stem
+    path = task.path
     name = storage.basename(path)
     bar.set_postfix_str(name)
     if task.why:
@@ -358,34 +386,37 @@ def run(args) -> int:
       tqdm.write(f"samjax amg: skipped {path}: {e}", file=sys.stderr)
       continue
     try:
-      # Order matters: the JSON is the completion marker, so it is written
-      # last; every write is atomic, so a kill at any moment leaves each file
-      # whole or absent, and an image without its JSON is redone.
-      if args.copy_images and name.lower().endswith(COPY_EXTS):
-        write_copy(path, storage.join(args.out, stem + ".jpg"), decoded)
-      if not task.masks:
-        recopied += 1
-        continue
-      records = gen.generate(decoded.rgb)
-      if official:
-        amg_official.write(records, args.out, stem, args.convert_to_rle)
-      else:
-        if args.overlays:
-          write_overlay(decoded.rgb, records, storage.join(args.out, stem + ".png"))
-        atomic_io.write_json(storage.join(args.out, stem + ".json"),
-                             sa1b_record(records, name, *decoded.rgb.shape[:2]))
+      records = _write_outputs(task, decoded, gen, args, official)
     except OSError as e:
       raise OSError(e.errno, f"cannot write the outputs of {name} in {args.out}: "
                     f"{e.strerror or e} ({ok + recopied} image(s) finished in this run; "
                     "rerun to resume)") from e
+    if records is None:
+      recopied += 1
+      continue
     ok += 1
     redone += task.why is not None
     n_masks += len(records)
-  if not tasks and not failed:
-    print(f"all {done_before} image(s) already done in {args.out}")
-    return 0
-  print(f"{ok} image(s) labelled ({n_masks} masks; {redone} redone), {recopied} image "
-        f"copies repaired, {done_before} already done, {len(failed)} failed -> {args.out}")
-  for path, why in failed:
-    print(f"  failed: {path}: {why}", file=sys.stderr)
-  return 1 if ok == 0 and recopied == 0 and done_before == 0 else 0
+  return ok, n_masks, redone, recopied
+
+
+def _write_outputs(task: _Task, decoded, gen, args, official: bool) -> list | None:
+  """Writes one image's outputs; returns the generator's records, or None
+  when the task only repairs the image copy."""
+  name = storage.basename(task.path)
+  # Order matters: the JSON is the completion marker, so it is written
+  # last; every write is atomic, so a kill at any moment leaves each file
+  # whole or absent, and an image without its JSON is redone.
+  if args.copy_images and name.lower().endswith(COPY_EXTS):
+    write_copy(task.path, storage.join(args.out, task.stem + ".jpg"), decoded)
+  if not task.masks:
+    return None
+  records = gen.generate(decoded.rgb)
+  if official:
+    amg_official.write(records, args.out, task.stem, args.convert_to_rle)
+  else:
+    if args.overlays:
+      write_overlay(decoded.rgb, records, storage.join(args.out, task.stem + ".png"))
+    atomic_io.write_json(storage.join(args.out, task.stem + ".json"),
+                         sa1b_record(records, name, *decoded.rgb.shape[:2]))
+  return records

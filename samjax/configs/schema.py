@@ -22,83 +22,114 @@ def base_config() -> ml_collections.ConfigDict:
   """Every field of an experiment config, at its default."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # parameter init, data order and prompt sampling
+  c.model = _model_fields()
+  c.init = _init_fields()
+  c.data = _data_fields()
+  c.sim = _sim_fields()
+  c.total_steps = 180_000
+  c.optim = _optim_fields()
+  _add_parallelism_fields(c)
+  _add_loop_fields(c)
+  return c
 
-  c.model = ml_collections.ConfigDict()
-  c.model.variant = "vit_b"  # a name in samjax.model.configs.VARIANTS
+
+def _model_fields() -> ml_collections.ConfigDict:
+  """``config.model``: the architecture variant and its compute settings."""
+  model = ml_collections.ConfigDict()
+  model.variant = "vit_b"  # a name in samjax.model.configs.VARIANTS
   # SamConfig compute fields (they leave the parameters unchanged); the values
   # are SamConfig's defaults. A Python config may replace the whole dict (e.g.
   # with architecture fields such as image_size).
-  c.model.overrides = ml_collections.ConfigDict({
+  model.overrides = ml_collections.ConfigDict({
       "dtype": "float32",                  # float32 | bfloat16 | float16 activations
       "attention_impl": "auto",            # auto | xla | chunked | cudnn
       "attention_query_chunk": 256,        # queries per block of chunked attention
       "drop_path_rate": 0.0,               # stochastic depth of the image encoder
   })
-  c.model.scan_layers = False   # encoder blocks as one scanned layer (faster compiles)
+  model.scan_layers = False   # encoder blocks as one scanned layer (faster compiles)
   # What encoder blocks keep for the backward pass: none | block (recompute
   # each block) | dots_saveable | offload (SamConfig's docstring).
-  c.model.remat_policy = "none"
+  model.remat_policy = "none"
+  return model
 
-  c.init = ml_collections.ConfigDict()
-  c.init.kind = "scratch"  # scratch | sam (fine-tune a SAM checkpoint) | mae (paper)
-  c.init.checkpoint = ""   # the .pth / model dir / workdir of kind sam or mae
 
-  c.data = ml_collections.ConfigDict()
+def _init_fields() -> ml_collections.ConfigDict:
+  """``config.init``: where the initial parameters come from."""
+  init = ml_collections.ConfigDict()
+  init.kind = "scratch"  # scratch | sam (fine-tune a SAM checkpoint) | mae (paper)
+  init.checkpoint = ""   # the .pth / model dir / workdir of kind sam or mae
+  return init
+
+
+def _data_fields() -> ml_collections.ConfigDict:
+  """``config.data``: the record source, batch sizes and loading."""
+  data = ml_collections.ConfigDict()
   # Where the records come from (docs/data_tfds.md): "samjax" reads
   # train_dir / eval_dir below; "tfds:segment_anything" (or "tfds:NAME[:VERSION]")
   # reads a TFDS-prepared SA-1B in the ArrayRecord format (without TensorFlow)
   # from tfds_data_dir, splits tfds_train_split / tfds_eval_split. Batches are
   # the same for the same records whichever source feeds them.
-  c.data.source = "samjax"
-  c.data.train_dir = ""  # TFRecords from `samjax data convert` (source "samjax")
-  c.data.eval_dir = ""   # held-out TFRecords; "" skips evaluation (source "samjax")
-  c.data.tfds_data_dir = ""         # TFDS data_dir (tfds sources); "" = TFDS's default
-  c.data.tfds_train_split = "train"  # TFDS split to train on, e.g. "train[:99%]"
-  c.data.tfds_eval_split = ""        # held-out TFDS split, e.g. "train[99%:]"; "" skips
-  c.data.batch_size = 128       # global images per step, over all processes
-  c.data.eval_batch_size = 128  # global images per evaluation batch
-  c.data.max_masks = 64         # masks sampled per training image (paper: 64)
+  data.source = "samjax"
+  data.train_dir = ""  # TFRecords from `samjax data convert` (source "samjax")
+  data.eval_dir = ""   # held-out TFRecords; "" skips evaluation (source "samjax")
+  data.tfds_data_dir = ""         # TFDS data_dir (tfds sources); "" = TFDS's default
+  data.tfds_train_split = "train"  # TFDS split to train on, e.g. "train[:99%]"
+  data.tfds_eval_split = ""        # held-out TFDS split, e.g. "train[99%:]"; "" skips
+  data.batch_size = 128       # global images per step, over all processes
+  data.eval_batch_size = 128  # global images per evaluation batch
+  data.max_masks = 64         # masks sampled per training image (paper: 64)
   # Masks per held-out image; None uses max_masks. Set it to keep held-out
   # numbers comparable when max_masks changes.
-  c.data.eval_max_masks = config_dict.placeholder(int)
-  c.data.worker_count = 0  # grain worker processes; 0 loads in the training process
+  data.eval_max_masks = config_dict.placeholder(int)
+  data.worker_count = 0  # grain worker processes; 0 loads in the training process
   # Records read at once per process (per worker with worker_count); 0: 16 for
   # a gs:// / s3:// data dir (requests take tens of ms), 2 for a local one.
-  c.data.read_threads = 0
+  data.read_threads = 0
+  return data
 
-  # Interactive prompt simulation and loss weights (InteractiveConfig).
-  c.sim = ml_collections.ConfigDict()
-  c.sim.num_point_iters = 8      # corrective clicks after the first prompt
-  c.sim.num_mask_only_iters = 2  # passes fed only the previous mask: 0, 1 or 2
-  c.sim.point_prob = 0.5         # first prompt is a point with this chance, else a box
-  c.sim.box_noise_frac = 0.1     # box jitter: fraction of the side ...
-  c.sim.box_noise_max = 20.0     # ... capped at this many pixels
-  c.sim.focal_weight = 20.0
-  c.sim.dice_weight = 1.0
-  c.sim.iou_weight = 1.0
+
+def _sim_fields() -> ml_collections.ConfigDict:
+  """``config.sim``: interactive prompt simulation and loss weights
+  (InteractiveConfig)."""
+  sim = ml_collections.ConfigDict()
+  sim.num_point_iters = 8      # corrective clicks after the first prompt
+  sim.num_mask_only_iters = 2  # passes fed only the previous mask: 0, 1 or 2
+  sim.point_prob = 0.5         # first prompt is a point with this chance, else a box
+  sim.box_noise_frac = 0.1     # box jitter: fraction of the side ...
+  sim.box_noise_max = 20.0     # ... capped at this many pixels
+  sim.focal_weight = 20.0
+  sim.dice_weight = 1.0
+  sim.iou_weight = 1.0
   # Take every decoder call's gradient right after its forward pass, one
   # prompt chunk at a time (a pass's loss is a sum over its chunks): the
   # decoder holds one chunk's activations and recomputes nothing. Without
   # it, 64 masks x 11 passes of stored decoder activations, not the
   # encoder, exhaust HBM (see `samjax plan`).
-  c.sim.eager_chunk_grads = False
+  sim.eager_chunk_grads = False
+  return sim
 
-  c.total_steps = 180_000
 
-  # AdamW with layer-wise lr decay, linear warmup and step drops
-  # (samjax.train.optimizer.make_optimizer keyword arguments).
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 8e-4
-  c.optim.warmup_steps = 250
-  c.optim.decay_steps = ()  # steps at which lr is multiplied by decay_factor
-  c.optim.decay_factor = 0.1
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.weight_decay = 0.1
-  c.optim.layer_decay = 1.0  # lr * layer_decay ** (layers above): lower encoder layers learn slower
-  c.optim.grad_clip = 0.0    # global-norm clip; 0 disables
-  c.optim.image_encoder_lr_scale = 1.0  # encoder lr relative to the rest; 0 freezes it
+def _optim_fields() -> ml_collections.ConfigDict:
+  """``config.optim``: AdamW with layer-wise lr decay, linear warmup and step
+  drops (samjax.train.optimizer.make_optimizer keyword arguments)."""
+  optim = ml_collections.ConfigDict()
+  optim.lr = 8e-4
+  optim.warmup_steps = 250
+  optim.decay_steps = ()  # steps at which lr is multiplied by decay_factor
+  optim.decay_factor = 0.1
+  optim.b1 = 0.9
+  optim.b2 = 0.999
+  optim.weight_decay = 0.1
+  optim.layer_decay = 1.0  # lr * layer_decay ** (layers above): lower encoder layers learn slower
+  optim.grad_clip = 0.0    # global-norm clip; 0 disables
+  optim.image_encoder_lr_scale = 1.0  # encoder lr relative to the rest; 0 freezes it
+  return optim
 
+
+def _add_parallelism_fields(c: ml_collections.ConfigDict) -> None:
+  """Adds ``config.mesh`` and the top-level fields that lay a step out over
+  devices and memory: batch sharding, logical rules, prompt chunks, decoder
+  form and microbatches."""
   c.mesh = ml_collections.ConfigDict()
   # (data, fsdp, model) device counts; one -1 takes the remaining devices.
   c.mesh.shape = (-1, 1, 1)
@@ -121,6 +152,10 @@ def base_config() -> ml_collections.ConfigDict:
   # in each microbatch (as many microbatches as images per device).
   c.microbatches = 1
 
+
+def _add_loop_fields(c: ml_collections.ConfigDict) -> None:
+  """Adds the training loop's top-level cadence fields: metric logging,
+  held-out evaluation and checkpoints."""
   c.log_every = 50           # steps between metric lines
   c.eval_every = 5000        # steps between held-out evaluations; 0: only at the end
   # Held-out batches per evaluation; None evaluates the whole held-out set.
@@ -129,7 +164,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 2000  # steps between checkpoints (also at the end and on SIGTERM)
   c.keep_checkpoints = 3     # newest checkpoints kept on disk
   c.async_checkpoints = True  # write checkpoints while training goes on
-  return c
 
 
 def check_data_source(config):

@@ -133,6 +133,51 @@ def config_from_hf(d: Mapping, where: str = HF_CONFIG) -> SamConfig:
   Raises ValueError naming the field when the file describes something
   samjax's SAM cannot represent.
   """
+  vis, pe, dec = _hf_sub_configs(d, where)
+  embed = _get(vis, "hidden_size", 768)
+  image_size = _square(_get(vis, "image_size", 1024),
+                       "vision_config.image_size", where)
+  patch = _square(_get(vis, "patch_size", 16),
+                  "vision_config.patch_size", where)
+  mlp_dim = _vision_mlp_dim(vis, embed, where)
+  prompt_dim = _get(pe, "hidden_size", 256)
+  _check_matching_sizes(vis, pe, dec, prompt_dim, image_size, patch, where)
+  iou_depth = _get(dec, "iou_head_depth", 3)
+  if iou_depth < 2:
+    raise ValueError(f"{where}: mask_decoder_config.iou_head_depth={iou_depth} < 2")
+  try:
+    return SamConfig(
+        encoder_embed_dim=embed,
+        encoder_depth=_get(vis, "num_hidden_layers", 12),
+        encoder_num_heads=_get(vis, "num_attention_heads", 12),
+        encoder_global_attn_indexes=tuple(_get(vis, "global_attn_indexes",
+                                               (2, 5, 8, 11))),
+        image_size=image_size, patch_size=patch,
+        window_size=_get(vis, "window_size", 14),
+        mlp_ratio=mlp_dim / embed,
+        prompt_embed_dim=prompt_dim,
+        mask_in_chans=_get(pe, "mask_input_channels", 16),
+        decoder_depth=_get(dec, "num_hidden_layers", 2),
+        decoder_mlp_dim=_get(dec, "mlp_dim", 2048),
+        decoder_num_heads=_get(dec, "num_attention_heads", 8),
+        num_multimask_outputs=_get(dec, "num_multimask_outputs", 3),
+        iou_head_depth=iou_depth,
+        iou_head_hidden_dim=_get(dec, "iou_head_hidden_dim", 256))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{where}: not a model samjax can build: {e}") from None
+
+
+def _get(sub: Mapping, key: str, default):
+  """``sub[key]``, HF's ``default`` when the field is missing or null."""
+  value = sub.get(key, default)
+  return default if value is None else value
+
+
+def _hf_sub_configs(d: Mapping, where: str) -> tuple[Mapping, Mapping, Mapping]:
+  """(vision_config, prompt_encoder_config, mask_decoder_config) of a HF SAM
+  config dict (a missing one is ``{}``), after checking ``model_type`` and the
+  fields samjax's SAM fixes (``_VISION_FIXED``, ``_PROMPT_FIXED``,
+  ``_DECODER_FIXED``)."""
   if not isinstance(d, Mapping):
     raise ValueError(f"{where}: expected a JSON object, found {type(d).__name__}")
   model_type = d.get("model_type")
@@ -146,74 +191,49 @@ def config_from_hf(d: Mapping, where: str = HF_CONFIG) -> SamConfig:
     if not isinstance(sub, Mapping):
       raise ValueError(f"{where}: {name} is a {type(sub).__name__}, not an object")
     subs[name] = sub
-  vis, pe, dec = (subs["vision_config"], subs["prompt_encoder_config"],
-                  subs["mask_decoder_config"])
-
-  def get(sub, key, default):
-    value = sub.get(key, default)
-    return default if value is None else value
-
-  def fixed(sub, sub_name, table):
+  for name, table in (("vision_config", _VISION_FIXED),
+                      ("prompt_encoder_config", _PROMPT_FIXED),
+                      ("mask_decoder_config", _DECODER_FIXED)):
     for key, want in table.items():
-      got = sub.get(key, want)
+      got = subs[name].get(key, want)
       if got != want:
-        raise ValueError(f"{where}: {sub_name}.{key}={got!r}; samjax's SAM only "
+        raise ValueError(f"{where}: {name}.{key}={got!r}; samjax's SAM only "
                          f"supports {want!r}")
+  return (subs["vision_config"], subs["prompt_encoder_config"],
+          subs["mask_decoder_config"])
 
-  fixed(vis, "vision_config", _VISION_FIXED)
-  fixed(pe, "prompt_encoder_config", _PROMPT_FIXED)
-  fixed(dec, "mask_decoder_config", _DECODER_FIXED)
 
-  embed = get(vis, "hidden_size", 768)
-  image_size = _square(get(vis, "image_size", 1024),
-                       "vision_config.image_size", where)
-  patch = _square(get(vis, "patch_size", 16),
-                  "vision_config.patch_size", where)
-  mlp_ratio = float(get(vis, "mlp_ratio", 4.0))
+def _vision_mlp_dim(vis: Mapping, embed: int, where: str) -> int:
+  """The encoder MLP width: ``mlp_dim``, else ``int(hidden_size * mlp_ratio)``;
+  ValueError when SamConfig's ``mlp_ratio`` cannot give it back."""
+  mlp_ratio = float(_get(vis, "mlp_ratio", 4.0))
   mlp_dim = vis.get("mlp_dim")
   mlp_dim = int(embed * mlp_ratio) if mlp_dim is None else mlp_dim
   if int(embed * (mlp_dim / embed)) != mlp_dim:
     raise ValueError(f"{where}: vision_config.mlp_dim={mlp_dim} cannot be written as "
                      f"int(hidden_size * mlp_ratio) with hidden_size={embed}")
-  prompt_dim = get(pe, "hidden_size", 256)
+  return mlp_dim
+
+
+def _check_matching_sizes(vis: Mapping, pe: Mapping, dec: Mapping, prompt_dim: int,
+                          image_size: int, patch: int, where: str) -> None:
+  """Checks the sizes HF stores more than once (SAM derives them from
+  ``prompt_encoder_config.hidden_size`` and the vision image and patch size)."""
   checks = [
-      ("vision_config.output_channels", get(vis, "output_channels", 256), prompt_dim),
-      ("mask_decoder_config.hidden_size", get(dec, "hidden_size", 256), prompt_dim),
-      ("vision_config.num_pos_feats", get(vis, "num_pos_feats", 128), prompt_dim // 2),
+      ("vision_config.output_channels", _get(vis, "output_channels", 256), prompt_dim),
+      ("mask_decoder_config.hidden_size", _get(dec, "hidden_size", 256), prompt_dim),
+      ("vision_config.num_pos_feats", _get(vis, "num_pos_feats", 128), prompt_dim // 2),
       ("prompt_encoder_config.image_size",
-       _square(get(pe, "image_size", 1024), "prompt_encoder_config.image_size", where),
+       _square(_get(pe, "image_size", 1024), "prompt_encoder_config.image_size", where),
        image_size),
       ("prompt_encoder_config.patch_size",
-       _square(get(pe, "patch_size", 16), "prompt_encoder_config.patch_size", where),
+       _square(_get(pe, "patch_size", 16), "prompt_encoder_config.patch_size", where),
        patch),
   ]
   for name, got, want in checks:
     if got != want:
       raise ValueError(f"{where}: {name}={got} but SAM needs {want} (from "
                        "prompt_encoder_config.hidden_size and vision_config's sizes)")
-  iou_depth = get(dec, "iou_head_depth", 3)
-  if iou_depth < 2:
-    raise ValueError(f"{where}: mask_decoder_config.iou_head_depth={iou_depth} < 2")
-  try:
-    return SamConfig(
-        encoder_embed_dim=embed,
-        encoder_depth=get(vis, "num_hidden_layers", 12),
-        encoder_num_heads=get(vis, "num_attention_heads", 12),
-        encoder_global_attn_indexes=tuple(get(vis, "global_attn_indexes",
-                                              (2, 5, 8, 11))),
-        image_size=image_size, patch_size=patch,
-        window_size=get(vis, "window_size", 14),
-        mlp_ratio=mlp_dim / embed,
-        prompt_embed_dim=prompt_dim,
-        mask_in_chans=get(pe, "mask_input_channels", 16),
-        decoder_depth=get(dec, "num_hidden_layers", 2),
-        decoder_mlp_dim=get(dec, "mlp_dim", 2048),
-        decoder_num_heads=get(dec, "num_attention_heads", 8),
-        num_multimask_outputs=get(dec, "num_multimask_outputs", 3),
-        iou_head_depth=iou_depth,
-        iou_head_hidden_dim=get(dec, "iou_head_hidden_dim", 256))
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{where}: not a model samjax can build: {e}") from None
 
 
 # ---------------------------------------------------------------------- safetensors

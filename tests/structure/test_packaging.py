@@ -6,7 +6,7 @@ The "base install" is simulated in a subprocess where the extras' packages
 cannot be imported (``sys.modules[name] = None``: ``import name`` raises
 ModuleNotFoundError and ``importlib.util.find_spec(name)`` answers None, as
 for a package that is not installed). A real fresh ``pip install .`` is too
-slow for the suite; it was checked by hand (issue 33).
+slow for the suite; docs/packaging.md records one made by hand.
 """
 
 from __future__ import annotations
