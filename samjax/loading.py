@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from samjax import formats
+from samjax.model.block_stacking import convert_block_layout
 from samjax.model.configs import SamConfig, get_config
 from samjax.model.sam import SamModel
 
@@ -40,20 +41,26 @@ def load_sam(path: str, variant: str | None = None, **compute_overrides) -> Load
       ``.pth`` also ``s3://``; orbax reads no checkpoint there).
     variant: expected size ('vit_b', ...); inferred from the weights if None.
     **compute_overrides: non-architecture config fields, e.g. ``dtype='bfloat16'``
-      or ``attention_impl='cudnn'``.
+      or ``attention_impl='cudnn'``; a different ``scan_layers`` restacks the
+      encoder blocks' params to match.
   """
   config, params = load_config_and_params(path, variant)
   bad = sorted(set(compute_overrides) & set(SamConfig.ARCH_FIELDS))
   if bad:
     raise ValueError(f"cannot override architecture fields {bad} of a checkpoint")
   if compute_overrides:
-    config = config.replace(**compute_overrides)
+    loaded, config = config, config.replace(**compute_overrides)
+    params = convert_block_layout(params, loaded, config)
   return LoadedSam(SamModel(config), params)
 
 
 def load_config_and_params(path: str, variant: str | None = None
                            ) -> tuple[SamConfig, dict]:
-  """(config, float32 params) from any checkpoint path ``samjax.formats`` knows."""
+  """(config, float32 params) from any checkpoint path ``samjax.formats`` knows.
+
+  The params are in the layout of the config returned with them (encoder
+  blocks stacked when it scans them: a workdir trained with ``scan_layers``).
+  """
   from samjax import interop
   kind = formats.checkpoint_kind(path)
   if kind == formats.TORCH_FILE:

@@ -35,6 +35,7 @@ from samjax.interop.param_table import (
   unflatten,
 )
 from samjax.interop.state_dict import model_shapes
+from samjax.model.block_stacking import stack_encoder_blocks
 from samjax.model.configs import SamConfig
 
 # MAE tensors that SAM's image encoder has no place for (read, then ignored).
@@ -76,7 +77,8 @@ def resize_pos_embed(pos_embed: np.ndarray, grid: tuple[int, int]) -> np.ndarray
 
 def encoder_params_from_mae(state_dict: Mapping[str, np.ndarray], config: SamConfig,
                             source: str = "MAE checkpoint") -> tuple[dict, list[str]]:
-  """MAE ``{key: array}`` -> (samjax image-encoder params subtree, ignored keys).
+  """MAE ``{key: array}`` -> (samjax image-encoder params subtree in
+  ``config``'s layout, ignored keys).
 
   Every MAE block / patch-embedding tensor must land on a model parameter of
   the same shape, and every model block must be covered: a depth, width or
@@ -119,7 +121,9 @@ def encoder_params_from_mae(state_dict: Mapping[str, np.ndarray], config: SamCon
         source, missing, unexpected, mismatched,
         hint=(f"expected an MAE ViT with depth {config.encoder_depth}, width "
               f"{config.encoder_embed_dim} and {config.patch_size}px patches"))
-  return unflatten(flat)["image_encoder"], ignored
+  # In the layout of ``config`` (blocks stacked when it scans), so that
+  # ``apply_mae`` merges it into that model's params path by path.
+  return stack_encoder_blocks(unflatten(flat), config)["image_encoder"], ignored
 
 
 def apply_mae(params, mae_encoder: dict) -> dict:

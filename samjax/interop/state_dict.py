@@ -23,19 +23,23 @@ from samjax.interop.param_table import (
   unflatten,
 )
 from samjax.interop.torch_io import load_state_dict, save_state_dict
+from samjax.model.block_stacking import stack_encoder_blocks, unstack_encoder_blocks
 from samjax.model.configs import SamConfig, get_config, variant_name
 from samjax.model.sam import SamModel
 
 
 def model_shapes(config: SamConfig) -> dict[tuple, tuple]:
-  """{param path tuple: shape} of a model of ``config`` (no memory allocated)."""
-  shapes = jax.eval_shape(lambda: SamModel(config).init(jax.random.PRNGKey(0)))
+  """{param path tuple: shape} of a model of ``config`` in the per-block
+  layout ``param_table`` names (no memory allocated)."""
+  shapes = jax.eval_shape(lambda: unstack_encoder_blocks(
+      SamModel(config).init(jax.random.PRNGKey(0)), config))
   return {p: tuple(s.shape) for p, s in flatten(shapes).items()}
 
 
 def params_from_state_dict(state_dict: Mapping[str, np.ndarray], config: SamConfig,
                            source: str = "state_dict") -> dict:
-  """Official ``{key: array}`` -> samjax params (float32) for ``config``.
+  """Official ``{key: array}`` -> samjax params (float32) for ``config``,
+  in its layout (encoder blocks stacked when ``config`` scans them).
 
   Raises ``CheckpointMismatchError`` listing missing keys, unexpected keys and
   shape mismatches by name; nothing is reshaped or dropped silently.
@@ -63,13 +67,15 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], config: SamConf
     raise CheckpointMismatchError(source, missing, unexpected, mismatched, hint)
   flat = {r.jax_path: from_torch_layout(r, state_dict[r.torch_key]).astype(np.float32)
           for r in rules}
-  return unflatten(flat)
+  return stack_encoder_blocks(unflatten(flat), config)
 
 
 def state_dict_from_params(params, config: SamConfig) -> dict[str, np.ndarray]:
-  """samjax params -> official ``{key: array}`` (in official key order)."""
+  """samjax params (in ``config``'s layout) -> official ``{key: array}`` (in
+  official key order)."""
   rules = param_table(config)
-  flat = {p: np.asarray(jax.device_get(v)) for p, v in flatten(params).items()}
+  per_block = unstack_encoder_blocks(jax.device_get(params), config)
+  flat = {p: np.asarray(v) for p, v in flatten(per_block).items()}
   wanted = {r.jax_path for r in rules}
   missing = ["/".join(r.jax_path) for r in rules if r.jax_path not in flat]
   unexpected = ["/".join(p) for p in flat if p not in wanted]

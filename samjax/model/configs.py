@@ -30,8 +30,10 @@ class SamConfig:
   (``ImageEncoderViT``, ``PromptEncoder``, ``MaskDecoder``,
   ``TwoWayTransformer``). Compute fields (``dtype``, ``attention_impl``,
   ``remat_policy``, ``scan_layers``, ``drop_path_rate``) do not
-  change the parameters: the param tree, checkpoints and ``.pth`` export are
-  the same whatever their values.
+  change what the parameters are: the ``.pth`` / Hugging Face export is the
+  same whatever their values. ``scan_layers`` changes how the encoder blocks
+  are laid out in the param tree (and so in train states and orbax
+  checkpoints); ``samjax.model.block_stacking`` converts between layouts.
 
   Encoder memory / compile-time fields:
     remat_policy: what each image-encoder block keeps for the backward pass
@@ -55,9 +57,11 @@ class SamConfig:
       identical blocks (the official layouts repeat "k windowed + 1 global"
       4 times; the k windowed blocks are an inner scan), so the compiled
       graph holds one windowed and one global block whatever the depth.
-      Params keep their unrolled names (``blocks_0`` ...
-      ``blocks_{depth-1}``); layouts with no repeating period fall back to
-      the unrolled loop (see ``encoder_scan_period``).
+      The scanned blocks' params are stored stacked
+      (``image_encoder/scanned_blocks/run_{k}``, leaves [groups, run length,
+      ...]; see ``samjax.model.block_stacking``) instead of ``blocks_0`` ...
+      ``blocks_{depth-1}``; layouts with no repeating period fall back to
+      the unrolled loop and layout (see ``encoder_scan_period``).
   """
 
   # Image encoder (ViTDet backbone).
@@ -109,11 +113,6 @@ class SamConfig:
                        f"{', '.join(REMAT_POLICIES)}")
     if not isinstance(self.scan_layers, bool):
       raise ValueError(f"scan_layers={self.scan_layers!r}; expected True or False")
-
-  @property
-  def encoder_remat_policy(self) -> str:
-    """``remat_policy``, under the name ``samjax.model.image_encoder`` reads."""
-    return self.remat_policy
 
   @property
   def encoder_block_windows(self) -> tuple[int, ...]:

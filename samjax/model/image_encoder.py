@@ -2,8 +2,8 @@
 
 Mirrors ``segment_anything/modeling/image_encoder.py`` (``ImageEncoderViT``,
 ``Block``, ``Attention``, ``PatchEmbed``, ``window_partition``,
-``get_rel_pos``, ``add_decomposed_rel_pos``). Parameter names follow the
-official state_dict (``blocks_3/attn/qkv`` <-> ``blocks.3.attn.qkv``).
+``get_rel_pos``, ``add_decomposed_rel_pos``). Unrolled, parameter names
+follow the official state_dict (``blocks_3/attn/qkv`` <-> ``blocks.3.attn.qkv``).
 
 Shapes (ViT-B at 1024): input [B, 1024, 1024, 3] normalised and padded,
 patch tokens [B, 64, 64, 768], windowed blocks attend within 14x14 windows
@@ -11,13 +11,13 @@ patch tokens [B, 64, 64, 768], windowed blocks attend within 14x14 windows
 returns [B, 64, 64, 256]. Channels-last throughout.
 
 Block loop (``SamConfig.scan_layers``, ``SamConfig.remat_policy``): the
-blocks either run unrolled (one HLO copy per block) or under ``lax.scan``
-over groups of ``encoder_scan_period`` blocks (ViT-B: 4 groups of 2 windowed
-+ 1 global), with the windowed run of each group scanned again, so the
-compiled graph holds one windowed and one global block at any depth.
-Windowed and global blocks have rel-pos tables of different lengths, so only
-blocks of the same kind are stacked. The param tree is the unrolled one in
-both cases; the scan stacks ``blocks_i`` inside the forward pass only.
+blocks either run unrolled (one HLO copy per block, params ``blocks_i``) or
+under ``nn.scan`` over groups of ``encoder_scan_period`` blocks (ViT-B: 4
+groups of 2 windowed + 1 global), with the windowed run of each group
+scanned again, so the compiled graph holds one windowed and one global block
+at any depth. The scanned params are stored stacked, one subtree per run of
+same-kind blocks (windowed and global rel-pos tables differ in length):
+``scanned_blocks/run_{k}``, laid out in ``samjax.model.block_stacking``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import numpy as np
 
 from samjax.logical_axes import constrain, param_init
 from samjax.model.attention import rel_pos_attention
+from samjax.model.block_stacking import SCANNED, block_runs, uses_stacked_blocks
 from samjax.model.configs import SamConfig
-from samjax.model.layers import Conv, Dense, DropPath, LayerNorm, MLPBlock, to_dtype, zeros
+from samjax.model.layers import Conv, Dense, LayerNorm, MLPBlock, drop_path, to_dtype, zeros
 
 
 def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:
@@ -141,31 +142,42 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm transformer block with windowed or global attention."""
+  """Pre-norm transformer block with windowed or global attention.
+
+  [B, h, w, C] -> [B, h, w, C]. ``key`` (this block's dropout key, with
+  ``keep``, its float32 keep probability) turns drop path on; the attention
+  and MLP branches draw independent per-sample masks from it.
+  """
   dim: int
   num_heads: int
   mlp_ratio: float
   window_size: int  # 0 = global attention
   input_size: tuple
-  drop_path: float = 0.0
   dtype: jnp.dtype = jnp.float32
   impl: str = "auto"
   query_chunk: int = 256
 
   @nn.compact
-  def __call__(self, x, deterministic: bool = True):
+  def __call__(self, x, keep=None, key=None):
+    attn_key, mlp_key = (None, None) if key is None else jax.random.split(key)
     shortcut = x
     x = LayerNorm(eps=1e-6, dtype=self.dtype, name="norm1")(x)
     window = self.window_size
     attn_size = (window, window) if window > 0 else self.input_size
     x = Attention(self.dim, self.num_heads, attn_size, window=window, dtype=self.dtype,
                   impl=self.impl, query_chunk=self.query_chunk, name="attn")(x)
-    drop = DropPath(self.drop_path)
-    x = shortcut + drop(x, deterministic)
+    x = shortcut + drop_path(x, keep, attn_key)
     y = LayerNorm(eps=1e-6, dtype=self.dtype, name="norm2")(x)
     y = MLPBlock(int(self.dim * self.mlp_ratio), dtype=self.dtype, name="mlp")(y)
-    x = x + drop(y, deterministic)
+    x = x + drop_path(y, keep, mlp_key)
     return constrain(x, ("batch", None, None, "embed"))
+
+
+class _ScanStep(Block):
+  """A ``Block`` as an ``nn.scan`` body: (carry, no per-step output)."""
+
+  def __call__(self, x, keep=None, key=None):
+    return super().__call__(x, keep, key), None
 
 
 class ImageEncoderViT(nn.Module):
@@ -186,10 +198,11 @@ class ImageEncoderViT(nn.Module):
                            (1, grid, grid, cfg.encoder_embed_dim), jnp.float32)
     x = x + pos_embed.astype(dtype)
 
-    if self._uses_scan():
-      x = self._scanned_blocks(x, deterministic)
+    drop = self._drop_path_inputs(deterministic)
+    if uses_stacked_blocks(cfg):
+      x = self._scanned_blocks(x, drop)
     else:
-      x = self._unrolled_blocks(x, deterministic)
+      x = self._unrolled_blocks(x, drop)
 
     out = cfg.prompt_embed_dim
     x = Conv(out, 1, use_bias=False, dtype=dtype, name="neck_0")(x)
@@ -199,131 +212,104 @@ class ImageEncoderViT(nn.Module):
     x = LayerNorm(eps=1e-6, dtype=jnp.float32, name="neck_3")(x)
     return x
 
-  def _uses_scan(self) -> bool:
-    """Whether this call runs the blocks under ``lax.scan``.
+  def _drop_path_inputs(self, deterministic: bool):
+    """(keep [depth] float32, keys [depth, ...]), or None when drop path is off.
 
-    Init always unrolls, so params are created as ``blocks_0..blocks_{d-1}``
-    exactly as without scan; layouts with no repeating period (custom sizes,
-    e.g. depth 5 with global blocks [1, 3]) also fall back to the unrolled
-    loop.
+    Block i keeps a sample with probability 1 - linspace(0, drop_path_rate,
+    depth)[i] and draws its masks from ``split(make_rng("dropout"),
+    depth)[i]``. Both loops take block i's pair from here, so the same rngs
+    give the same masks scanned or unrolled.
     """
     cfg = self.config
-    return (cfg.scan_layers and cfg.encoder_scan_period is not None
-            and not self.is_initializing())
+    if deterministic or cfg.drop_path_rate == 0.0:
+      return None
+    depth = cfg.encoder_depth
+    keep = np.float32(1.0) - np.linspace(0.0, cfg.drop_path_rate, depth).astype(np.float32)
+    return keep, jax.random.split(self.make_rng("dropout"), depth)
 
-  def _block_kwargs(self) -> dict:
-    cfg = self.config
-    grid = cfg.embedding_size
-    return dict(dim=cfg.encoder_embed_dim, num_heads=cfg.encoder_num_heads,
-                mlp_ratio=cfg.mlp_ratio, input_size=(grid, grid),
-                dtype=to_dtype(cfg.dtype), impl=cfg.attention_impl,
-                query_chunk=cfg.attention_query_chunk)
-
-  def _unrolled_blocks(self, x, deterministic: bool):
+  def _unrolled_blocks(self, x, drop):
     """[B, h, w, C] -> [B, h, w, C] through ``blocks_0..blocks_{depth-1}``."""
     cfg = self.config
-    block_cls = Block
-    policy = cfg.encoder_remat_policy
-    if policy != "none":
-      block_cls = nn.remat(Block, static_argnums=(2,), policy=checkpoint_policy(policy))
-    rates = np.linspace(0.0, cfg.drop_path_rate, cfg.encoder_depth)
+    block_cls = _remat(Block, cfg.remat_policy, prevent_cse=True)
     for i, window in enumerate(cfg.encoder_block_windows):
-      x = block_cls(window_size=window, drop_path=float(rates[i]),
-                    name=f"blocks_{i}", **self._block_kwargs())(x, deterministic)
+      block = block_cls(window_size=window, name=f"blocks_{i}", **_block_kwargs(cfg))
+      x = block(x, *_select(drop, i))
     return x
 
-  def _scanned_blocks(self, x, deterministic: bool):
-    """[B, h, w, C] -> [B, h, w, C]: ``lax.scan`` over groups of blocks.
+  def _scanned_blocks(self, x, drop):
+    """[B, h, w, C] -> [B, h, w, C]: ``nn.scan`` of ``_ScanGroup`` over the G groups.
 
-    With period p and G = depth / p groups, block g * p + j is the j-th block
-    of group g. Inside a group, consecutive blocks of the same kind form a
-    run (ViT-B: [windowed x 2, global], ViT-H: [windowed x 7, global]); a run
-    of length L > 1 is itself a ``lax.scan`` over L blocks, so the compiled
-    body holds one windowed and one global block whatever the depth. A run
-    starting at position j stacks the params of blocks g * p + j + l to
-    leaves [G, L, ...] ([G, ...] when L == 1); the bodies call
-    ``Block.apply`` on those plain arrays. Gradients flow back through the
-    stacks to the unrolled ``blocks_i`` leaves, so callers see the same
-    param and gradient trees as unrolled. With ``deterministic=True`` this is
-    the unrolled computation exactly.
-
-    Drop path: block i's rate (``linspace(0, drop_path_rate, depth)[i]``) is
-    a scanned input, and its ``dropout`` key is
-    ``split(make_rng("dropout"), depth)[i]``, with the encoder's own dropout
-    stream, so the same rngs give the same masks run to run (they are not the
-    masks of the unrolled path, which folds each block's name into the key).
+    Reads the stacked params under ``scanned_blocks`` (``block_stacking``)
+    as they are: the scan slices group g's params, keep probabilities and
+    keys (regrouped [G, p, ...], block g * p + j at [g, j]).
     """
     cfg = self.config
-    depth, period = cfg.encoder_depth, cfg.encoder_scan_period
-    groups = depth // period
-    windows = cfg.encoder_block_windows[:period]
-    runs = []  # (first position in the group, length, window)
-    for j, window in enumerate(windows):
-      if runs and runs[-1][2] == window:
-        runs[-1] = (runs[-1][0], runs[-1][1] + 1, window)
-      else:
-        runs.append((j, 1, window))
-
-    params = nn.unbox(self.variables["params"])
-    stacked = []
-    for j0, length, _ in runs:
-      # One stack per leaf (g-major), reshaped to [G, L, ...]: a single
-      # concatenate forward and one slice per block backward.
-      names = [f"blocks_{g * period + j0 + l}" for g in range(groups) for l in range(length)]
-      lead = (groups,) if length == 1 else (groups, length)
-      stacked.append(jax.tree.map(
-          lambda *leaves, lead=lead: jnp.stack(leaves).reshape(lead + leaves[0].shape),
-          *[params[n] for n in names]))
-
-    use_drop = not deterministic and cfg.drop_path_rate > 0.0
-    if use_drop:
-      rates = jnp.asarray(np.linspace(0.0, cfg.drop_path_rate, depth),
-                          jnp.float32).reshape(groups, period)
-      keys = jax.random.split(self.make_rng("dropout"), depth)
-      keys = keys.reshape((groups, period) + keys.shape[1:])
-    else:
-      rates = keys = None
-
-    policy = cfg.encoder_remat_policy
-    kwargs = self._block_kwargs()
-
-    def block_fn(window):
-      def apply_block(p, h, rate, key):
-        # parent=None: a standalone module on plain arrays, not a child of
-        # this encoder (whose scope cannot be used inside lax.scan).
-        block = Block(window_size=window, drop_path=rate if use_drop else 0.0,
-                      parent=None, **kwargs)
-        return block.apply({"params": p}, h, deterministic,
-                           rngs={"dropout": key} if use_drop else None)
-      if policy == "none":
-        return apply_block
-      # prevent_cse=False is safe under scan: the forward and the backward
-      # recomputation live in different loops, so XLA cannot merge them.
-      return jax.checkpoint(apply_block, policy=checkpoint_policy(policy),
-                            prevent_cse=False)
-
-    def run_fn(length, window):
-      fn = block_fn(window)
-      if length == 1:
-        return fn
-
-      def apply_run(p, h, rate, key):  # leaves [L, ...], rate [L], key [L, 2]
-        def step(h, xs):
-          p_l, rate_l, key_l = xs
-          return fn(p_l, h, rate_l, key_l), None
-        h, _ = jax.lax.scan(step, h, (p, rate, key))
-        return h
-      return apply_run
-    fns = [run_fn(length, window) for _, length, window in runs]
-
-    def group(h, xs):
-      ps, r, k = xs  # one group: run params, rates [p], keys [p, 2]
-      for (j0, length, _), fn, p in zip(runs, fns, ps):
-        sl = j0 if length == 1 else slice(j0, j0 + length)
-        h = fn(p, h, None if r is None else r[sl], None if k is None else k[sl])
-      return h, None
-    x, _ = jax.lax.scan(group, x, (tuple(stacked), rates, keys))
+    groups = cfg.encoder_depth // cfg.encoder_scan_period
+    if drop is not None:
+      drop = jax.tree.map(lambda a: a.reshape((groups, -1) + a.shape[1:]), drop)
+    x, _ = _stacked_scan(_ScanGroup, groups)(cfg, name=SCANNED)(x, drop)
     return x
+
+
+class _ScanGroup(nn.Module):
+  """One group of ``encoder_scan_period`` blocks, the body of the scan over groups.
+
+  Each run of same-kind blocks (``block_stacking.block_runs``) is one child
+  named ``run_{k}``: a single block, or an inner ``nn.scan`` over the run's
+  blocks. So the traced graph holds one windowed and one global block
+  whatever the depth. ``drop``: (keep [p], keys [p, ...]) or None.
+  """
+  config: SamConfig
+
+  @nn.compact
+  def __call__(self, x, drop):
+    cfg = self.config
+    # prevent_cse=False is safe under scan: the forward and the backward
+    # recomputation live in different loops, so XLA cannot merge them.
+    for run in block_runs(cfg):
+      kwargs = dict(window_size=run.window, name=run.name, **_block_kwargs(cfg))
+      if run.length == 1:
+        block = _remat(Block, cfg.remat_policy, prevent_cse=False)(**kwargs)
+        x = block(x, *_select(drop, run.start))
+      else:
+        step = _remat(_ScanStep, cfg.remat_policy, prevent_cse=False)
+        run_slots = slice(run.start, run.start + run.length)
+        x, _ = _stacked_scan(step, run.length)(**kwargs)(x, *_select(drop, run_slots))
+    return x, None
+
+
+def _block_kwargs(cfg: SamConfig) -> dict:
+  """``Block`` fields shared by every encoder block (all but ``window_size``)."""
+  grid = cfg.embedding_size
+  return dict(dim=cfg.encoder_embed_dim, num_heads=cfg.encoder_num_heads,
+              mlp_ratio=cfg.mlp_ratio, input_size=(grid, grid),
+              dtype=to_dtype(cfg.dtype), impl=cfg.attention_impl,
+              query_chunk=cfg.attention_query_chunk)
+
+
+def _select(drop, index):
+  """(keep[index], keys[index]) of a (keep, keys) pair; (None, None) when drop path is off."""
+  if drop is None:
+    return None, None
+  keep, keys = drop
+  return keep[index], keys[index]
+
+
+def _remat(block_cls, policy: str, prevent_cse: bool):
+  """``block_cls`` under ``nn.remat`` with the ``remat_policy`` named ``policy``."""
+  if policy == "none":
+    return block_cls
+  return nn.remat(block_cls, policy=checkpoint_policy(policy), prevent_cse=prevent_cse)
+
+
+def _stacked_scan(module_cls, length: int):
+  """``nn.scan`` of ``module_cls`` over ``length`` steps; its params are
+  created and read stacked on a new leading axis."""
+  return nn.scan(module_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                 in_axes=0, length=length,
+                 # The stacked dim has no logical name: replicated whatever the
+                 # rules, while the per-block dims keep theirs.
+                 metadata_params={nn.PARTITION_NAME: None})
 
 
 def checkpoint_policy(name: str):

@@ -141,23 +141,19 @@ class ConvTranspose2x2(nn.Module):
     return y.reshape(b, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
 
 
-class DropPath(nn.Module):
-  """Stochastic depth per sample (timm ``DropPath``); identity when deterministic.
+def drop_path(x, keep, key):
+  """Stochastic depth per sample (timm ``DropPath``): [B, ...] -> [B, ...].
 
-  ``rate`` is a Python float or a traced scalar (the scanned encoder passes
-  each block's rate as a scanned input); a traced rate of 0 keeps every
-  sample, since ``bernoulli(p=1)`` is always True.
+  Each sample is kept with probability ``keep`` (a float32 scalar, concrete
+  or traced: the scanned encoder passes each block's as a scanned input) and
+  scaled by 1 / keep, or zeroed. ``key`` is the caller's own dropout key (the
+  encoder derives one per block, so scanned and unrolled blocks draw the
+  same masks); ``key=None`` is the identity (deterministic, or no drop path).
   """
-  rate: float | jax.Array = 0.0
-
-  @nn.compact
-  def __call__(self, x, deterministic: bool = True):
-    if deterministic or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
-      return x
-    keep = 1.0 - self.rate
-    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
-    # A traced float32 rate would promote bf16 activations; a Python float is
-    # weakly typed and already keeps x's dtype.
-    scale = keep if isinstance(keep, float) else jnp.asarray(keep, x.dtype)
-    return jnp.where(mask, x / scale, jnp.zeros_like(x))
+  if key is None:
+    return x
+  keep = jnp.asarray(keep, jnp.float32)
+  shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+  mask = jax.random.bernoulli(key, keep, shape)
+  # In x's dtype: a float32 keep would promote bf16 activations.
+  return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))

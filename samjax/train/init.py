@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from samjax.model.block_stacking import convert_block_layout
+
 
 def make_init_params(init_cfg, model, log=print):
   """Returns ``rng -> params`` for ``init_cfg.kind`` in {scratch, sam, mae}.
@@ -32,6 +34,9 @@ def make_init_params(init_cfg, model, log=print):
     if not config.same_architecture(model.config):
       raise ValueError(f"init checkpoint {init_cfg.checkpoint} holds {config.describe()}, "
                        f"the model is {model.config.describe()}")
+    # The checkpoint's layout may differ from the model's (a .pth into a
+    # scan_layers run): restack the encoder blocks to the model's.
+    params = convert_block_layout(params, config, model.config)
     params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
     return lambda rng: jax.tree_util.tree_map(jax.numpy.asarray, params)
   if kind == "mae":

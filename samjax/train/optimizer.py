@@ -1,8 +1,9 @@
 """AdamW with SAM's recipe: decay mask, layer-wise lr decay, warmup + step decay.
 
 Per-parameter learning-rate multipliers (layer decay, frozen buffers) are
-applied by ``scale_by_tree``; the schedule is linear warmup then a factor
-(0.1) at each decay step, as in the paper.
+applied by ``scale_by_tree`` (per-block arrays for leaves of stacked encoder
+blocks); the schedule is linear warmup then a factor (0.1) at each decay
+step, as in the paper.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from samjax.model.block_stacking import SCANNED, block_runs
 from samjax.model.configs import SamConfig
 
 # Buffers of the official model that live in params here: never trained.
@@ -32,14 +35,22 @@ def decay_mask(params):
       lambda path, _: _names(path)[-1] not in NO_DECAY_NAMES, params)
 
 
-def layer_id(names: Sequence[str], depth: int) -> int:
-  """ViT layer index of a param: 0 stem, 1..depth blocks, depth + 1 the rest."""
+def layer_id(names: Sequence[str], config: SamConfig) -> int | np.ndarray:
+  """ViT layer index of a param: 0 stem, 1..depth blocks, depth + 1 the rest.
+
+  A stacked leaf (``image_encoder/scanned_blocks/run_k``, see
+  ``samjax.model.block_stacking``) holds several blocks: its layer index is
+  an int array over the stacked dims ([G, L] or [G]), one entry per block.
+  """
   if names[0] == "image_encoder":
     if names[1] in ("patch_embed", "pos_embed"):
       return 0
     if names[1].startswith("blocks_"):
       return int(names[1].split("_")[1]) + 1
-  return depth + 1
+    if names[1] == SCANNED:
+      runs = {run.name: run for run in block_runs(config)}
+      return runs[names[2]].block_index + 1
+  return config.encoder_depth + 1
 
 
 def _frozen(names, image_encoder_lr_scale: float) -> bool:
@@ -57,15 +68,28 @@ def lr_multipliers(params, config: SamConfig, layer_decay: float,
                    image_encoder_lr_scale: float = 1.0):
   """Pytree of per-param lr multipliers: layer_decay ** (depth + 1 - layer),
   times ``image_encoder_lr_scale`` inside the image encoder (fine-tuning:
-  a lower encoder lr, or 0 to freeze it)."""
+  a lower encoder lr, or 0 to freeze it).
+
+  A float per leaf; for a stacked leaf [*S, ...] of several encoder blocks a
+  float64 array [*S, 1, ...] (broadcasts against the leaf) holding each
+  block's own multiplier, the same number as its per-block leaf would get.
+  """
   depth = config.encoder_depth
 
-  def mult(path, _):
+  def block_mult(layer: int, names) -> float:
+    m = float(layer_decay ** (depth + 1 - layer))
+    return m * image_encoder_lr_scale if names[0] == "image_encoder" else m
+
+  def mult(path, leaf):
     names = _names(path)
     if _frozen(names, image_encoder_lr_scale):
       return 0.0
-    m = float(layer_decay ** (depth + 1 - layer_id(names, depth)))
-    return m * image_encoder_lr_scale if names[0] == "image_encoder" else m
+    layer = layer_id(names, config)
+    if isinstance(layer, int):
+      return block_mult(layer, names)
+    # Python floats block by block, as the per-block leaves get them.
+    m = np.array([block_mult(int(i), names) for i in layer.ravel()])
+    return m.reshape(layer.shape + (1,) * (len(leaf.shape) - layer.ndim))
   return jax.tree_util.tree_map_with_path(mult, params)
 
 
@@ -74,7 +98,8 @@ class ScaleByTreeState(NamedTuple):
 
 
 def scale_by_tree(multipliers) -> optax.GradientTransformation:
-  """Multiplies each update by a constant from a pytree of floats."""
+  """Multiplies each update by a constant from a pytree of floats (or of
+  arrays that broadcast against their leaves)."""
   def init(params):
     del params
     return ScaleByTreeState()

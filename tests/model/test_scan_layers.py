@@ -1,9 +1,10 @@
-"""Scanned image-encoder blocks and remat policies: same numbers, same params, flat graph.
+"""Scanned image-encoder blocks and remat policies: same numbers, stacked params, flat graph.
 
 A 6-block encoder with global blocks [2, 5] has ViT-B's layout at half the
 depth: the scan runs 2 groups of (2 windowed + 1 global), the 2 windowed
 blocks as an inner scan. 64px input, window 3 on a 4x4 grid (padded to 6x6)
-keeps the window-padding path in play at CPU-test size.
+keeps the window-padding path in play at CPU-test size. The scanned model's
+params are the unrolled ones stacked (``samjax.model.block_stacking``).
 """
 
 import json
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from samjax import build
+from samjax.model.block_stacking import stack_encoder_blocks, unstack_encoder_blocks
 from samjax.model.configs import REMAT_POLICIES, VARIANTS, SamConfig
 
 SMALL = SamConfig(encoder_embed_dim=32, encoder_depth=6, encoder_num_heads=2,
@@ -48,7 +50,7 @@ def _random_params(cfg, seed=0):
 
 @pytest.fixture(scope="module")
 def setup():
-  """(params, images [2, 3, 64, 64], unrolled no-remat (embeddings, grads))."""
+  """(per-block params, images [2, 3, 64, 64], unrolled no-remat (embeddings, grads))."""
   params = _random_params(SMALL)
   images = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 64, 64)), jnp.float32)
   return params, images, _embed_and_grad(build(SMALL), params, images)
@@ -88,17 +90,22 @@ def test_scanned_outputs_and_grads_match_unrolled(setup, policy):
   params, images, (ref_emb, ref_grads) = setup
   # drop_path_rate is inert when deterministic: exactly the unrolled numbers.
   model = build(SMALL, scan_layers=True, remat_policy=policy, drop_path_rate=0.5)
-  emb, grads = _embed_and_grad(model, params, images)
+  emb, grads = _embed_and_grad(model, stack_encoder_blocks(params, model.config), images)
   np.testing.assert_allclose(np.asarray(emb), np.asarray(ref_emb), rtol=1e-5, atol=1e-5)
+  grads = unstack_encoder_blocks(grads, model.config)
   _assert_trees_close(grads, ref_grads)
   assert float(jnp.abs(grads["image_encoder"]["blocks_5"]["attn"]["rel_pos_h"]).max()) > 0
 
 
-def test_param_tree_is_the_same_with_scan():
+def test_scanned_param_tree_is_the_stacked_unrolled_tree():
   plain, scanned = build(SMALL), build(SMALL, scan_layers=True, remat_policy="block")
-  assert plain.param_shapes() == scanned.param_shapes()
-  assert plain.logical_axes() == scanned.logical_axes()
-  assert "blocks_5" in scanned.param_shapes()["image_encoder"]
+  stacked = jax.eval_shape(lambda p: stack_encoder_blocks(p, scanned.config),
+                           plain.param_shapes())
+  assert scanned.param_shapes() == stacked
+  encoder = scanned.param_shapes()["image_encoder"]
+  assert not any(k.startswith("blocks_") for k in encoder)
+  assert encoder["scanned_blocks"]["run_0"]["attn"]["qkv"]["kernel"].shape == (2, 2, 32, 96)
+  assert encoder["scanned_blocks"]["run_1"]["attn"]["rel_pos_h"].shape == (2, 7, 16)
 
 
 def _count(jaxpr, name):
@@ -111,10 +118,10 @@ def _count(jaxpr, name):
   return n
 
 
-def _forward_jaxpr(cfg, shapes=None):
-  """Jaxpr of ``embed_images`` (``shapes``: the param shapes, if known)."""
+def _forward_jaxpr(cfg):
+  """Jaxpr of ``embed_images``."""
   model = build(cfg)
-  shapes = model.param_shapes() if shapes is None else shapes
+  shapes = model.param_shapes()
   images = jax.ShapeDtypeStruct((1, 3, cfg.image_size, cfg.image_size), jnp.float32)
   return jax.make_jaxpr(model.embed_images)(shapes, images).jaxpr
 
@@ -132,9 +139,8 @@ def test_scan_keeps_the_graph_size_flat_in_depth():
              small.replace(encoder_depth=16, encoder_global_attn_indexes=(7, 15))]
   dots, scans = {}, {}
   for cfg in layouts:
-    shapes = build(cfg).param_shapes()  # the same with scan on and off
     for scan in (False, True) if cfg.encoder_depth < 16 else (True,):
-      jaxpr = _forward_jaxpr(cfg.replace(scan_layers=scan), shapes)
+      jaxpr = _forward_jaxpr(cfg.replace(scan_layers=scan))
       scans[cfg.encoder_depth, scan] = _count(jaxpr, "scan")
       dots[cfg.encoder_depth, scan] = _count(jaxpr, "dot_general")
   assert scans == {(6, False): 0, (12, False): 0,
@@ -159,6 +165,7 @@ def test_scanned_drop_path_is_seeded_and_keeps_dtype(setup):
   params, images, _ = setup
   model = build(SMALL, scan_layers=True, drop_path_rate=0.5, dtype="bfloat16",
                 remat_policy="block")
+  params = stack_encoder_blocks(params, model.config)
 
   def train_embed(p, key):
     return model.embed_images(p, images, deterministic=False, rngs={"dropout": key})
@@ -181,14 +188,15 @@ def test_offload_policy_moves_residuals_to_host(setup, scan):
 
   def grad_jaxpr(policy):
     model = build(SMALL, scan_layers=scan, remat_policy=policy)
-    return str(jax.make_jaxpr(jax.grad(lambda p: jnp.sum(model.embed_images(p, images))))(params))
+    p = stack_encoder_blocks(params, model.config)
+    return str(jax.make_jaxpr(jax.grad(lambda p: jnp.sum(model.embed_images(p, images))))(p))
   assert "MemorySpace.Host" in grad_jaxpr("offload")
   assert "MemorySpace.Host" not in grad_jaxpr("dots_saveable")
 
 
 def test_remat_policy_validation_and_json():
   assert SamConfig().remat_policy == "none"
-  assert SamConfig(remat_policy="offload").encoder_remat_policy == "offload"
+  assert SamConfig(remat_policy="offload").remat_policy == "offload"
   with pytest.raises(TypeError, match="remat"):
     SamConfig(remat=True)  # the former switch: remat_policy="block" says it
   with pytest.raises(ValueError, match=r"remat_policy='full'.*none, block, dots_saveable, offload"):
@@ -225,11 +233,12 @@ def test_sharded_scanned_forward_matches_single_device(setup):
   mesh = jax.sharding.Mesh(devices, ("data", "fsdp", "model"),
                            axis_types=(jax.sharding.AxisType.Auto,) * 3)
   shardings = nn.logical_to_mesh_sharding(model.logical_axes(), mesh, DEFAULT_LOGICAL_RULES)
-  sharded = jax.device_put(params, shardings)
+  sharded = jax.device_put(stack_encoder_blocks(params, model.config), shardings)
   images_sharded = jax.device_put(
       images, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"))))
   with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_LOGICAL_RULES):
     out = _run(model.embed_images, sharded, images_sharded)
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref_emb), rtol=1e-5, atol=1e-4)
-  qkv = sharded["image_encoder"]["blocks_0"]["attn"]["qkv"]["kernel"]
-  assert qkv.sharding.spec == jax.sharding.PartitionSpec("fsdp", "model")
+  # Stacked dims replicated, each block's own dims sharded as unrolled.
+  qkv = sharded["image_encoder"]["scanned_blocks"]["run_0"]["attn"]["qkv"]["kernel"]
+  assert qkv.sharding.spec == jax.sharding.PartitionSpec(None, None, "fsdp", "model")
