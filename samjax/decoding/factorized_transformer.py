@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from samjax.decoding import few_token_attention
 from samjax.logical_axes import param_init
+from samjax.model import transformer as reference
 from samjax.model.attention import masked_attention
 from samjax.model.layers import LayerNorm, MLPBlock, default_kernel_init, zeros
 
@@ -122,14 +123,8 @@ def add_per_prompt(shared, per_row):
   return (shared[:, None] + rows).reshape(per_row.shape)
 
 
-class TwoWayAttentionBlock(nn.Module):
-  """One two-way block: (queries [B, Nq, C], keys [B, Nk, C]) -> same shapes."""
-  embedding_dim: int
-  num_heads: int
-  mlp_dim: int
-  downsample_rate: int = 2
-  skip_first_layer_pe: bool = False
-  dtype: jnp.dtype = jnp.float32
+class TwoWayAttentionBlock(reference.TwoWayAttentionBlock):
+  """The reference block's fields and parameters, factorized attention."""
 
   @nn.compact
   def __call__(self, queries, keys, query_pe, key_pe, token_valid=None, image_heads=None):
@@ -177,14 +172,9 @@ class TwoWayAttentionBlock(nn.Module):
     return queries, keys
 
 
-class TwoWayTransformer(nn.Module):
-  """image [B, h*w, C] + image PE + tokens [B, Nq, C] -> (tokens, image tokens)."""
-  depth: int
-  embedding_dim: int
-  num_heads: int
-  mlp_dim: int
-  downsample_rate: int = 2
-  dtype: jnp.dtype = jnp.float32
+class TwoWayTransformer(reference.TwoWayTransformer):
+  """The reference transformer's fields and parameters, factorized blocks:
+  image [B, h*w, C] + image PE + tokens [B, Nq, C] -> (tokens, image tokens)."""
 
   @nn.compact
   def __call__(self, image_embedding, image_pe, point_embedding, token_valid=None,
