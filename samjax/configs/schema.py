@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = _model_fields()
   c.init = _init_fields()
   c.data = _data_fields()
-  c.sim = _sim_fields()
+  c.sim = sim_fields()
   c.total_steps = 180_000
   c.optim = _optim_fields()
   _add_parallelism_fields(c)
@@ -88,7 +88,7 @@ def _data_fields() -> ml_collections.ConfigDict:
   return data
 
 
-def _sim_fields() -> ml_collections.ConfigDict:
+def sim_fields() -> ml_collections.ConfigDict:
   """``config.sim``: interactive prompt simulation and loss weights
   (InteractiveConfig)."""
   sim = ml_collections.ConfigDict()

@@ -23,26 +23,29 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from samjax.configs.schema import sim_fields
 from samjax.decoding.training import TrainingPlan
 from samjax.model.prompts import Prompts
 from samjax.train import prompt_sampling
 from samjax.train.losses import mask_iou, masked_mean, sam_loss
 
+# The schema owns the defaults (and documents each field).
+_DEFAULTS = sim_fields()
+
 
 @dataclasses.dataclass(frozen=True)
 class InteractiveConfig:
-  num_point_iters: int = 8
-  num_mask_only_iters: int = 2       # 0, 1 (last) or 2 (one random + last)
-  point_prob: float = 0.5            # first prompt: point with this prob, else box
-  box_noise_frac: float = 0.1
-  box_noise_max: float = 20.0
-  focal_weight: float = 20.0
-  dice_weight: float = 1.0
-  iou_weight: float = 1.0
-  # Each prompt chunk's decoder gradient right after its forward pass: one
-  # chunk's activations in memory, nothing recomputed (a setting of the
-  # training plan, samjax.decoding.training).
-  eager_chunk_grads: bool = False
+  """``config.sim`` as a frozen dataclass (see ``samjax.configs.schema.sim_fields``)."""
+  num_point_iters: int = _DEFAULTS.num_point_iters
+  num_mask_only_iters: int = _DEFAULTS.num_mask_only_iters   # 0, 1 (last) or 2
+  point_prob: float = _DEFAULTS.point_prob
+  box_noise_frac: float = _DEFAULTS.box_noise_frac
+  box_noise_max: float = _DEFAULTS.box_noise_max
+  focal_weight: float = _DEFAULTS.focal_weight
+  dice_weight: float = _DEFAULTS.dice_weight
+  iou_weight: float = _DEFAULTS.iou_weight
+  # Read by the training plan (samjax.decoding.training), not the simulation.
+  eager_chunk_grads: bool = _DEFAULTS.eager_chunk_grads
 
   def __post_init__(self):
     if self.num_mask_only_iters not in (0, 1, 2):

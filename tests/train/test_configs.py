@@ -334,3 +334,10 @@ def test_configs_are_locked():
     c.new_field = 1
   with pytest.raises(KeyError, match="locked"):
     c.optim["momentum"] = 0.9
+
+
+def test_interactive_config_defaults_are_the_schema_sim():
+  """The schema owns the simulation's defaults; InteractiveConfig reads them."""
+  import dataclasses
+  from samjax.configs.schema import base_config
+  assert dataclasses.asdict(InteractiveConfig()) == dict(base_config().sim)

@@ -124,17 +124,6 @@ def small_simulation():
           "v0": v0, "g0": g0}
 
 
-def test_factorized_decoder_form_changes_nothing(small_simulation):
-  """The training plan's factorized decoder: the same simulation loss and
-  gradients as the reference form, in chunks of one mask."""
-  params, loss = small_simulation["params"], small_simulation["loss"]
-  plain, v0, g0 = small_simulation["plain"], small_simulation["v0"], small_simulation["g0"]
-  v1, g1 = jax.jit(jax.value_and_grad(lambda p: loss(p, plain, 1, form="factorized")))(params)
-  np.testing.assert_allclose(float(v1), float(v0), rtol=1e-6)
-  for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g0)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-7)
-
-
 def test_eager_chunk_grads_give_the_same_loss_gradients_and_metrics(small_simulation):
   """``eager_chunk_grads`` takes each prompt chunk's gradient in the forward
   pass: same loss, gradients and metrics as the plain program (with masks
