@@ -339,5 +339,6 @@ def test_configs_are_locked():
 def test_interactive_config_defaults_are_the_schema_sim():
   """The schema owns the simulation's defaults; InteractiveConfig reads them."""
   import dataclasses
+
   from samjax.configs.schema import base_config
   assert dataclasses.asdict(InteractiveConfig()) == dict(base_config().sim)
