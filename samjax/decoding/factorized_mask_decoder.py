@@ -138,3 +138,29 @@ class FactorizedMaskDecoder(nn.Module):
                    name="iou_prediction_head")(iou_token_out)
     iou_pred = jnp.stack([iou_pred[:, t] for t in sel], axis=1)
     return masks, iou_pred.astype(jnp.float32)
+
+
+def channels_last_pe(model, params):
+  """``model``'s image positional encoding as [h, w, C] (what the factorized
+  decoder reads)."""
+  return jnp.transpose(model.dense_pe(params), (1, 2, 0))
+
+
+def decode_prompts(model, params, embeddings, image_pe, prompts, image_terms=None,
+                   mask_tokens: tuple[int, ...] | None = None,
+                   mask_grid: tuple[int, int] | None = None):
+  """``FactorizedMaskDecoder`` on ``model``'s params for a ``Prompts`` batch.
+
+  embeddings [b, h, w, C] channels-last, one per image; image_pe [h, w, C];
+  prompts [b, M, ...]; ``image_terms``, ``mask_tokens``, ``mask_grid`` as
+  ``FactorizedMaskDecoder``'s (without image terms each prompt reads its own
+  copy of its image's embedding). -> (logits [b, M, K, 4h, 4w], IoU [b, M, K]).
+  """
+  b, m = prompts.shape
+  sparse, valid, dense = model.embed_prompts(params, prompts)
+  if image_terms is None:
+    embeddings = constrain(jnp.repeat(embeddings, m, axis=0), ("batch", None, None, "embed"))
+  masks, iou = FactorizedMaskDecoder(model.config).apply(
+      {"params": params["mask_decoder"]}, embeddings, image_pe, sparse, valid, dense,
+      image_terms, mask_tokens, mask_grid)
+  return masks.reshape(b, m, *masks.shape[1:]), iou.reshape(b, m, -1)

@@ -30,9 +30,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from samjax.decoding.factorized_mask_decoder import FactorizedMaskDecoder
+from samjax.decoding.factorized_mask_decoder import channels_last_pe, decode_prompts
 from samjax.decoding.factorized_transformer import project_image_heads
-from samjax.decoding.prompt_chunks import merge_chunks, split_chunks
+from samjax.decoding.prompt_chunks import map_prompt_chunks
 from samjax.model.layers import to_dtype
 from samjax.model.prompts import Prompts
 from samjax.model.sam import SamModel
@@ -64,7 +64,7 @@ class InteractivePlan:
 
   def image_pe(self, params):
     """[h, w, C] positional encoding (depends on params only: compute once)."""
-    return jnp.transpose(self.model.dense_pe(params), (1, 2, 0))
+    return channels_last_pe(self.model, params)
 
   def prepare(self, params, embeddings, image_pe=None) -> ImageState:
     """[b, C, h, w] embeddings (``SamModel.embed_images``), optional
@@ -95,23 +95,15 @@ class InteractivePlan:
     the logits (the same values), for callers that read only the part the
     resized image covers."""
     tokens = (1, 2, 3) if multimask_output else (0,)
-    m = prompts.shape[1]
 
     def run(chunk: Prompts):
-      cb, cm = chunk.shape
-      sparse, valid, dense = self.model.embed_prompts(params, chunk)
-      if chunk.mask_inputs is None:   # the cached first-block terms apply
-        emb, terms = state.embeddings, (state.src, *state.first_block)
-      else:                           # a mask input replaces the no-mask embedding
-        emb, terms = jnp.repeat(state.embeddings, cm, axis=0), None
-      masks, iou = FactorizedMaskDecoder(self.model.config).apply(
-          {"params": params["mask_decoder"]}, emb, state.image_pe, sparse, valid, dense,
-          terms, tokens, mask_grid)
-      return masks.reshape(cb, cm, *masks.shape[1:]), iou.reshape(cb, cm, -1)
+      # The cached first-block terms hold the no-mask embedding: a mask input
+      # replaces it, so those prompts are decoded without them.
+      terms = (state.src, *state.first_block) if chunk.mask_inputs is None else None
+      return decode_prompts(self.model, params, state.embeddings, state.image_pe, chunk,
+                            terms, tokens, mask_grid)
 
-    if self.prompt_chunk and m > self.prompt_chunk:
-      return merge_chunks(jax.lax.map(run, split_chunks(prompts, self.prompt_chunk)))
-    return run(prompts)
+    return map_prompt_chunks(run, prompts, self.prompt_chunk)
 
   def padded_batch(self, batch: int) -> int:
     """Prompts per call that fit ``batch`` prompts starting at any slot

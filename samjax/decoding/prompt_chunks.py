@@ -30,3 +30,12 @@ def merge_chunks(tree, axis: int = 1):
     x = jnp.moveaxis(x, 0, axis)
     return x.reshape(*x.shape[:axis], -1, *x.shape[axis + 2:])
   return jax.tree_util.tree_map(merge, tree)
+
+
+def map_prompt_chunks(fn, prompts, chunk: int):
+  """``fn`` over sequential chunks of ``chunk`` of the M prompts (``lax.map``),
+  outputs merged back to [..., M, ...]; ``fn(prompts)`` when ``chunk`` is 0
+  or covers all M. ``prompts``: a ``Prompts`` batch [B, M, ...]."""
+  if chunk and prompts.shape[1] > chunk:
+    return merge_chunks(jax.lax.map(fn, split_chunks(prompts, chunk)))
+  return fn(prompts)

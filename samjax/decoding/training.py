@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 
 from samjax.decoding.eager_grad import chunked_sum_eager_grad
-from samjax.decoding.factorized_mask_decoder import FactorizedMaskDecoder
-from samjax.decoding.prompt_chunks import merge_chunks, split_chunks
-from samjax.logical_axes import constrain
+from samjax.decoding.factorized_mask_decoder import channels_last_pe, decode_prompts
+from samjax.decoding.prompt_chunks import map_prompt_chunks, merge_chunks, split_chunks
 from samjax.model.prompts import Prompts
 from samjax.model.sam import SamModel
 
@@ -46,11 +44,8 @@ class TrainingPlan:
   def predict_masks(self, params, embeddings, prompts: Prompts):
     """[B, C, h, w] embeddings, ``Prompts`` [B, K, ...] -> all four tokens'
     logits [B, K, 4, 4h, 4w] and IoU [B, K, 4]; ``prompt_chunk`` masks per call."""
-    run = lambda chunk: self._decode(params, embeddings, chunk)
-    k = prompts.shape[1]
-    if self.prompt_chunk and k > self.prompt_chunk:
-      return merge_chunks(jax.lax.map(run, split_chunks(prompts, self.prompt_chunk)))
-    return run(prompts)
+    return map_prompt_chunks(lambda chunk: self._decode(params, embeddings, chunk), prompts,
+                             self.prompt_chunk)
 
   def eager_weighted_loss(self, params, embeddings, prompts: Prompts, per_mask, extra,
                           weight):
@@ -84,11 +79,5 @@ class TrainingPlan:
   def _decode(self, params, embeddings, prompts: Prompts):
     if self.decoder_form == "reference":
       return self.model.predict_masks(params, embeddings, prompts)
-    b, k = prompts.shape
-    sparse, valid, dense = self.model.embed_prompts(params, prompts)
-    emb = jnp.repeat(jnp.transpose(embeddings, (0, 2, 3, 1)), k, axis=0)
-    emb = constrain(emb, ("batch", None, None, "embed"))
-    pe = jnp.transpose(self.model.dense_pe(params), (1, 2, 0))
-    masks, iou = FactorizedMaskDecoder(self.model.config).apply(
-        {"params": params["mask_decoder"]}, emb, pe, sparse, valid, dense)
-    return masks.reshape(b, k, *masks.shape[1:]), iou.reshape(b, k, -1)
+    emb = jnp.transpose(embeddings, (0, 2, 3, 1))
+    return decode_prompts(self.model, params, emb, channels_last_pe(self.model, params), prompts)
