@@ -38,7 +38,7 @@ reference_run = train_fixtures.reference_run
 # be rebuilt whenever the worker ran another module's test in between.
 pytestmark = pytest.mark.xdist_group("train_gcs")
 
-NOISE = ("Task exception was never retrieved", "Exception ignored in", "Traceback")
+NOISE = ("exception was never retrieved", "Exception ignored in", "Traceback")
 
 
 @pytest.fixture(scope="session")
