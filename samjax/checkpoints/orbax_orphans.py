@@ -2,31 +2,41 @@
 
 Where the noise comes from: orbax restores a checkpoint on a fresh asyncio
 event loop (``orbax.checkpoint._src.asyncio_utils.run_sync``), reading every
-array shard as a task under ``asyncio.gather``. When one shard is unreadable
-(a truncated or corrupt file), ``gather`` raises that first error, which
-``samjax.checkpoints.workdir`` reports in one line, and orbax closes the
-loop without waiting for or cancelling the other reads. When those orphaned tasks and
-coroutines are garbage collected, Python reports each again: asyncio logs
-"Task exception was never retrieved" (logger ``asyncio``) for every read
-that failed too, and every coroutine that was still waiting prints "Exception
-ignored in: <coroutine ...>" (``sys.unraisablehook``), each with a TensorStore
-spec: thousands of lines after a single corrupt step.
+array shard as a task under ``asyncio.gather``, each awaiting a TensorStore
+future. When one shard is unreadable (a truncated or corrupt file),
+``gather`` raises that first error, which ``samjax.checkpoints.workdir``
+reports in one line, and orbax closes the loop without waiting for or
+cancelling the other reads. What is left then reports itself, at garbage
+collection or whenever a TensorStore thread finishes a read, each report with
+a TensorStore spec: thousands of lines after a single corrupt step.
+
+* asyncio logs "<Task | Future | _GatheringFuture> exception was never
+  retrieved" (logger ``asyncio``) for each failed read and for the gather;
+* every coroutine still waiting prints "Exception ignored in: <coroutine
+  ...>" (``sys.unraisablehook``);
+* every TensorStore read finishing later tries to wake the closed loop
+  (``call_soon_threadsafe``) and prints "RuntimeError: Event loop is closed"
+  through ``sys.unraisablehook``.
 
 ``after_failed_restore`` (called after a failed restore, once the error is
-in hand) drops exactly those reports, and nothing before a restore has failed:
+in hand; nothing is filtered before a restore has failed) drops exactly what
+concerns work left on an event loop that is already closed, where nobody can
+ever retrieve it, or orbax's own coroutines:
 
-* asyncio's "Task exception was never retrieved" and "_GatheringFuture
-  exception was never retrieved" records whose exception passed through
-  orbax.checkpoint's code;
-* unraisable exceptions of coroutines defined in orbax.checkpoint;
+* asyncio's "exception was never retrieved" records reported through a
+  closed loop, or whose exception passed through orbax.checkpoint's code;
+* unraisable exceptions of coroutines defined in orbax.checkpoint, and
+  "Event loop is closed" raised by asyncio's ``call_soon_threadsafe``;
 
 then collects garbage, so this attempt's orphans are finalised (and dropped)
 at once rather than at some random later point of the run. Every other log
-record and unraisable exception is passed on unchanged.
+record and unraisable exception is passed on unchanged. (samjax itself runs
+no event loop: every asyncio loop in the process belongs to a library.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
@@ -56,21 +66,48 @@ def _raised_in_orbax(exc: BaseException | None) -> bool:
   return False
 
 
+def _reporting_loop_is_closed() -> bool:
+  """Whether the asyncio report being logged now goes through a closed loop
+  (``loop.call_exception_handler`` is on the stack: the future's own loop)."""
+  frame = sys._getframe()
+  while frame is not None:
+    if frame.f_code.co_name == "call_exception_handler":
+      loop = frame.f_locals.get("self")
+      if isinstance(loop, asyncio.AbstractEventLoop):
+        return loop.is_closed()
+    frame = frame.f_back
+  return False
+
+
 class _OrphanedTaskFilter(logging.Filter):
-  """Drops asyncio's report of an orbax read task nobody awaited."""
+  """Drops asyncio's report of an orbax read nobody can await any more."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    # asyncio names the class: "Task ..." for a read, "_GatheringFuture ..." for
-    # the gather whose first error orbax already raised.
+    # asyncio names the class: "Task", "Future" (a TensorStore read) or
+    # "_GatheringFuture" (the gather whose first error orbax already raised).
     if "exception was never retrieved" not in str(record.msg).split("\n", 1)[0]:
       return True
     exc = record.exc_info[1] if record.exc_info else None
-    return not _raised_in_orbax(exc)
+    return not (_reporting_loop_is_closed() or _raised_in_orbax(exc))
+
+
+def _wakes_a_closed_loop(unraisable) -> bool:
+  """A TensorStore callback's ``call_soon_threadsafe`` on a closed loop."""
+  exc = unraisable.exc_value
+  if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+    return False
+  tb = exc.__traceback__
+  while tb is not None:
+    if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+      return True
+    tb = tb.tb_next
+  return False
 
 
 class _OrphanedCoroutineHook:
   """``sys.unraisablehook`` that drops orbax coroutines closed by the garbage
-  collector and hands everything else to the hook it replaced."""
+  collector and reads finishing on a closed loop, and hands everything else
+  to the hook it replaced."""
 
   def __init__(self, previous):
     self.previous = previous
@@ -78,6 +115,8 @@ class _OrphanedCoroutineHook:
   def __call__(self, unraisable) -> None:
     code = getattr(unraisable.object, "cr_code", None)
     if code is not None and _code_in_orbax(code.co_filename):
+      return
+    if _wakes_a_closed_loop(unraisable):
       return
     self.previous(unraisable)
 

@@ -1,33 +1,43 @@
-"""The filter for a failed restore's orphaned reads drops exactly asyncio's
-"never retrieved" reports of errors raised through orbax (tasks and the
-gather itself), and passes every other report on."""
+"""The filters for a failed restore's orphaned reads drop exactly what
+concerns work left on a closed event loop (or orbax's own coroutines), and
+pass every other report on."""
 
 import asyncio
 import gc
 import logging
+import sys
 
 from orbax.checkpoint._src.asyncio_utils import cancellable
 
-from samjax.checkpoints.orbax_orphans import after_failed_restore
+from samjax.checkpoints import orbax_orphans
 
 
 async def _unreadable_shard():
   raise ValueError("OUT_OF_RANGE: shard")
 
 
-def _leave_gather_unretrieved(wrap) -> None:
+async def _plain(coro):
+  return await coro
+
+
+def _leave_gather_unretrieved(wrap, close_loop: bool) -> None:
   """Two failing reads under ``asyncio.gather``; the gather's error is never
-  retrieved (what orbax leaves when it closes the loop), then collected."""
+  retrieved (what orbax leaves behind), then collected."""
   loop = asyncio.new_event_loop()
+  left = []  # outlives the loop, as the failed restore's traceback does
 
   async def main():
-    gathered = asyncio.gather(wrap(_unreadable_shard()), wrap(_unreadable_shard()))
+    left.append(asyncio.gather(wrap(_unreadable_shard()), wrap(_unreadable_shard())))
     await asyncio.sleep(0.01)
-    assert gathered.done()
+    assert left[0].done()
 
   loop.run_until_complete(main())
-  loop.close()
+  if close_loop:
+    loop.close()
+  left.clear()
   gc.collect()
+  if not close_loop:
+    loop.close()
 
 
 def _never_retrieved(caplog) -> list[str]:
@@ -35,15 +45,39 @@ def _never_retrieved(caplog) -> list[str]:
           if "never retrieved" in r.getMessage()]
 
 
-def test_gather_of_orbax_reads_is_dropped_and_others_kept(caplog):
-  after_failed_restore()
+def test_never_retrieved_reports_of_closed_loops_or_orbax_are_dropped(caplog):
+  orbax_orphans.after_failed_restore()
   caplog.set_level(logging.ERROR, logger="asyncio")
-
-  async def plain(coro):
-    return await coro
-
-  _leave_gather_unretrieved(plain)  # not orbax's code: the report stays
+  _leave_gather_unretrieved(_plain, close_loop=False)  # someone else's live loop: kept
   assert _never_retrieved(caplog) == ["_GatheringFuture exception was never retrieved"]
   caplog.clear()
-  _leave_gather_unretrieved(cancellable)  # raised through orbax: dropped
+  _leave_gather_unretrieved(_plain, close_loop=True)
+  _leave_gather_unretrieved(cancellable, close_loop=False)  # raised through orbax
   assert _never_retrieved(caplog) == []
+
+
+class _WakesLoopWhenCollected:
+  """Calls ``call_soon_threadsafe`` from ``__del__`` (what a TensorStore
+  callback does when a read finishes): an exception there is unraisable."""
+
+  def __init__(self, loop):
+    self.loop = loop
+
+  def __del__(self):
+    self.loop.call_soon_threadsafe(lambda: None)
+
+
+def test_waking_a_closed_loop_is_dropped_other_unraisables_kept():
+  seen = []
+  previous = sys.unraisablehook
+  sys.unraisablehook = lambda u: seen.append(repr(u.exc_value))
+  try:
+    orbax_orphans.after_failed_restore()
+    closed = asyncio.new_event_loop()
+    closed.close()
+    _WakesLoopWhenCollected(closed)  # collected at once: "Event loop is closed"
+    _WakesLoopWhenCollected(None)  # AttributeError: not a closed loop, kept
+    gc.collect()
+  finally:
+    sys.unraisablehook = previous
+  assert len(seen) == 1 and "AttributeError" in seen[0], seen
