@@ -1,6 +1,7 @@
 """Meshes and shardings for training and inference.
 
-The mesh has axes (``data``, ``fsdp``, ``model``); logical axis names on
+The mesh has axes (``data``, ``fsdp``, ``model``), laid out along the
+physical links and across slices by ``samjax.mesh_devices``; logical axis names on
 params/activations map to them through rules from the experiment config
 (``samjax.logical_axes.DEFAULT_LOGICAL_RULES`` by default). Shardings of the
 whole train state are derived from ``jax.eval_shape`` so nothing is ever
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from samjax import mesh_devices
 from samjax.hardware import has_accelerator
 
 MESH_AXES = ("data", "fsdp", "model")
@@ -69,16 +71,59 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int, *,
   return tuple(shape)
 
 
-def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
-  """Mesh of ``shape`` over (data, fsdp, model); one -1 entry takes the rest.
+def resolve_dcn_shape(dcn: Sequence[int], num_slices: int) -> tuple[int, int, int]:
+  """Slices per (data, fsdp, model) axis, one -1 taking the rest of the
+  ``num_slices`` slices; the product must be ``num_slices``."""
+  dcn = [int(s) for s in dcn]
+  if len(dcn) != 3 or dcn.count(-1) > 1 or any(s == 0 or s < -1 for s in dcn):
+    raise ValueError(f"mesh.dcn {tuple(dcn)} must be 3 positive slice counts "
+                     "(data, fsdp, model), one may be -1")
+  if -1 in dcn:
+    known = math.prod(s for s in dcn if s != -1)
+    if num_slices % known:
+      raise ValueError(f"mesh.dcn {tuple(dcn)} does not divide {num_slices} slices")
+    dcn[dcn.index(-1)] = num_slices // known
+  if math.prod(dcn) != num_slices:
+    raise ValueError(f"mesh.dcn {tuple(dcn)} places {math.prod(dcn)} slices; the devices "
+                     f"form {num_slices} (TPU slices, or processes on GPU hosts)")
+  return tuple(dcn)
 
-  Without -1 and with fewer slots than devices, the first devices are used
-  (e.g. (1, 1, 1) for a single-device run on a multi-device host).
+
+def make_mesh(shape: Sequence[int], devices=None, dcn: Sequence[int] = (-1, 1, 1), *,
+              slice_of: Callable | None = None, use_all: bool = False,
+              log: Callable[[str], None] | None = None) -> Mesh:
+  """The (data, fsdp, model) mesh, laid out the way the devices are wired.
+
+  Args:
+    shape: (data, fsdp, model) devices per slice (on one slice: the whole
+      mesh); one -1 takes the rest. Without -1 and with fewer slots than
+      devices on one slice, the first devices are used (e.g. (1, 1, 1) for a
+      single-device run on a multi-device host), unless ``use_all``.
+    devices: default ``jax.devices()``.
+    dcn: slices per axis over the data-center network; -1 takes the rest of
+      the slices (default: every slice on ``data``, so only the data-parallel
+      gradient reduction crosses slices). Axis i of the mesh has
+      ``shape[i] * dcn[i]`` devices.
+    slice_of: ``device -> slice key`` (``samjax.mesh_devices.device_slices``;
+      default: ``slice_index`` on TPU multi-slice, the process on GPU hosts).
+    use_all: every device must be in the mesh (a plan for a pod).
+    log: gets one line saying how the devices were ordered.
   """
   devices = list(jax.devices() if devices is None else devices)
-  shape = resolve_mesh_shape(shape, len(devices))
-  devices = devices[:int(np.prod(shape))]
-  arr = np.asarray(devices).reshape(shape)
+  slices = mesh_devices.device_slices(devices, slice_of)
+  dcn = resolve_dcn_shape(dcn, len(slices))
+  if len(slices) == 1:
+    shape = resolve_mesh_shape(shape, len(devices), use_all=use_all)
+    arr, how = mesh_devices.slice_mesh(shape, devices[:math.prod(shape)])
+  else:
+    sizes = sorted({len(s) for s in slices})
+    if len(sizes) > 1:
+      raise ValueError(f"slices of unequal sizes {sizes}: a hybrid mesh needs equal slices")
+    ici = resolve_mesh_shape(shape, sizes[0], use_all=True)
+    arr, how = mesh_devices.hybrid_mesh(ici, dcn, slices)
+    how = f"{len(slices)} slices over DCN as (data, fsdp, model) = {dcn}; each slice {how}"
+  if log is not None:
+    log(f"[mesh] (data, fsdp, model) = {arr.shape}: {how}")
   # Explicit Auto axes: jax 0.10 defaults to Explicit, which Linen code rejects.
   return Mesh(arr, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 

@@ -47,7 +47,20 @@ v5p the Cloud number counts TensorCores, 2 per chip: v5p-128 = 64 chips =
 
 --mesh data,fsdp,model: the mesh axis sizes (one may be -1: the rest of the
 chips), overriding config.mesh.shape. The global batch (config.data.
-batch_size) must divide over data x fsdp.
+batch_size) must divide over data x fsdp. Devices are laid out along the
+chips' physical links (jax's mesh_utils.create_device_mesh); the report's
+note says how.
+
+--num-slices N: N slices of --topology (each one KIND:GRID or KIND-N)
+joined over the data-center network (DCN), as a multi-slice job runs them:
+  samjax plan --config sam_vit_h_sa1b --topology v5p-64 --num-slices 2
+--mesh is then the mesh of one slice, and config.mesh.dcn (or --dcn) says
+how many slices each mesh axis spans (default -1,1,1: every slice on data,
+so only the data-parallel gradient reduction crosses DCN). The report lists
+what the compiled step sends across slices, per transfer kind (all-reduce,
+all-gather, ...): count and bytes per chip per step. The step time is the
+TPU cost model's, which does not price DCN transfers: weigh those bytes
+against the network's bandwidth yourself.
 
 --sweep: plans a few meshes (all-FSDP, data x FSDP, a little model
 parallelism; --sweep-meshes to choose) times remat policies (--sweep-remat;
@@ -86,7 +99,13 @@ def register(subparsers):
   p.add_argument("--gpu-kind", default="h100",
                  help="GPU kind for --gpu: h100, h200, a100-80gb, a100-40gb (default h100)")
   p.add_argument("--mesh", metavar="DATA,FSDP,MODEL",
-                 help="mesh axis sizes (one may be -1), overriding config.mesh.shape")
+                 help="mesh axis sizes per slice (one may be -1), overriding "
+                      "config.mesh.shape")
+  p.add_argument("--num-slices", type=int, default=1, metavar="N",
+                 help="N slices of --topology joined over the data-center network "
+                      "(DCN); config.mesh.dcn places them (default: all on data)")
+  p.add_argument("--dcn", metavar="DATA,FSDP,MODEL",
+                 help="slices per mesh axis (one may be -1), overriding config.mesh.dcn")
   p.add_argument("--sweep", action="store_true",
                  help="plan several meshes x remat policies and name the best that fits")
   p.add_argument("--sweep-meshes", default="1,-1,1;2,-1,1;1,-1,2",
@@ -138,6 +157,9 @@ def run(args) -> int:
   # Cheap checks first: a bad name or a missing libtpu is one line, at once.
   _check_extra(args)
   mesh = report.parse_mesh(args.mesh) if args.mesh else None
+  dcn = report.parse_mesh(args.dcn, "--dcn") if args.dcn else None
+  if args.num_slices < 1:
+    raise ValueError(f"--num-slices {args.num_slices}: needs 1 or more")
   if args.topology is not None:
     chips.parse_topology(args.topology)
     if not devices.libtpu_available():
@@ -145,16 +167,21 @@ def run(args) -> int:
   else:
     if args.gpu < 1:
       raise ValueError("--gpu N needs N >= 1")
+    if args.num_slices != 1:
+      raise ValueError("--num-slices is for TPU topologies (GPU hosts: --config.mesh.dcn)")
     if chips.chip_kind(args.gpu_kind).platform != "gpu":
       raise ValueError(f"--gpu-kind {args.gpu_kind!r} is not a GPU kind")
   config = load_config(args.config, getattr(args, "overrides", ()))
+  if dcn is not None:
+    config.mesh.dcn = dcn
   if args.json:
     from data_pipelines import atomic_io
     atomic_io.check_output_file(args.json, "--json")  # before minutes of compiling
   _prepare_jax(args)
 
   common = dict(topology=args.topology, gpu=args.gpu, gpu_kind=args.gpu_kind,
-                config_name=args.config, compile=not args.no_compile)
+                config_name=args.config, compile=not args.no_compile,
+                num_slices=args.num_slices)
   t0 = time.perf_counter()
   if not args.sweep:
     rep = planner.plan(config, mesh_shape=mesh, **common)

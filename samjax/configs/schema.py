@@ -131,8 +131,14 @@ def _add_parallelism_fields(c: ml_collections.ConfigDict) -> None:
   devices and memory: batch sharding, logical rules, prompt chunks, decoder
   form and microbatches."""
   c.mesh = ml_collections.ConfigDict()
-  # (data, fsdp, model) device counts; one -1 takes the remaining devices.
+  # (data, fsdp, model) device counts per slice (one slice: the whole mesh);
+  # one -1 takes the remaining devices. Laid out along the chips' physical
+  # links where they have any (samjax.mesh_devices).
   c.mesh.shape = (-1, 1, 1)
+  # Multi-slice: (data, fsdp, model) slice counts over the data-center network
+  # (TPU slices, or GPU hosts); -1 takes the rest. The default puts every
+  # slice on data: only the gradient reduction crosses the slow network.
+  c.mesh.dcn = (-1, 1, 1)
   c.batch_axes = ("data", "fsdp")  # mesh axes the batch dimension is split over
   # (logical axis, mesh axis or None) pairs; None uses
   # samjax.logical_axes.DEFAULT_LOGICAL_RULES.

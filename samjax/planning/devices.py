@@ -22,15 +22,17 @@ def libtpu_available() -> bool:
   return installed("libtpu")
 
 
-def tpu_devices(topology: chips_lib.Topology):
-  """Compile-only devices of a TPU topology (needs libtpu, not a TPU)."""
+def tpu_devices(topology: chips_lib.Topology, num_slices: int = 1):
+  """Compile-only devices of ``num_slices`` slices of a TPU topology (needs
+  libtpu, not a TPU); with several slices each device has a ``slice_index``."""
   if not libtpu_available():
     raise ImportError(f"planning for TPU needs libtpu: {INSTALL_HINT}")
   quiet_libtpu_env()
   from jax.experimental import topologies
+  extra = {"num_slices": num_slices} if num_slices > 1 else {}
   try:
     return topologies.get_topology_desc(topology_name=topology.libtpu_name,
-                                        platform="tpu").devices
+                                        platform="tpu", **extra).devices
   except Exception as e:  # jax raises JaxRuntimeError for names libtpu rejects
     raise ValueError(f"libtpu rejects topology {topology.libtpu_name!r}: "
                      f"{str(e).splitlines()[0]}") from None
@@ -62,6 +64,7 @@ class Target:
     can_compile: False where only shapes and FLOPs can be had (GPUs that are
       not on this host).
     notes / limitations: lines for the report.
+    num_slices: TPU slices joined over the data-center network.
   """
   name: str
   chip: chips_lib.ChipKind
@@ -71,6 +74,7 @@ class Target:
   can_compile: bool
   notes: list
   limitations: list
+  num_slices: int = 1
 
 
 GPU_LIMITATION = (
@@ -83,18 +87,25 @@ GPU_LIMITATION = (
 
 
 def resolve_target(topology: str | None, gpu: int | None, gpu_kind: str,
-                   log: Callable[[str], None]) -> Target:
-  """The ``Target`` of a TPU ``topology`` or of ``gpu`` GPUs of ``gpu_kind``."""
+                   log: Callable[[str], None], num_slices: int = 1) -> Target:
+  """The ``Target`` of ``num_slices`` slices of a TPU ``topology``, or of
+  ``gpu`` GPUs of ``gpu_kind``."""
   import jax
 
+  if num_slices < 1:
+    raise ValueError(f"--num-slices {num_slices}: needs 1 or more")
   if topology is not None:
     topo = chips_lib.parse_topology(topology)
     t = time.perf_counter()
-    devices = tpu_devices(topo)
-    log(f"[plan] {topo}: {len(devices)} compile-only devices "
+    devices = tpu_devices(topo, num_slices)
+    name = str(topo) if num_slices == 1 else f"{num_slices} slices x {topo}"
+    log(f"[plan] {name}: {len(devices)} compile-only devices "
         f"({devices[0].device_kind}, {time.perf_counter() - t:.1f}s)")
-    return Target(str(topo), topo.chip, list(devices), topo.num_chips,
-                  chips_lib.chips_per_device(topo.chip, devices[0]), True, [], [])
+    return Target(name, topo.chip, list(devices), topo.num_chips * num_slices,
+                  chips_lib.chips_per_device(topo.chip, devices[0]), True, [], [],
+                  num_slices)
+  if num_slices != 1:
+    raise ValueError("--num-slices is for TPU topologies (GPU hosts: --config.mesh.dcn)")
   chip = chips_lib.chip_kind(gpu_kind)
   if chip.platform != "gpu":
     raise ValueError(f"--gpu-kind {gpu_kind!r} is not a GPU (use --topology for TPUs)")

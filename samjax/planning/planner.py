@@ -24,9 +24,11 @@ A program the TPU compiler refuses for HBM becomes a report with
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 
+from samjax.planning import dcn as dcn_lib
 from samjax.planning import devices as devices_lib
 from samjax.planning import flops as flops_lib
 from samjax.planning.hbm_errors import parse_hbm_oom
@@ -39,8 +41,8 @@ def _log_default(msg: str) -> None:
 
 def plan(config, topology: str | None = None, gpu: int | None = None,
          gpu_kind: str = "h100", mesh_shape=None, config_name: str = "",
-         compile: bool = True, log: Callable[[str], None] | None = _log_default
-         ) -> PlanReport:
+         compile: bool = True, log: Callable[[str], None] | None = _log_default,
+         num_slices: int = 1) -> PlanReport:
   """Plans one train step of ``config`` on a TPU topology or ``gpu`` GPUs.
 
   Args:
@@ -48,15 +50,18 @@ def plan(config, topology: str | None = None, gpu: int | None = None,
     topology: TPU topology ("v5p:4x4x4", "v5p-128", "v5e:16x16").
     gpu: number of GPUs (with ``gpu_kind``) instead of a topology. Nothing
       is compiled for GPUs on a CPU-only host (see ``PlanReport.limitations``).
-    mesh_shape: (data, fsdp, model) overriding ``config.mesh.shape``.
+    mesh_shape: (data, fsdp, model) overriding ``config.mesh.shape`` (per
+      slice; ``config.mesh.dcn`` places the slices).
     compile: False stops after tracing (bytes and FLOPs only).
     log: progress lines ("lowering...", times); None for silence.
+    num_slices: that many slices of ``topology`` joined over the data-center
+      network; the report lists what the compiled step sends across them.
 
   Returns:
     A ``PlanReport``. Raises ValueError / ImportError (one line) for bad
     topologies, meshes or a missing libtpu.
   """
-  from samjax.mesh import resolve_mesh_shape
+  from samjax.mesh import make_mesh
   from samjax.train.setup import build_program
 
   log = log or (lambda _msg: None)
@@ -65,17 +70,19 @@ def plan(config, topology: str | None = None, gpu: int | None = None,
   config = copy.deepcopy(config)
   if mesh_shape is not None:
     config.mesh.shape = tuple(int(s) for s in mesh_shape)
-  target = devices_lib.resolve_target(topology, gpu, gpu_kind, log)
+  target = devices_lib.resolve_target(topology, gpu, gpu_kind, log, num_slices)
   notes = target.notes + _attention_for_target(config, target.chip)
   # The mesh must cover every chip of the target (make_mesh would quietly
   # take a subset, right for a 1-device run on a big host, wrong for a plan);
   # whether the batch splits over it is build_program's check.
-  resolve_mesh_shape(tuple(config.mesh.shape), len(target.devices), use_all=True)
+  layout = []
+  make_mesh(tuple(config.mesh.shape), target.devices, tuple(config.mesh.dcn), use_all=True,
+            log=layout.append)
+  notes.append(layout[0].removeprefix("[mesh] "))
 
   t = time.perf_counter()
   prog = build_program(config, devices=target.devices)
-  log(f"[plan] mesh (data, fsdp, model) = {tuple(prog.mesh.devices.shape)}; program "
-      f"built in {time.perf_counter() - t:.1f}s")
+  log(f"{layout[0]}; program built in {time.perf_counter() - t:.1f}s")
   batch = prog.abstract_batch()
   report = _new_report(config, config_name, target, prog, batch, notes)
   traced = _trace_and_count(report, prog, batch, log)
@@ -83,9 +90,42 @@ def plan(config, topology: str | None = None, gpu: int | None = None,
                                     report.program_flops, log)
   if compile and target.can_compile:
     _compile_into(report, prog, traced, target, log)
+    if target.num_slices > 1 and report.fits and report.xla_optimal_seconds is None:
+      _one_slice_step_time(report, config, topology, target.num_slices, log)
   elif target.chip.platform == "tpu":
     report.limitations.append("not compiled (--no-compile): no XLA memory, FLOPs or step time")
   return _finish(report)
+
+
+def _one_slice_step_time(report: PlanReport, config, topology: str, num_slices: int,
+                         log) -> None:
+  """Fills the step time of a multi-slice plan from one slice.
+
+  The TPU cost model prices no program with cross-slice transfers (its
+  ``optimal_seconds`` comes back negative), so one slice's step on its share
+  of the global batch is compiled and priced instead: the same per-chip
+  work, without the DCN transfers the report lists beside it.
+  """
+  batch = int(config.data.batch_size)
+  if batch % num_slices:
+    report.limitations.append(f"no step time: the batch of {batch} does not split over "
+                              f"{num_slices} slices for the one-slice estimate")
+    return
+  one = copy.deepcopy(config)
+  one.data.batch_size = batch // num_slices
+  one.mesh.dcn = (1, 1, 1)
+  log(f"[plan] the TPU cost model prices no cross-slice program: compiling one slice "
+      f"on {batch // num_slices} images for the step time...")
+  sub = plan(one, topology=topology, config_name=report.config, log=log)
+  if not sub.step_time_s:
+    report.limitations.append("no step time: the one-slice program has none either")
+    return
+  report.limitations = [x for x in report.limitations if "optimal_seconds" not in x]
+  report.step_time_s = sub.step_time_s
+  report.step_time_source = (f"one slice's step on 1/{num_slices} of the batch "
+                             f"({sub.step_time_source}); DCN transfers not priced")
+  report.notes.append(f"the one-slice estimate compiled in {sub.compile_s:.0f}s, "
+                      f"peak {sub.peak_bytes / 2**30:.2f} GiB/chip")
 
 
 def _attention_for_target(config, chip) -> list[str]:
@@ -122,6 +162,7 @@ def _new_report(config, config_name: str, target, prog, batch: dict,
       config=config_name, target=target.name, chip=chip.name, platform=chip.platform,
       num_chips=target.num_chips, num_devices=len(target.devices),
       mesh_shape=tuple(int(s) for s in prog.mesh.devices.shape), model=model_desc,
+      num_slices=target.num_slices, dcn_shape=tuple(int(s) for s in _dcn_shape(prog.mesh)),
       global_batch=prog.global_batch_size, max_masks=int(config.data.max_masks),
       decoder_passes=passes, hbm_bytes=chip.hbm_bytes,
       peak_flops_per_chip=chip.peak_bf16_flops,
@@ -131,6 +172,14 @@ def _new_report(config, config_name: str, target, prog, batch: dict,
       other_state_bytes=int(sizes["other"] / per),
       batch_bytes=int(sum(shard_bytes(x) for x in jax.tree_util.tree_leaves(batch)) / per),
       notes=notes, limitations=list(target.limitations))
+
+
+def _dcn_shape(mesh) -> tuple:
+  """Slices per mesh axis: how many distinct slices one axis line spans."""
+  import numpy as np
+  slices = np.vectorize(lambda d: getattr(d, "slice_index", 0) or 0)(mesh.devices)
+  return tuple(len(np.unique(np.moveaxis(slices, i, 0)[:, 0, 0]))
+               for i in range(slices.ndim))
 
 
 def _trace_and_count(report: PlanReport, prog, batch, log):
@@ -187,6 +236,9 @@ def _compile_into(report: PlanReport, prog, traced, target, log) -> None:
     report.compile_s = time.perf_counter() - t
     log(f"[plan] compiled in {report.compile_s:.1f}s")
   _read_compiled(report, compiled, per)
+  if target.num_slices > 1:
+    report.dcn_transfers = [dataclasses.asdict(x)
+                            for x in dcn_lib.dcn_transfers(compiled.as_text())]
 
 
 def _cost_dict(compiled) -> dict:

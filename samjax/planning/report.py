@@ -66,6 +66,12 @@ class PlanReport:
   lower_s: float | None = None
   compile_s: float | None = None
   trace_s: float | None = None
+  # Multi-slice: slices per mesh axis and, per megascale transfer kind, what a
+  # device sends over the data-center network per step
+  # (samjax.planning.dcn.DcnTransfer as dicts).
+  num_slices: int = 1
+  dcn_shape: tuple = (1, 1, 1)
+  dcn_transfers: list = dataclasses.field(default_factory=list)
   notes: list = dataclasses.field(default_factory=list)
   limitations: list = dataclasses.field(default_factory=list)
 
@@ -76,6 +82,7 @@ class PlanReport:
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
     d["mesh_shape"] = list(self.mesh_shape)
+    d["dcn_shape"] = list(self.dcn_shape)
     d["model_flops_per_chip"] = self.model_flops_per_chip
     return d
 
@@ -95,15 +102,15 @@ def with_mesh_shape(config, mesh_shape):
   return config
 
 
-def parse_mesh(text: str) -> tuple:
+def parse_mesh(text: str, flag: str = "--mesh") -> tuple:
   """"1,-1,1" -> (1, -1, 1): (data, fsdp, model) sizes, at most one -1."""
   try:
     shape = tuple(int(s) for s in text.replace("x", ",").split(","))
   except ValueError:
-    raise ValueError(f"--mesh {text!r}: expected 3 integers data,fsdp,model "
+    raise ValueError(f"{flag} {text!r}: expected 3 integers data,fsdp,model "
                      "(one may be -1)") from None
   if len(shape) != 3 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-    raise ValueError(f"--mesh {text!r}: expected 3 integers data,fsdp,model "
+    raise ValueError(f"{flag} {text!r}: expected 3 integers data,fsdp,model "
                      "(positive, one may be -1)")
   return shape
 
@@ -219,6 +226,9 @@ def format_report(r: PlanReport) -> str:
       ("trace / lower / compile", f"{_f(r.trace_s, ' s', 1, '.0f')} / "
        f"{_f(r.lower_s, ' s', 1, '.0f')} / {_f(r.compile_s, ' s', 1, '.0f')}"),
   ]
+  if r.num_slices > 1:
+    rows.insert(2, ("slices (DCN)", f"{r.num_slices}, per mesh axis {tuple(r.dcn_shape)}"))
+    rows.insert(-1, ("DCN traffic / chip / step", _dcn_summary(r)))
   width = max(len(k) for k, _ in rows)
   lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
   for n in r.notes:
@@ -226,6 +236,16 @@ def format_report(r: PlanReport) -> str:
   for n in r.limitations:
     lines.append(f"  not reported: {n}")
   return "\n".join(lines)
+
+
+def _dcn_summary(r: PlanReport) -> str:
+  """What crosses slices, per device per step: "ALL_REDUCE 12 x, 1.2 GiB; ..."."""
+  if not r.compiled:
+    return "- (not compiled)"
+  if not r.dcn_transfers:
+    return "nothing crosses slices"
+  return "; ".join(f"{t['kind']} {t['count']} x, {_b(t['bytes'])} (largest {t['largest']})"
+                   for t in r.dcn_transfers)
 
 
 def format_sweep(reports) -> str:

@@ -110,7 +110,8 @@ def start_run(config, workdir: str) -> Run:
   # Opens its files at the first write, after a successful restore.
   log = RunLogger(workdir, config.total_steps, enabled=main)
   program = build_program(
-      config, make_init=lambda model: make_init_params(config.init, model, log=log.info))
+      config, make_init=lambda model: make_init_params(config.init, model, log=log.info),
+      log=log.info)
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints,
                       async_save=config.async_checkpoints)
   return Run(config, workdir, program, log, ckpt, PreemptionWatch(), train_iterator(program))

@@ -107,8 +107,8 @@ class TrainProgram:
                           int(self.config.data.max_masks), sharding=self.batch_sharding)
 
 
-def build_program(config, devices=None, make_init: Callable | None = None
-                  ) -> TrainProgram:
+def build_program(config, devices=None, make_init: Callable | None = None,
+                  log: Callable[[str], None] | None = None) -> TrainProgram:
   """Model, mesh, optimizer, shardings and jitted steps for ``config``.
 
   Args:
@@ -118,9 +118,11 @@ def build_program(config, devices=None, make_init: Callable | None = None
     make_init: ``model -> (rng -> params)`` (default: the model's own
       initialisation, enough for shapes; the loop passes
       ``samjax.train.init.make_init_params`` for ``config.init``).
+    log: gets the line saying how the mesh's devices are ordered.
   """
   model = build_model(config)
-  mesh = make_mesh(tuple(config.mesh.shape), devices)
+  mesh = make_mesh(tuple(config.mesh.shape), devices, tuple(config.mesh.get("dcn", (-1, 1, 1))),
+                   log=log)
   batch_axes = tuple(config.batch_axes)
   # Checked before any tracing: a batch the mesh cannot split fails in a line.
   microbatches = resolve_microbatches(

@@ -31,7 +31,8 @@ TINY_DEMO_BEFORE = {
     "optim": {"lr": 1e-3, "warmup_steps": 30, "decay_steps": (700,), "decay_factor": 0.1,
               "b1": 0.9, "b2": 0.999, "weight_decay": 0.05, "layer_decay": 1.0,
               "grad_clip": 0.0},
-    "mesh": {"shape": (-1, 1, 1)}, "batch_axes": ("data", "fsdp"), "prompt_chunk": 0,
+    "mesh": {"shape": (-1, 1, 1), "dcn": (-1, 1, 1)}, "batch_axes": ("data", "fsdp"),
+    "prompt_chunk": 0,
     "log_every": 25, "eval_every": 0, "eval_batches": None, "eval_at_start": True,
     "checkpoint_every": 200, "keep_checkpoints": 2, "async_checkpoints": True,
 }
@@ -51,7 +52,8 @@ VIT_B_BEFORE = {
     "optim": {"lr": 8e-4, "warmup_steps": 250, "decay_steps": (120_000, 173_333),
               "decay_factor": 0.1, "b1": 0.9, "b2": 0.999, "weight_decay": 0.1,
               "layer_decay": 0.6, "grad_clip": 0.0},
-    "mesh": {"shape": (1, -1, 1)}, "batch_axes": ("data", "fsdp"), "prompt_chunk": 0,
+    "mesh": {"shape": (1, -1, 1), "dcn": (-1, 1, 1)}, "batch_axes": ("data", "fsdp"),
+    "prompt_chunk": 0,
     "log_every": 50, "eval_every": 5000, "eval_batches": 20, "eval_at_start": True,
     "checkpoint_every": 2000, "keep_checkpoints": 3, "async_checkpoints": True,
 }

@@ -76,6 +76,18 @@ def test_one_device_and_2x4_mesh_agree(one_device_step):
   assert mu.spec[0] == "fsdp"  # Adam moments follow their params
 
 
+def test_two_fake_slices_step_like_one_device(one_device_step):
+  """Two "slices" of 4 CPU devices (interleaved ids, so the layout differs
+  from the plain 2x4 mesh) on the hybrid mesh: data parallelism spans the
+  slices, FSDP stays inside each; the step equals the 1-device step."""
+  model, tx, _, state0, batch, s1, m1 = one_device_step
+  mesh = make_mesh((1, -1, 1), jax.devices()[:8], dcn=(2, 1, 1), slice_of=lambda d: d.id % 2)
+  rows = [{d.id % 2 for d in row.ravel()} for row in mesh.devices]
+  assert rows == [{0}, {1}]  # each data row is one slice
+  s2, m2, _ = _run(mesh, model, tx, state0, batch)
+  _assert_same_step(s1, m1, s2, m2)
+
+
 def test_installed_libtpu_without_a_tpu_is_not_an_accelerator(monkeypatch):
   """``make install`` adds libtpu for ``samjax plan``; a CPU-only multi-process
   run must still pick CPU collectives (gloo), so libtpu alone is no TPU."""
