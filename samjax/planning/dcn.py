@@ -9,7 +9,10 @@ the "megascale" runtime: ``send`` / ``recv`` pairs with frontend attributes
 ``REDUCE_SCATTER``, ...). Reading the ``send`` ops of ``compiled.as_text()``
 therefore lists the DCN traffic exactly: its kind, the payload each device
 sends, and how many times per step (a send inside a ``while`` body, e.g. a
-scan over layers or microbatches, runs once per trip).
+scan over layers or microbatches, runs once per trip). The TPU compiler
+writes no trip count on its loops and peels their first iteration, so a
+loop's trips are read from its condition (``counter < N``) and the
+counter's initial value in the loop's operand tuple (0, or 1 once peeled).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ _COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{$")
 _CALLEES = re.compile(r"(?:body|calls|to_apply|condition)=%([\w.\-]+)")
 _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"')
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%([\w.\-]+) = ")
+_CONSTANT = re.compile(r" constant\((-?\d+)\)")
+_OPERANDS = re.compile(r" (?:while|tuple|copy|bitcast|compare)\(([^)]*)\)")
 _ARRAY = re.compile(r"([a-z0-9]+)\[([\d,]*)\]")
 
 
@@ -68,18 +74,68 @@ def _computations(hlo_text: str) -> dict[str, list[str]]:
   return out
 
 
+def _by_name(lines: list[str]) -> dict[str, str]:
+  out = {}
+  for line in lines:
+    m = _INSTRUCTION.match(line)
+    if m:
+      out[m.group(1)] = line
+  return out
+
+
+def _operands(line: str) -> list[str]:
+  m = _OPERANDS.search(line)
+  return [o.strip().lstrip("%") for o in m.group(1).split(",")] if m else []
+
+
+def _constant_of(name: str, defs: dict[str, str]) -> int | None:
+  """The integer constant ``name`` holds, through copies and bitcasts."""
+  for _ in range(8):
+    line = defs.get(name)
+    if line is None:
+      return None
+    m = _CONSTANT.search(line)
+    if m:
+      return int(m.group(1))
+    ops = _operands(line)
+    if not ops or not re.search(r" (?:copy|bitcast)\(", line):
+      return None
+    name = ops[0]
+  return None
+
+
+def _loop_trips(line: str, caller: dict[str, str], comps: dict[str, list[str]]) -> int:
+  """Trips of the ``while`` on ``line``: its known trip count, else ``N - init``
+  for a condition ``counter < N`` and the counter's initial constant."""
+  m = _TRIP_COUNT.search(line)
+  if m:
+    return int(m.group(1))
+  cond = re.search(r"condition=%([\w.\-]+)", line)
+  cond_defs = _by_name(comps.get(cond.group(1), [])) if cond else {}
+  root = next((x for x in cond_defs.values() if x.lstrip().startswith("ROOT")), "")
+  if "direction=LT" not in root:
+    return 1
+  bounds = [_constant_of(o, cond_defs) for o in _operands(root)]
+  if bounds[-1:] == [None] or not bounds:
+    return 1
+  init = 0
+  ops = _operands(line)
+  if ops and ops[0] in caller:
+    first = _operands(caller[ops[0]])[:1]
+    init = (_constant_of(first[0], caller) if first else None) or 0
+  return max(bounds[-1] - init, 1)
+
+
 def _multipliers(comps: dict[str, list[str]]) -> dict[str, int]:
   """How many times per step each computation runs: 1 for the entry, times
-  the known trip count for a while body (1 where none is known)."""
+  the trips of each enclosing while loop (1 where they cannot be read)."""
   mult = {"ENTRY": 1}
   todo = ["ENTRY"]
   while todo:
     name = todo.pop()
+    defs = _by_name(comps.get(name, ()))
     for line in comps.get(name, ()):
-      trips = 1
-      if " while(" in line:
-        m = _TRIP_COUNT.search(line)
-        trips = int(m.group(1)) if m else 1
+      trips = _loop_trips(line, defs, comps) if " while(" in line else 1
       callees = _CALLEES.findall(line)
       for branches in _BRANCHES.findall(line):
         callees += [b.strip().lstrip("%") for b in branches.split(",")]

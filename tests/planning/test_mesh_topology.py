@@ -102,9 +102,23 @@ MEGASCALE = ('frontend_attributes={_xla_host_transfer_handler_name="xla_megascal
 
 
 def test_transfers_in_a_loop_count_once_per_trip():
+  """A known trip count (12), and a TPU-style peeled loop without one:
+  ``counter < 7`` from an initial 1 (through a copy) runs 6 times, nested
+  in the first: 72."""
   hlo = """\
-%body (p: f32[8]) -> f32[8] {
+%inner (p: f32[8]) -> f32[8] {
   %send = (f32[8]{0}, u32[], token[]) send(%p, %t), MEGASCALE"ALL_REDUCE"}
+}
+%inner_cond (p: (s32[], f32[8])) -> pred[] {
+  %constant.1 = s32[]{:T(128)} constant(7)
+  %gte = s32[] get-tuple-element(%p), index=0
+  ROOT %lt = pred[] compare(%gte, %constant.1), direction=LT
+}
+%body (p: f32[8]) -> f32[8] {
+  %one = s32[]{:T(128)} constant(1)
+  %copy.3 = s32[]{:T(128)} copy(%one)
+  %tuple.5 = (s32[], f32[8]) tuple(%copy.3, %p)
+  %w2 = (s32[], f32[8]) while(%tuple.5), condition=%inner_cond, body=%inner
 }
 %cond (p: f32[8]) -> pred[] {
   %c = pred[] constant(true)
@@ -115,4 +129,4 @@ ENTRY %main (a: f32[8]) -> f32[8] {
 }
 """.replace("MEGASCALE", MEGASCALE)
   got = {t.kind: (t.count, t.bytes, t.largest) for t in dcn.dcn_transfers(hlo)}
-  assert got == {"ALL_REDUCE": (12, 12 * 32, "f32[8]"), "ALL_GATHER": (1, 16, "bf16[4,2]")}
+  assert got == {"ALL_REDUCE": (72, 72 * 32, "f32[8]"), "ALL_GATHER": (1, 16, "bf16[4,2]")}
