@@ -103,7 +103,7 @@ class FactorizedMaskDecoder(nn.Module):
       first_heads = None
     else:
       src, *first_heads = image_terms
-    src = constrain(src, ("batch", "length", "embed"))
+    src = constrain(src, ("activation_batch", "activation_length", "activation_embed"))
     pos = jnp.broadcast_to(image_pe.reshape(1, h * w, c), (b, h * w, c))
     hs, src = TwoWayTransformer(cfg.decoder_depth, c, cfg.decoder_num_heads,
                                 cfg.decoder_mlp_dim, dtype=dt, name="transformer")(
@@ -159,7 +159,8 @@ def decode_prompts(model, params, embeddings, image_pe, prompts, image_terms=Non
   b, m = prompts.shape
   sparse, valid, dense = model.embed_prompts(params, prompts)
   if image_terms is None:
-    embeddings = constrain(jnp.repeat(embeddings, m, axis=0), ("batch", None, None, "embed"))
+    embeddings = constrain(jnp.repeat(embeddings, m, axis=0),
+                           ("activation_batch", None, None, "activation_embed"))
   masks, iou = FactorizedMaskDecoder(model.config).apply(
       {"params": params["mask_decoder"]}, embeddings, image_pe, sparse, valid, dense,
       image_terms, mask_tokens, mask_grid)

@@ -170,7 +170,7 @@ class Block(nn.Module):
     y = LayerNorm(eps=1e-6, dtype=self.dtype, name="norm2")(x)
     y = MLPBlock(int(self.dim * self.mlp_ratio), dtype=self.dtype, name="mlp")(y)
     x = x + drop_path(y, keep, mlp_key)
-    return constrain(x, ("batch", None, None, "embed"))
+    return constrain(x, ("activation_batch", None, None, "activation_embed"))
 
 
 class _ScanStep(Block):
@@ -192,7 +192,7 @@ class ImageEncoderViT(nn.Module):
     if x.shape[1:] != (cfg.image_size, cfg.image_size, 3):
       raise ValueError(f"image encoder expects [B, {cfg.image_size}, "
                        f"{cfg.image_size}, 3], got {x.shape}")
-    x = constrain(x, ("batch", None, None, None))
+    x = constrain(x, ("activation_batch", None, None, None))
     x = _PatchEmbed(cfg.encoder_embed_dim, cfg.patch_size, dtype, name="patch_embed")(x)
     pos_embed = self.param("pos_embed", param_init(zeros, (None, None, None, "embed")),
                            (1, grid, grid, cfg.encoder_embed_dim), jnp.float32)

@@ -66,7 +66,8 @@ class MaskDecoder(nn.Module):
     mask_tokens = nn.Embed(k, c, embedding_init=emb_init, name="mask_tokens").embedding
     tokens, token_valid = output_tokens(iou_token, mask_tokens, sparse, sparse_valid)
 
-    src = constrain((image_embeddings + dense).reshape(b, h * w, c), ("batch", "length", "embed"))
+    src = constrain((image_embeddings + dense).reshape(b, h * w, c),
+                    ("activation_batch", "activation_length", "activation_embed"))
     pos = jnp.broadcast_to(image_pe.reshape(1, h * w, c), (b, h * w, c))
     hs, src = TwoWayTransformer(cfg.decoder_depth, c, cfg.decoder_num_heads,
                                 cfg.decoder_mlp_dim, dtype=dt, name="transformer")(

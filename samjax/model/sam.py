@@ -90,7 +90,7 @@ class Sam(nn.Module):
     sparse, valid, dense = self.embed_prompts(prompts)
     emb = jnp.transpose(embeddings, (0, 2, 3, 1))                    # [B, h, w, C]
     emb = jnp.repeat(emb, m, axis=0)                                 # one per prompt
-    emb = constrain(emb, ("batch", None, None, "embed"))
+    emb = constrain(emb, ("activation_batch", None, None, "activation_embed"))
     masks, iou = self.mask_decoder(emb, self.prompt_encoder.dense_pe(), sparse, valid, dense)
     return masks.reshape(b, m, *masks.shape[1:]), iou.reshape(b, m, -1)
 

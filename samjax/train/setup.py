@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from samjax.configs.schema import model_overrides
-from samjax.logical_axes import DEFAULT_LOGICAL_RULES
+from samjax.logical_axes import DEFAULT_LOGICAL_RULES, validate_rules
 from samjax.mesh import (
   batch_shard_count,
   batch_sharding,
@@ -129,7 +129,7 @@ def build_program(config, devices=None, make_init: Callable | None = None,
       int(config.microbatches), int(config.data.batch_size),
       batch_shard_count(mesh, batch_axes),
       f"of batch axes {batch_axes} (mesh {dict(mesh.shape)})")
-  rules = tuple(tuple(r) for r in (config.logical_rules or DEFAULT_LOGICAL_RULES))
+  rules = validate_rules(config.logical_rules or DEFAULT_LOGICAL_RULES)
   sim = InteractiveConfig(**dict(config.sim))
   tx, schedule = make_optimizer(model.param_shapes(), model.config, **dict(config.optim))
   init_params = model.init if make_init is None else make_init(model)

@@ -219,9 +219,9 @@ def test_none_able_fields():
   c = load_config("tiny_demo")
   assert c.eval_batches is None and c.logical_rules is None
   c = load_config("tiny_demo", ["--config.eval_batches=3", "--config.data.eval_max_masks=5",
-                                "--config.logical_rules=(('batch', ('data', 'fsdp')),)"])
+                                "--config.logical_rules=(('activation_batch', ('data', 'fsdp')),)"])
   assert c.eval_batches == 3 and c.data.eval_max_masks == 5
-  assert c.logical_rules == (("batch", ("data", "fsdp")),)
+  assert c.logical_rules == (("activation_batch", ("data", "fsdp")),)
   # As in config_flags, a typed placeholder takes values of its type only.
   assert _error("tiny_demo", ["--config.eval_batches=None"]) == (
       "--config.eval_batches=None: expected int")

@@ -39,10 +39,11 @@ def test_state_is_abstract_and_sharded_over_fsdp():
 
 
 def test_large_leaves_must_be_sharded():
-  """Rules that map no param axis to fsdp/model would replicate the whole tree
-  on every chip: refused, naming the leaves."""
+  """Rules that map no param axis to fsdp/model (here only the activations'
+  batch, pure data parallelism) would replicate the whole tree on every chip:
+  refused, naming the leaves."""
   overrides = TINY + ["--config.mesh.shape=(1,8,1)", "--config.min_sharded_bytes=1024",
-                      "--config.logical_rules=(('batch','data'),)"]
+                      "--config.logical_rules=(('activation_batch','data'),)"]
   with pytest.raises(ValueError, match=r"would be replicated.*qkv/kernel"):
     build_program(load_config("tiny_demo", overrides))
   # Pure data parallelism replicates on purpose: no error.
