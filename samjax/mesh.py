@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from samjax import mesh_devices
-from samjax.hardware import has_accelerator
+from samjax.hardware import has_accelerator, tpu_present
 
 MESH_AXES = ("data", "fsdp", "model")
 TOP_LEVEL = ("image_encoder", "prompt_encoder", "mask_decoder")
@@ -30,7 +30,9 @@ def maybe_initialize_distributed() -> None:
   """``jax.distributed.initialize()`` when launched as one of several processes.
 
   Triggered by JAX_COORDINATOR_ADDRESS (+ JAX_NUM_PROCESSES, JAX_PROCESS_ID),
-  or by a cluster environment jax detects itself (SLURM, TPU pods).
+  or by a cluster jax configures itself: a TPU VM (its metadata names the
+  slice's other hosts; one host initialises as a group of one), a SLURM job
+  or an Open MPI launch of more than one task.
   """
   if jax.distributed.is_initialized():
     return
@@ -43,6 +45,17 @@ def maybe_initialize_distributed() -> None:
         coordinator_address=addr,
         num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
         process_id=int(os.environ["JAX_PROCESS_ID"]))
+  elif _cluster_launch():
+    jax.distributed.initialize()
+
+
+def _cluster_launch() -> bool:
+  """A launcher jax reads its process group from: a TPU VM, or SLURM / Open
+  MPI with more than one task (one task is a plain single-process run)."""
+  def tasks(*names):
+    return max([int(os.environ.get(n, "1") or 1) for n in names])
+  return (tpu_present() or tasks("SLURM_NTASKS", "SLURM_NPROCS") > 1
+          or tasks("OMPI_COMM_WORLD_SIZE") > 1)
 
 
 def resolve_mesh_shape(shape: Sequence[int], num_devices: int, *,

@@ -108,6 +108,28 @@ def rng():
   return np.random.default_rng(1234)
 
 
+@pytest.fixture(scope="session")
+def amg_images(tmp_path_factory):
+  """Four small JPEGs, ``<stem>.jpg`` for ``tests.inference.amg_helpers.STEMS``."""
+  from tests.inference.amg_helpers import write_small_images
+  d = tmp_path_factory.mktemp("amg_images")
+  write_small_images(d)
+  return d
+
+
+@pytest.fixture(scope="session")
+def amg_reference(tiny_official_pth, amg_images, tmp_path_factory):
+  """An uninterrupted one-process `samjax amg --copy-images` of
+  ``amg_images``: what every resumed or multi-process run must equal."""
+  from samjax.cli import main
+  from tests.inference.amg_helpers import SETTINGS, STEMS
+  out = tmp_path_factory.mktemp("amg_ref") / "out"
+  assert main(["amg", "--checkpoint", tiny_official_pth, "--images", str(amg_images),
+               "--out", str(out), *SETTINGS, "--copy-images"]) == 0
+  assert sorted(os.listdir(out)) == sorted(f"{s}.{e}" for s in STEMS for e in ("jpg", "json"))
+  return out
+
+
 
 def _serve(server_cm):
   """Starts a storage server for the session and points this process (and

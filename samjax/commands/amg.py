@@ -14,6 +14,7 @@ import zlib
 from data_pipelines import atomic_io, storage
 from samjax.commands import amg_official
 from samjax.commands.generator_flags import add_generator_flags, generator_kwargs
+from samjax.inference import process_group
 
 HELP = """\
 Fully automatic masks for every image (SAM's data engine), one SA-1B-format
@@ -60,6 +61,20 @@ truncated, an unsupported pixel mode, over PIL's decompression-bomb size
 limit) are reported with the reason and skipped. Exit status is non-zero (1)
 only if nothing could be processed; failures next to successes are listed at
 the end.
+
+On N processes (every host of a pod, or several on one machine): start the
+same command on each, with the environment `samjax train` reads:
+JAX_COORDINATOR_ADDRESS=<process 0's host>:<port>, JAX_NUM_PROCESSES=N,
+JAX_PROCESS_ID=0..N-1. The image list (in the order above) is dealt round
+robin, image i to process i % N; each process writes and resumes its own
+images only, so together they write exactly the files of a one-process run.
+Restart on any N, the same or another: an image is done when its outputs
+are whole, whoever wrote them. Log lines and the progress bar say
+"process k/N"; failures are listed by the process that met them. The
+processes wait for each other at the end, then all exit with the same
+status: 1 if any of them stopped on an error, or if no image at all could
+be processed, else 0. If one dies (kill -9, a lost host), jax stops the
+others about 100 s later (its heartbeat timeout); rerun to finish.
 """
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -121,11 +136,13 @@ def select_device(device: str | None) -> str | None:
   name, _, index = device.partition(":")
   platform = {"cuda": "gpu"}.get(name.lower(), name.lower())
   try:
-    devices = jax.devices(platform)
+    # This process's own devices: on N processes jax.devices() lists every
+    # process's, and device 0 may belong to another host.
+    devices = jax.local_devices(backend=platform)
     jax.config.update("jax_default_device", devices[int(index or 0)])
   except (RuntimeError, ValueError, IndexError):
     return (f"--device {device}: not available to JAX here; running on "
-            f"{jax.devices()[0].platform}")
+            f"{jax.local_devices()[0].platform}")
   return None
 
 
@@ -271,21 +288,30 @@ def _remove_temp_files(out: str, stems) -> int:
   return n
 
 
-def _plan(paths, out: str, copy_images: bool, official_rle: bool | None = None):
-  """Sorts the inputs: (tasks, number already complete, failures).
+def _plan(paths, out: str, copy_images: bool, official_rle: bool | None = None,
+          owns=lambda position: True):
+  """Sorts this process's inputs: (tasks, number already complete, failures,
+  their stems).
 
   ``official_rle``: None for SA-1B output, else the official layout (RLE
-  JSON if True, PNG folder if False).
+  JSON if True, PNG folder if False). ``owns(position)``: whether the input
+  at that position of ``paths`` is this process's (``process_split``); names
+  are checked for collisions over all of ``paths``, so the first of two
+  same-named inputs wins whatever the number of processes.
   """
-  tasks, failed, seen = [], [], {}
+  tasks, failed, seen, mine = [], [], {}, set()
   done = 0
-  for p in paths:
+  for position, p in enumerate(paths):
     name = storage.basename(p)
     stem = storage.splitext(name)[0]
     if stem in seen:
-      failed.append((p, f"same name as {seen[stem]} (outputs would collide)"))
+      if owns(position):
+        failed.append((p, f"same name as {seen[stem]} (outputs would collide)"))
       continue
     seen[stem] = p
+    if not owns(position):
+      continue
+    mine.add(stem)
     if official_rle is not None:
       finished, why = amg_official.problem(out, stem, official_rle)
       if finished:
@@ -305,27 +331,63 @@ def _plan(paths, out: str, copy_images: bool, official_rle: bool | None = None):
         tasks.append(_Task(p, stem, False, why))
         continue
     done += 1
-  return tasks, done, failed, set(seen)
+  return tasks, done, failed, mine
 
 
 def run(args) -> int:
   paths, official = _check_args(args)
+  group = process_group.join()
+  with group.reporting_errors("amg"):
+    summary = _run_share(args, paths, official, group)
+  return _exit_status(group.exchange("amg", summary), group, len(paths))
+
+
+def _run_share(args, paths: list[str], official: bool, group) -> dict:
+  """Labels this process's share of ``paths``; its summary (counts)."""
   tasks, done_before, failed, stems = _plan(
-      paths, args.out, args.copy_images, args.convert_to_rle if official else None)
+      paths, args.out, args.copy_images, args.convert_to_rle if official else None,
+      group.owns)
+  # "process k/N: " on every line of a process of several, so that logs
+  # gathered from all hosts say whose they are.
+  who = f"{group.label}: " if group.several else ""
+  if group.several:
+    mine = sum(group.owns(i) for i in range(len(paths)))
+    print(f"samjax amg: {who}{mine} of {len(paths)} images ({done_before} already done, "
+          f"{len(tasks)} to do)", file=sys.stderr, flush=True)
   removed = _remove_temp_files(args.out, stems)
   if removed:
-    print(f"samjax amg: removed {removed} temp file(s) of an interrupted run",
+    print(f"samjax amg: {who}removed {removed} temp file(s) of an interrupted run",
           file=sys.stderr)
   gen = _make_generator(args, official) if any(t.masks for t in tasks) else None
-  ok, n_masks, redone, recopied = _label(tasks, gen, args, official, failed)
+  ok, n_masks, redone, recopied = _label(tasks, gen, args, official, failed,
+                                         group.label if group.several else None)
+  summary = {"labelled": ok, "recopied": recopied, "done_before": done_before,
+             "failed": len(failed)}
   if not tasks and not failed:
-    print(f"all {done_before} image(s) already done in {args.out}")
-    return 0
-  print(f"{ok} image(s) labelled ({n_masks} masks; {redone} redone), {recopied} image "
+    print(f"{who}all {done_before} image(s) already done in {args.out}")
+    return summary
+  print(f"{who}{ok} image(s) labelled ({n_masks} masks; {redone} redone), {recopied} image "
         f"copies repaired, {done_before} already done, {len(failed)} failed -> {args.out}")
   for path, why in failed:
-    print(f"  failed: {path}: {why}", file=sys.stderr)
-  return 1 if ok == 0 and recopied == 0 and done_before == 0 else 0
+    print(f"  {who}failed: {path}: {why}", file=sys.stderr)
+  return summary
+
+
+def _exit_status(summaries: list[dict], group, total: int) -> int:
+  """1 when any process stopped on an error, or when no image at all could
+  be processed (one process's rule, over the union of the shares); else 0.
+  Every process of a run returns the same status."""
+  for index, error in process_group.failures(summaries):
+    if index != group.index:
+      print(f"samjax amg: process {index}/{group.count} stopped: {error} (rerun the same "
+            "command, on any number of processes, to finish its images)", file=sys.stderr)
+  if process_group.failures(summaries):
+    return 1
+  processed = sum(s["labelled"] + s["recopied"] + s["done_before"] for s in summaries)
+  if group.several and group.index == 0:
+    print(f"{group.count} processes: {processed} of {total} images done, "
+          f"{sum(s['failed'] for s in summaries)} failed")
+  return 1 if processed == 0 else 0
 
 
 def _check_args(args) -> tuple[list[str], bool]:
@@ -363,27 +425,30 @@ def _make_generator(args, official: bool):
       output_mode="binary_mask" if binary else "coco_rle")
 
 
-def _label(tasks: list[_Task], gen, args, official: bool,
-           failed: list) -> tuple[int, int, int, int]:
-  """Does every task (with a progress bar); unreadable images are appended to
-  ``failed``. Returns (images labelled, masks written, images redone, copies
-  repaired); an OSError writing outputs stops the run."""
+def _label(tasks: list[_Task], gen, args, official: bool, failed: list,
+           label: str | None = None) -> tuple[int, int, int, int]:
+  """Does every task (with a progress bar, named ``label``: "process k/N");
+  unreadable images are appended to ``failed``. Returns (images labelled,
+  masks written, images redone, copies repaired); an OSError writing outputs
+  stops the run."""
   from tqdm import tqdm
 
   from samjax.inference.image_io import decode_image_file
   ok = n_masks = redone = recopied = 0
-  bar = tqdm(tasks, unit="img", disable=args.no_progress or not tasks, file=sys.stderr)
+  who = f"{label}: " if label else ""
+  bar = tqdm(tasks, desc=label, unit="img", disable=args.no_progress or not tasks,
+             file=sys.stderr)
   for task in bar:
     path = task.path
     name = storage.basename(path)
     bar.set_postfix_str(name)
     if task.why:
-      tqdm.write(f"samjax amg: redoing {name}: {task.why}", file=sys.stderr)
+      tqdm.write(f"samjax amg: {who}redoing {name}: {task.why}", file=sys.stderr)
     try:
       decoded = decode_image_file(path)
     except (ValueError, FileNotFoundError) as e:
       failed.append((path, str(e)))
-      tqdm.write(f"samjax amg: skipped {path}: {e}", file=sys.stderr)
+      tqdm.write(f"samjax amg: {who}skipped {path}: {e}", file=sys.stderr)
       continue
     try:
       records = _write_outputs(task, decoded, gen, args, official)

@@ -34,7 +34,10 @@ atomically in the other protocols' results layout. Per-image counts go to
 <out>.images/ (one file per image) as each image finishes: rerun the same command after a
 kill to continue (a log made with other settings is refused). Scoring
 (thinning and matching at 99 thresholds, CPU bound) runs in --workers
-processes beside the model.
+processes beside the model. On N processes (JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID, as for `samjax train`) each evaluates
+image i % N of the sorted ids and process 0 alone writes --out: see
+`samjax eval --help`.
 """
 
 
@@ -117,6 +120,8 @@ def run(args) -> int:
   # seconds, not after hours of inference.
   gt_shapes = {i: read_ground_truth(gt[i])[0].shape for i in ids}
   check_out_path(args.out)
+  from samjax.inference import process_group
+  process_group.join()  # before jax starts: on N processes, this one's place
   sam, model = load_evaluated_model(args.checkpoint, args.variant)
   protocol = EdgeSettings(points_per_side=args.points_per_side)
   settings = {
@@ -140,6 +145,9 @@ def run(args) -> int:
       evaluate_images=lambda todo, emit: _evaluate(args, sam, todo, images, gt, gt_shapes,
                                                    protocol, emit),
       extra={"image_ids": ids}, progress=not args.no_progress)
+  if doc is None:  # a process of several other than 0
+    print(f"{process_group.current().label}: done; process 0 wrote {args.out}")
+    return 0
   print(table_row(doc))
   return 0
 

@@ -8,6 +8,7 @@ import sys
 
 from data_pipelines import storage
 from samjax.commands.generator_flags import add_generator_flags, generator_kwargs
+from samjax.inference import process_group
 
 HELP = """\
 Evaluate a model with one of the SAM paper's zero-shot protocols
@@ -42,6 +43,20 @@ the same command after a kill and finished images are skipped (the numbers
 are those of an uninterrupted run). A rerun with other settings (model,
 data, protocol flags) into the same --out is refused. --limit N evaluates
 the first N images.
+
+On N processes (every host of a pod, or several on one machine): start the
+same command on each, with the environment `samjax train` reads:
+JAX_COORDINATOR_ADDRESS=<process 0's host>:<port>, JAX_NUM_PROCESSES=N,
+JAX_PROCESS_ID=0..N-1; --out must be a place every process can reach (a
+bucket, a shared file system). Image i of the list (--limit applied) goes
+to process i % N, which stores it in <out>.images/ as above. Process 0 waits
+until every process is done, then computes the metrics from all the images'
+files and is the only one to write results.json (and the boxes masks file):
+the same numbers as one process. Progress lines say "process k/N". If a
+process stops on an error, every process exits 1 and no results are
+written; if one dies (kill -9, a lost host), jax stops the others about
+100 s later. Either way rerun the same command, on any number of processes
+(another N too): finished images are kept.
 """
 
 
@@ -115,14 +130,20 @@ def _prepare(args):
     raise ValueError(f"--limit must be >= 1, got {args.limit}")
   if getattr(args, "batch", 1) < 1:
     raise ValueError(f"--batch must be >= 1, got {args.batch}")
+  process_group.join()  # before jax starts: on N processes, this one's place
   dataset = load_dataset(args.annotations, args.images)
   check_out_path(args.out)
   sam, model = load_evaluated_model(args.checkpoint, args.variant)
   return dataset, sam, model
 
 
-def _finish(doc) -> int:
+def _finish(doc, out: str) -> int:
+  """Prints the table row; on a process of several other than 0 (``doc`` is
+  None), where the results are."""
   from samjax.evaluation.results import table_row
+  if doc is None:
+    print(f"{process_group.current().label}: done; process 0 wrote {out}")
+    return 0
   print(table_row(doc))
   return 0
 
@@ -134,7 +155,7 @@ def run_points(args) -> int:
   doc = points.run(SamPredictor(sam), dataset, args.out, model=model,
                    max_points=args.max_points, use_mask_input=not args.no_mask_input,
                    limit=args.limit, chunk=args.batch, progress=not args.no_progress)
-  return _finish(doc)
+  return _finish(doc, args.out)
 
 
 def run_boxes(args) -> int:
@@ -146,8 +167,9 @@ def run_boxes(args) -> int:
   doc = boxes.run(SamPredictor(sam), dataset, args.out, model=model,
                   detections=args.detections, masks_out=args.masks_out, limit=args.limit,
                   chunk=args.batch, progress=not args.no_progress)
-  print(f"masks: {doc['masks_file']}", file=sys.stderr)
-  return _finish(doc)
+  if doc is not None:
+    print(f"masks: {doc['masks_file']}", file=sys.stderr)
+  return _finish(doc, args.out)
 
 
 def run_proposals(args) -> int:
@@ -161,4 +183,4 @@ def run_proposals(args) -> int:
                       generator_settings=gen_settings, max_proposals=args.max_proposals,
                       rank_by=args.rank_by, limit=args.limit,
                       progress=not args.no_progress)
-  return _finish(doc)
+  return _finish(doc, args.out)

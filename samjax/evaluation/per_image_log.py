@@ -23,6 +23,14 @@ in one table is the data loss this prevents), as is a file that does not
 parse or names another image (whole-file writes cannot leave one: it is
 damage, not a crash), and image files without ``settings.json``.
 
+Several processes (``samjax eval`` on every host of a pod) share one log:
+each writes the files of its own images only (``owns``), so two never write
+the same name; ``settings.json`` may be written by several, with the same
+bytes, each write whole. A temp file is removed only by the process that
+owns its image in this run (another process may be writing the others at
+that moment); process 0 sweeps the rest in ``refresh`` once every process
+has finished.
+
 Logs of samjax versions before this layout (``<out>.images.jsonl``, one JSON
 line per image) are still read: their complete lines count as finished
 images; new images go to the folder.
@@ -34,7 +42,7 @@ import concurrent.futures
 import json
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from data_pipelines import atomic_io, storage
@@ -42,7 +50,8 @@ from data_pipelines import atomic_io, storage
 SETTINGS = "settings.json"
 _IMAGE_PREFIX, _IMAGE_SUFFIX = "image-", ".json"
 # Temp files of a local write a kill cut short (``atomic_io.TEMP_MARKER``).
-_TEMP = re.compile(r"(?:settings|image-.*)\.json" + re.escape(atomic_io.TEMP_MARKER)
+# Group 1: the image's (quoted) key; None for settings.json's.
+_TEMP = re.compile(r"(?:settings|image-(.*))\.json" + re.escape(atomic_io.TEMP_MARKER)
                    + r"[0-9a-f]+")
 # Remote image records fetched at once when a log is reopened.
 _READ_THREADS = 16
@@ -68,6 +77,11 @@ def image_file_name(image_id) -> str:
   return _IMAGE_PREFIX + urllib.parse.quote(str(image_id), safe="") + _IMAGE_SUFFIX
 
 
+def _key(file_name: str) -> str:
+  """The image key of ``image-<id>.json`` (``image_file_name`` reversed)."""
+  return urllib.parse.unquote(file_name[len(_IMAGE_PREFIX):-len(_IMAGE_SUFFIX)])
+
+
 def _canonical(obj: Any) -> Any:
   """JSON round trip: tuples become lists, so settings compare as stored."""
   return json.loads(json.dumps(obj, sort_keys=True))
@@ -84,11 +98,17 @@ class PerImageLog:
     path: the log folder (``log_path_for``); created if missing.
     settings: JSON-serialisable protocol settings; a log on disk must carry
       the same ones, or ``PerImageLogError`` is raised.
+    owns: image key (``str(image_id)``) -> whether this process writes that
+      image, when several processes share the log: temp files of the other
+      images (and of ``settings.json``) are left to their writers. None:
+      this process is the only writer.
   """
 
-  def __init__(self, path: str, settings: dict):
+  def __init__(self, path: str, settings: dict,
+               owns: Callable[[str], bool] | None = None):
     self.path = storage.resolve(path)
     self.settings = _canonical(settings)
+    self._owns = owns
     self._records: dict[str, dict] = {}
     if storage.isfile(self.path):
       raise PerImageLogError(f"{self.path} is a file, not a per-image log folder; "
@@ -142,7 +162,7 @@ class PerImageLog:
     else:
       contents = [storage.read_bytes(p) for p in paths]
     for name, path, data in zip(sorted(names), paths, contents):
-      key = urllib.parse.unquote(name[len(_IMAGE_PREFIX):-len(_IMAGE_SUFFIX)])
+      key = _key(name)
       try:
         rec = json.loads(data)
         found = str(rec["image"])
@@ -182,10 +202,26 @@ class PerImageLog:
       self._records[key] = rec
 
   def _remove_temp_files(self, names: list[str]) -> None:
-    """Temp files of local writes a kill cut short (never complete data)."""
+    """Temp files of local writes a kill cut short (never complete data);
+    with ``owns``, only those of this process's images."""
     for n in names:
-      if _TEMP.fullmatch(n):
-        storage.remove(storage.join(self.path, n))
+      m = _TEMP.fullmatch(n)
+      if not m:
+        continue
+      quoted = m.group(1)  # None: a settings.json temp file
+      if self._owns is not None and (quoted is None
+                                     or not self._owns(urllib.parse.unquote(quoted))):
+        continue
+      storage.remove(storage.join(self.path, n))  # gone already: fine
+
+  def refresh(self) -> None:
+    """Reads the images other processes have added since this log opened,
+    and removes every temp file left (call it once all writers finished)."""
+    names = self._names()
+    self._load([n for n in names if n.startswith(_IMAGE_PREFIX) and n.endswith(_IMAGE_SUFFIX)
+                and _key(n) not in self._records])
+    self._owns = None
+    self._remove_temp_files(names)
 
   def __contains__(self, image_id) -> bool:
     return str(image_id) in self._records

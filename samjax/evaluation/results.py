@@ -8,6 +8,10 @@
      "this_run": {"images_evaluated": 120, "seconds": 61.2},
      <the protocol's metrics, e.g. "miou_1pt": 0.71, "miou_curve": [...]>}
 
+``this_run`` counts the images evaluated by this run (a resumed run: those
+left); on N processes, by all of them, ``seconds`` of the slowest, and
+``"processes": N``. Only process 0 writes the file (``runner``).
+
 Every path (``--out``, the checkpoint, the data) may be local, ``gs://`` or
 ``s3://`` (``data_pipelines.storage``).
 

@@ -59,6 +59,26 @@ def test_what_a_kill_leaves_is_redone_and_cleaned(tmp_path):
   assert sorted(r["image"] for r in read_records(str(path))) == ["a", "b"]
 
 
+def test_processes_sharing_a_log_leave_each_others_temp_files(tmp_path):
+  """Several processes write one log: a process removes only the temp files
+  of its own images (another may be writing the rest, or settings.json);
+  ``refresh``, once all have finished, reads their images and sweeps all."""
+  path = tmp_path / "log.images"
+  first = PerImageLog(str(path), {"p": 1}, owns={"a", "c"}.__contains__)
+  temps = {k: path / (image_file_name(k) + TEMP_MARKER + "0123abcd") for k in "abc"}
+  temps["settings"] = path / ("settings.json" + TEMP_MARKER + "89abcdef")
+  for temp in temps.values():
+    temp.write_bytes(b"{")
+  second = PerImageLog(str(path), {"p": 1}, owns={"b", "d/e"}.__contains__)
+  assert sorted(k for k, t in temps.items() if t.exists()) == ["a", "c", "settings"]
+  second.append("b", {"v": 2})
+  second.append("d/e", {"v": 3})
+  first.append("a", {"v": 1})
+  first.refresh()
+  assert sorted(r["image"] for r in first.records()) == ["a", "b", "d/e"]
+  assert not any(t.exists() for t in temps.values())
+
+
 def test_damaged_files_are_refused_not_silently_dropped(tmp_path):
   path = tmp_path / "log.images"
   log = PerImageLog(str(path), {"p": 1})

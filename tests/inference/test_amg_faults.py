@@ -23,13 +23,9 @@ from PIL import Image
 from data_pipelines import atomic_io
 from samjax.cli import main
 from samjax.inference.image_io import read_image
+from tests.inference.amg_helpers import KILLING_RUNNER, SETTINGS, STEMS, assert_equal_folders
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-# Random tiny weights: low thresholds and no NMS so that masks survive; a 2x2
-# grid on 48x64 images keeps every run to a fraction of a second after compiling.
-SETTINGS = ["--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-score-thresh",
-            "0", "--box-nms-thresh", "1.0", "--no-progress"]
-STEMS = ("sa_1", "sa_2", "sa_3", "sa_4")
 
 
 @pytest.fixture(scope="module")
@@ -47,34 +43,14 @@ def amg(checkpoint):
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
-  d = tmp_path_factory.mktemp("images")
-  photos = [skimage.data.coffee(), skimage.data.chelsea(), skimage.data.astronaut(),
-            skimage.data.rocket()]
-  for stem, photo in zip(STEMS, photos):
-    small = Image.fromarray(photo).resize((64, 48), Image.BILINEAR)
-    small.save(d / f"{stem}.jpg", quality=90)
-  return d
+def images(amg_images):
+  return amg_images
 
 
 @pytest.fixture(scope="module")
-def reference(amg, images, tmp_path_factory):
+def reference(amg_reference):
   """An uninterrupted --copy-images run: what every resumed run must equal."""
-  out = tmp_path_factory.mktemp("ref") / "out"
-  assert amg(images, out, "--copy-images") == 0
-  assert sorted(os.listdir(out)) == sorted(f"{s}.{e}" for s in STEMS for e in ("jpg", "json"))
-  return out
-
-
-def _files(d) -> dict[str, bytes]:
-  return {n: pathlib.Path(d, n).read_bytes() for n in sorted(os.listdir(d))}
-
-
-def _assert_equal_folders(out, ref):
-  got, want = _files(out), _files(ref)
-  assert sorted(got) == sorted(want)  # no temp files, nothing extra
-  for n in want:
-    assert got[n] == want[n], n
+  return amg_reference
 
 
 def _mtimes(d) -> dict[str, int]:
@@ -112,7 +88,7 @@ def test_damaged_outputs_are_redone_exactly(amg, images, reference, tmp_path, ca
   # Exactly the damaged files were rewritten (sa_3's JSON was fine: kept).
   assert changed == {"sa_1.json", "sa_1.jpg", "sa_2.json", "sa_2.jpg", "sa_3.jpg"}, changed
   other.unlink()
-  _assert_equal_folders(out, reference)
+  assert_equal_folders(out, reference)
 
 
 def test_only_copies_to_repair_needs_no_model(amg, images, reference, tmp_path, capsys,
@@ -124,7 +100,7 @@ def test_only_copies_to_repair_needs_no_model(amg, images, reference, tmp_path, 
   monkeypatch.setattr(samjax, "load_sam", lambda *a, **k: pytest.fail("model loaded"))
   assert amg(images, out, "--copy-images") == 0
   assert "1 image copies repaired" in capsys.readouterr().out
-  _assert_equal_folders(out, reference)
+  assert_equal_folders(out, reference)
 
 
 def test_foreign_or_schema_less_json_is_not_trusted(amg, images, reference, tmp_path, capsys):
@@ -139,41 +115,7 @@ def test_foreign_or_schema_less_json_is_not_trusted(amg, images, reference, tmp_
   o, e = capsys.readouterr()
   assert "3 image(s) labelled" in o and "3 redone" in o, o
   assert "no complete 'image' record" in e and "describes 'other.jpg'" in e, e
-  _assert_equal_folders(out, reference)
-
-
-# A `samjax amg` that SIGKILLs itself halfway through the Nth atomic write of a
-# file ending in SUFFIX: no finally blocks, no cleanup, as the OOM killer does.
-_KILLING_RUNNER = """
-import contextlib, os, signal, sys
-from data_pipelines import atomic_io
-suffix, nth = sys.argv[1], int(sys.argv[2])
-real, seen = atomic_io.atomic_writer, [0]
-
-class HalfThenDie:
-  def __init__(self, f):
-    self.f = f
-  def write(self, data):
-    self.f.write(data[:max(1, len(data) // 2)])
-    self.f.flush()
-    os.fsync(self.f.fileno())
-    os.kill(os.getpid(), signal.SIGKILL)
-  def __getattr__(self, name):
-    return getattr(self.f, name)
-
-@contextlib.contextmanager
-def killing_writer(path, mode="wb", encoding=None):
-  with real(path, mode, encoding) as f:
-    if str(path).endswith(suffix):
-      seen[0] += 1
-      if seen[0] == nth:
-        f = HalfThenDie(f)
-    yield f
-
-atomic_io.atomic_writer = killing_writer
-from samjax.cli import main
-sys.exit(main(sys.argv[3:]))
-"""
+  assert_equal_folders(out, reference)
 
 
 # One real kill (a subprocess: ~10 s of start-up and compiling); where the
@@ -187,7 +129,7 @@ def test_kill_mid_write_then_rerun_equals_uninterrupted(amg, checkpoint, images,
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get(
       "PYTHONPATH", "")]))
   proc = subprocess.run(
-      [sys.executable, "-c", _KILLING_RUNNER, suffix, "2", "amg", "--checkpoint",
+      [sys.executable, "-c", KILLING_RUNNER, suffix, "2", "amg", "--checkpoint",
        checkpoint, "--images", str(images), "--out", str(out), *SETTINGS,
        "--copy-images"], env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == -9, proc.stderr[-3000:]
@@ -204,7 +146,7 @@ def test_kill_mid_write_then_rerun_equals_uninterrupted(amg, checkpoint, images,
   assert amg(images, out, "--copy-images") == 0
   assert "3 image(s) labelled" in capsys.readouterr().out
   assert {n: os.stat(out / n).st_mtime_ns for n in mtime} == mtime  # not redone
-  _assert_equal_folders(out, reference)
+  assert_equal_folders(out, reference)
 
 
 def test_json_is_written_after_the_copy_and_overlay(amg, images, tmp_path, capsys,

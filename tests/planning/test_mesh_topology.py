@@ -130,3 +130,23 @@ ENTRY %main (a: f32[8]) -> f32[8] {
 """.replace("MEGASCALE", MEGASCALE)
   got = {t.kind: (t.count, t.bytes, t.largest) for t in dcn.dcn_transfers(hlo)}
   assert got == {"ALL_REDUCE": (72, 72 * 32, "f32[8]"), "ALL_GATHER": (1, 16, "bf16[4,2]")}
+
+
+def test_cluster_launchers_start_distributed_jax(monkeypatch):
+  """Without JAX_COORDINATOR_ADDRESS, a TPU VM or a SLURM / Open MPI launch
+  of several tasks still starts jax.distributed; one task does not."""
+  from samjax import mesh
+  monkeypatch.setattr(mesh, "tpu_present", lambda: False)
+  for name in ("SLURM_NTASKS", "SLURM_NPROCS", "OMPI_COMM_WORLD_SIZE"):
+    monkeypatch.delenv(name, raising=False)
+  assert not mesh._cluster_launch()
+  monkeypatch.setenv("SLURM_NTASKS", "1")
+  assert not mesh._cluster_launch()
+  monkeypatch.setenv("SLURM_NTASKS", "4")
+  assert mesh._cluster_launch()
+  monkeypatch.delenv("SLURM_NTASKS")
+  monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+  assert mesh._cluster_launch()
+  monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+  monkeypatch.setattr(mesh, "tpu_present", lambda: True)
+  assert mesh._cluster_launch()

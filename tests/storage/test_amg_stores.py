@@ -14,13 +14,15 @@ import pytest
 
 from data_pipelines import atomic_io, storage
 from samjax.cli import main
-from tests.inference import test_amg_faults
-from tests.inference.test_amg_faults import _KILLING_RUNNER, SETTINGS
+from tests.inference.amg_helpers import KILLING_RUNNER, SETTINGS
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
-# The fault tests' four small JPEGs (a module fixture).
-images = test_amg_faults.images
+
+@pytest.fixture(scope="module")
+def images(amg_images):
+  """The fault tests' four small JPEGs."""
+  return amg_images
 
 
 def amg(checkpoint, images, out, *extra) -> int:
@@ -62,7 +64,7 @@ def test_killed_and_resumed_on_gcs_equals_an_uninterrupted_local_run(
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get(
       "PYTHONPATH", "")]))
   proc = subprocess.run(
-      [sys.executable, "-c", _KILLING_RUNNER, ".jpg", "2", "amg", "--checkpoint",
+      [sys.executable, "-c", KILLING_RUNNER, ".jpg", "2", "amg", "--checkpoint",
        tiny_official_pth, "--images", src, "--out", out, *SETTINGS, "--copy-images"],
       env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == -9, proc.stderr[-3000:]

@@ -22,7 +22,7 @@ from samjax.evaluation.per_image_log import (
   read_records,
 )
 from samjax.evaluation.sample_sets import make_eval_set
-from tests.inference.test_amg_faults import _KILLING_RUNNER
+from tests.inference.amg_helpers import KILLING_RUNNER
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # Two clicks per mask: the follow-up click path runs, in seconds.
@@ -64,7 +64,7 @@ def test_killed_and_resumed_on_gcs_gives_the_local_numbers(gs_bucket, tiny_offic
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get(
       "PYTHONPATH", "")]))
   proc = subprocess.run(
-      [sys.executable, "-c", _KILLING_RUNNER, image_file_name(11), "1",
+      [sys.executable, "-c", KILLING_RUNNER, image_file_name(11), "1",
        *points_args(checkpoint, data, out)],
       env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == -9, proc.stderr[-3000:]
