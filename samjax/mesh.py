@@ -118,12 +118,17 @@ def make_mesh(shape: Sequence[int], devices=None, dcn: Sequence[int] = (-1, 1, 1
       gradient reduction crosses slices). Axis i of the mesh has
       ``shape[i] * dcn[i]`` devices.
     slice_of: ``device -> slice key`` (``samjax.mesh_devices.device_slices``;
-      default: ``slice_index`` on TPU multi-slice, the process on GPU hosts).
+      default: ``slice_index`` on TPU multi-slice; the process where ``dcn``
+      places several slices explicitly (no -1), as on GPU hosts).
     use_all: every device must be in the mesh (a plan for a pod).
     log: gets one line saying how the devices were ordered.
   """
   devices = list(jax.devices() if devices is None else devices)
-  slices = mesh_devices.device_slices(devices, slice_of)
+  # Devices without a slice_index (GPU, CPU) form slices by process only when
+  # the config places slices explicitly: one process per GPU on one host
+  # must not turn FSDP into pure data parallelism by default.
+  explicit = -1 not in tuple(dcn) and math.prod(dcn) > 1
+  slices = mesh_devices.device_slices(devices, slice_of, by_process=explicit)
   dcn = resolve_dcn_shape(dcn, len(slices))
   if len(slices) == 1:
     shape = resolve_mesh_shape(shape, len(devices), use_all=use_all)

@@ -10,8 +10,8 @@ Two levels, as a pod is wired:
   index order.
 * **Across slices** (DCN, the data-center network, far slower than ICI): a
   multi-slice job's devices come in groups ("granules"): TPU slices
-  (``device.slice_index``), or processes on other platforms (one GPU host per
-  process). The hybrid mesh repeats one per-slice mesh along the ``dcn``
+  (``device.slice_index``), or, when a config places slices explicitly,
+  processes (one GPU host per process). The hybrid mesh repeats one per-slice mesh along the ``dcn``
   axis counts, as ``mesh_utils.create_hybrid_device_mesh`` does, so that
   only the collectives of the axes given DCN slices (by default ``data``:
   the gradient all-reduce) cross the slow network.
@@ -27,30 +27,27 @@ import numpy as np
 PHYSICAL = "physical (mesh_utils.create_device_mesh)"
 
 
-def device_slices(devices: Sequence, slice_of: Callable | None = None) -> list[list]:
+def device_slices(devices: Sequence, slice_of: Callable | None = None,
+                  by_process: bool = False) -> list[list]:
   """The devices grouped by slice, groups sorted by slice key, each in the
   given order.
 
   ``slice_of(device) -> key`` decides; by default a device's ``slice_index``
-  (TPU multi-slice) where the devices have one, else its process when the
-  devices span several processes on a platform without slices (GPU hosts),
-  else one group.
+  where the devices have one (TPU multi-slice), else its process if
+  ``by_process`` (hosts joined by a slower network: GPU nodes, as jax's
+  ``process_is_granule``), else one group.
   """
   if slice_of is None:
-    slice_of = _default_slice_key(devices)
+    if any(getattr(d, "slice_index", None) is not None for d in devices):
+      slice_of = lambda d: getattr(d, "slice_index", 0) or 0
+    elif by_process:
+      slice_of = lambda d: d.process_index
+    else:
+      slice_of = lambda d: 0
   groups: dict = {}
   for d in devices:
     groups.setdefault(slice_of(d), []).append(d)
   return [groups[k] for k in sorted(groups)]
-
-
-def _default_slice_key(devices: Sequence) -> Callable:
-  if any(getattr(d, "slice_index", None) is not None for d in devices):
-    return lambda d: getattr(d, "slice_index", 0) or 0
-  if devices and devices[0].platform not in ("tpu", "cpu") and len(
-      {d.process_index for d in devices}) > 1:
-    return lambda d: d.process_index
-  return lambda d: 0
 
 
 def slice_mesh(shape: Sequence[int], devices: Sequence) -> tuple[np.ndarray, str]:

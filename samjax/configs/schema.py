@@ -136,8 +136,9 @@ def _add_parallelism_fields(c: ml_collections.ConfigDict) -> None:
   # links where they have any (samjax.mesh_devices).
   c.mesh.shape = (-1, 1, 1)
   # Multi-slice: (data, fsdp, model) slice counts over the data-center network
-  # (TPU slices, or GPU hosts); -1 takes the rest. The default puts every
-  # slice on data: only the gradient reduction crosses the slow network.
+  # (TPU slices; GPU hosts, one process each, when given without -1); -1
+  # takes the rest. The default puts every slice on data: only the gradient
+  # reduction crosses the slow network.
   c.mesh.dcn = (-1, 1, 1)
   c.batch_axes = ("data", "fsdp")  # mesh axes the batch dimension is split over
   # (logical axis, mesh axis or None) pairs; None uses

@@ -58,6 +58,9 @@ def test_dcn_shape_errors(two_v5p_64):
     make_mesh((1, -1, 1), two_v5p_64, dcn=(3, 1, 1))
   with pytest.raises(ValueError, match="must be 3 positive"):
     resolve_dcn_shape((0, 1, 1), 2)
+  # One process's CPU devices are one slice: two named slices cannot be.
+  with pytest.raises(ValueError, match="places 2 slices; the devices form 1"):
+    make_mesh((1, -1, 1), jax.devices()[:8], dcn=(2, 1, 1))
 
 
 def test_fake_cpu_slices_put_data_parallelism_on_the_slice_axis():
@@ -150,3 +153,19 @@ def test_cluster_launchers_start_distributed_jax(monkeypatch):
   monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
   monkeypatch.setattr(mesh, "tpu_present", lambda: True)
   assert mesh._cluster_launch()
+
+
+class _FakeGpu:
+  """A device of a multi-process GPU job, enough for the slice grouping."""
+  platform = "gpu"
+
+  def __init__(self, i, process):
+    self.id, self.process_index = i, process
+
+
+def test_processes_become_slices_only_when_dcn_names_them():
+  from samjax import mesh_devices
+  gpus = [_FakeGpu(i, i // 4) for i in range(8)]  # 2 hosts x 4 GPUs
+  assert len(mesh_devices.device_slices(gpus)) == 1  # default: one mesh over all
+  by_host = mesh_devices.device_slices(gpus, by_process=True)
+  assert [[d.id for d in s] for s in by_host] == [[0, 1, 2, 3], [4, 5, 6, 7]]
