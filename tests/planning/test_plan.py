@@ -24,6 +24,10 @@ from samjax.planning.hbm_errors import parse_hbm_oom
 from samjax.planning.report import parse_mesh
 from tests.shared_fixtures import build_once
 
+# The plan fixture's tests on one worker: another would wait idle while the
+# first builds it (build_once).
+pytestmark = pytest.mark.xdist_group("plan")
+
 # vit_tiny cut down for a fast TPU compile: 64 px, 2 encoder blocks, one
 # decoder layer, one decoder pass (no follow-up scan), batch 8 x 2 masks.
 TINY = ["--config", "tiny_demo",

@@ -1,4 +1,5 @@
-"""The same train step on 1 device and on a 2x4 (data x fsdp) mesh of fake CPU devices."""
+"""The same train step on 1 device and on 2x4 (data x fsdp) meshes of fake CPU
+devices: the plain layout and two fake slices on the hybrid mesh."""
 
 import flax.linen as nn
 import jax
@@ -61,9 +62,17 @@ def one_device_step():
   return model, tx, params, state0, batch, s1, m1
 
 
-def test_one_device_and_2x4_mesh_agree(one_device_step):
+def test_one_device_and_a_2x4_mesh_of_two_slices_agree(one_device_step):
+  """The 2x4 (data x fsdp) mesh as two "slices" of 4 CPU devices on the
+  hybrid mesh (interleaved ids, so not the plain index layout): data
+  parallelism spans the slices, FSDP stays inside each; the step equals the
+  1-device step and FSDP sharding was in effect. (The plain 2x4 layout is
+  the eager-gradient test's below.)"""
   model, tx, params, state0, batch, s1, m1 = one_device_step
-  s8, m8, sh8 = _run(make_mesh((2, 4, 1)), model, tx, state0, batch)
+  mesh = make_mesh((1, -1, 1), jax.devices()[:8], dcn=(2, 1, 1), slice_of=lambda d: d.id % 2)
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 4, "model": 1}
+  assert [{d.id % 2 for d in row.ravel()} for row in mesh.devices] == [{0}, {1}]
+  s8, m8, sh8 = _run(mesh, model, tx, state0, batch)
   _assert_same_step(s1, m1, s8, m8)
   # The update really moved the params, and FSDP sharding was in effect.
   moved = [float(np.abs(a - b).max()) for a, b in zip(
@@ -74,18 +83,6 @@ def test_one_device_and_2x4_mesh_agree(one_device_step):
   adam = next(x for x in sh8["opt_state"] if hasattr(x, "mu"))
   mu = adam.mu["image_encoder"]["blocks_0"]["attn"]["qkv"]["kernel"]
   assert mu.spec[0] == "fsdp"  # Adam moments follow their params
-
-
-def test_two_fake_slices_step_like_one_device(one_device_step):
-  """Two "slices" of 4 CPU devices (interleaved ids, so the layout differs
-  from the plain 2x4 mesh) on the hybrid mesh: data parallelism spans the
-  slices, FSDP stays inside each; the step equals the 1-device step."""
-  model, tx, _, state0, batch, s1, m1 = one_device_step
-  mesh = make_mesh((1, -1, 1), jax.devices()[:8], dcn=(2, 1, 1), slice_of=lambda d: d.id % 2)
-  rows = [{d.id % 2 for d in row.ravel()} for row in mesh.devices]
-  assert rows == [{0}, {1}]  # each data row is one slice
-  s2, m2, _ = _run(mesh, model, tx, state0, batch)
-  _assert_same_step(s1, m1, s2, m2)
 
 
 def test_installed_libtpu_without_a_tpu_is_not_an_accelerator(monkeypatch):
