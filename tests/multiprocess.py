@@ -13,21 +13,16 @@ import contextlib
 import dataclasses
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from tests.storage_servers import free_port
+
 REPO = str(pathlib.Path(__file__).resolve().parents[1])
 # `python -m samjax.cli ARGS`: the command line a user runs.
 CLI = [sys.executable, "-m", "samjax.cli"]
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def process_env(port: int, count: int, index: int) -> dict:

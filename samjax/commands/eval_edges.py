@@ -130,8 +130,8 @@ def run(args) -> int:
       "box_nms_thresh": protocol.box_nms_thresh, "thresholds": args.thresholds,
       "max_dist": args.max_dist, "thin": True,
   }
+  from samjax.commands.evaluate import print_results
   from samjax.evaluation.edges_metrics import dataset_scores
-  from samjax.evaluation.results import table_row
   from samjax.evaluation.runner import run_protocol
 
   def summarize(records):
@@ -145,11 +145,7 @@ def run(args) -> int:
       evaluate_images=lambda todo, emit: _evaluate(args, sam, todo, images, gt, gt_shapes,
                                                    protocol, emit),
       extra={"image_ids": ids}, progress=not args.no_progress)
-  if doc is None:  # a process of several other than 0
-    print(f"{process_group.current().label}: done; process 0 wrote {args.out}")
-    return 0
-  print(table_row(doc))
-  return 0
+  return print_results(doc, args.out)
 
 
 def _evaluate(args, sam, todo, images, gt, gt_shapes, protocol, emit) -> None:

@@ -137,7 +137,7 @@ def _prepare(args):
   return dataset, sam, model
 
 
-def _finish(doc, out: str) -> int:
+def print_results(doc, out: str) -> int:
   """Prints the table row; on a process of several other than 0 (``doc`` is
   None), where the results are."""
   from samjax.evaluation.results import table_row
@@ -155,7 +155,7 @@ def run_points(args) -> int:
   doc = points.run(SamPredictor(sam), dataset, args.out, model=model,
                    max_points=args.max_points, use_mask_input=not args.no_mask_input,
                    limit=args.limit, chunk=args.batch, progress=not args.no_progress)
-  return _finish(doc, args.out)
+  return print_results(doc, args.out)
 
 
 def run_boxes(args) -> int:
@@ -169,7 +169,7 @@ def run_boxes(args) -> int:
                   chunk=args.batch, progress=not args.no_progress)
   if doc is not None:
     print(f"masks: {doc['masks_file']}", file=sys.stderr)
-  return _finish(doc, args.out)
+  return print_results(doc, args.out)
 
 
 def run_proposals(args) -> int:
@@ -183,4 +183,4 @@ def run_proposals(args) -> int:
                       generator_settings=gen_settings, max_proposals=args.max_proposals,
                       rank_by=args.rank_by, limit=args.limit,
                       progress=not args.no_progress)
-  return _finish(doc, args.out)
+  return print_results(doc, args.out)

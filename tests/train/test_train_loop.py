@@ -4,7 +4,6 @@ two-process jax.distributed training, loading a workdir for inference."""
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -12,7 +11,9 @@ import numpy as np
 import pytest
 
 from data_pipelines import storage
+from tests.multiprocess import process_env
 from tests.shared_fixtures import build_once
+from tests.storage_servers import free_port
 from tests.train.conftest import TEST_MODEL, small_config, train_losses, upload_train_data
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -122,12 +123,6 @@ def test_eval_points_directly_from_a_training_workdir(reference_run, tmp_path, c
   assert len(doc["miou_curve"]) == 2
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _launch_two_processes(train_data, workdir, total_steps, fault_env=None, evaluate=False):
   """2 local processes (1 CPU device each) via jax.distributed; ``fault_env``
   is added to process 1's environment only; ``evaluate`` keeps the held-out
@@ -135,12 +130,10 @@ def _launch_two_processes(train_data, workdir, total_steps, fault_env=None, eval
   compiles every program itself: jax keys a CPU program by the process's own
   topology, and only process 0 writes the compilation cache).
   Returns [(rc, stdout, stderr)]."""
-  port = _free_port()
+  port = free_port()
   procs = []
   for pid in range(2):
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid), JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = process_env(port, 2, pid)
     if pid == 1 and fault_env:
       env.update(fault_env)
     procs.append(subprocess.Popen(
