@@ -38,6 +38,7 @@ _VERBS = (
     ("samjax.commands.train", "register"),
     ("samjax.commands.plan", "register"),
     ("samjax.commands.evaluate", "register"),
+    ("samjax.commands.annotate", "register"),
     ("data_pipelines.cli", "register"),
 )
 

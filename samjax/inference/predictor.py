@@ -16,6 +16,7 @@ mask convolutions), at the price of at most 4 programs per bucket.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Sequence
@@ -65,6 +66,22 @@ def embed_for_decoding(plan: InteractivePlan, params, images, image_pe):
   return embeddings, plan.prepare(params, embeddings, image_pe)
 
 
+@dataclasses.dataclass(frozen=True)
+class EmbeddedImage:
+  """Everything ``SamPredictor`` keeps for one image after ``set_image``:
+  tools that move between images (``samjax annotate``) keep one per image
+  and swap it in with ``use_embedded_image`` instead of embedding again.
+
+  features: [1, C, h, w] (the official ``get_image_embedding``);
+  state: the plan's ``ImageState``; original_size (H, W); input_size (h, w)
+  of the resized image before padding.
+  """
+  features: jax.Array
+  state: ImageState
+  original_size: tuple[int, int]
+  input_size: tuple[int, int]
+
+
 # Prompts decoded together per step (InteractivePlan.prompt_chunk); buckets
 # above 1 are multiples of it.
 PROMPT_CHUNK = 4
@@ -107,6 +124,7 @@ class SamPredictor:
     self._prompt_buckets = tuple(prompt_buckets)
     self._plan = InteractivePlan(self._model, PROMPT_CHUNK)
     self._embed = jax.jit(embed_for_decoding, static_argnums=0)
+    self._prepare = jax.jit(self._plan.prepare)
     # The image positional encoding depends on params only: compute it once.
     self._image_pe = jax.jit(self._plan.image_pe)(self._params)
     self.reset_image()
@@ -135,12 +153,7 @@ class SamPredictor:
       raise ValueError(f"transformed image {h}x{w} does not match original size "
                        f"{tuple(original_image_size)} (expected {expected})")
     self.reset_image()
-    chw = np.ascontiguousarray(transformed_image.transpose(2, 0, 1))[None]
-    x = normalize_and_pad_host(chw, self.image_size)
-    self.features, self._state = self._embed(self._plan, self._params, x, self._image_pe)
-    self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
-    self.input_size = (h, w)
-    self.is_image_set = True
+    self.use_embedded_image(self._embed_transformed(transformed_image, original_image_size))
     if self.warmup:
       self.warm_up()
 
@@ -168,6 +181,49 @@ class SamPredictor:
         kw["mask_input"] = np.zeros((1, low, low), np.float32)
       self.predict(**kw)
     return time.perf_counter() - start
+
+  def embed(self, image: np.ndarray, image_format: str = "RGB") -> EmbeddedImage:
+    """``set_image``'s work without making it the current image: the
+    ``EmbeddedImage`` of an HxWx3 uint8 image (a tool that prepares the next
+    image while the current one is in use calls this from another thread)."""
+    image = validation.check_image(image, image_format)
+    return self._embed_transformed(resize_longest_side(image, self.image_size),
+                                   image.shape[:2])
+
+  def _embed_transformed(self, transformed_image: np.ndarray,
+                         original_image_size: tuple[int, int]) -> EmbeddedImage:
+    h, w = transformed_image.shape[:2]
+    chw = np.ascontiguousarray(transformed_image.transpose(2, 0, 1))[None]
+    x = normalize_and_pad_host(chw, self.image_size)
+    features, state = self._embed(self._plan, self._params, x, self._image_pe)
+    return EmbeddedImage(features, state,
+                         (int(original_image_size[0]), int(original_image_size[1])), (h, w))
+
+  def embedded_image(self) -> EmbeddedImage:
+    """The current image's embedding and decoding state (see ``EmbeddedImage``)."""
+    self._require_image()
+    return EmbeddedImage(self.features, self._state, self.original_size, self.input_size)
+
+  def use_embedded_image(self, image: EmbeddedImage) -> None:
+    """Makes ``image`` (from ``embedded_image`` or ``embedded_image_from_features``)
+    the current image, without running the encoder."""
+    self.features, self._state = image.features, image.state
+    self.original_size, self.input_size = image.original_size, image.input_size
+    self.is_image_set = True
+
+  def embedded_image_from_features(self, features: np.ndarray,
+                                   original_size: tuple[int, int]) -> EmbeddedImage:
+    """An ``EmbeddedImage`` from a stored ``get_image_embedding`` [1, C, h, w]
+    of an image of ``original_size`` (H, W) (e.g. an on-disk cache)."""
+    cfg = self._model.config
+    expected = (1, cfg.prompt_embed_dim, cfg.embedding_size, cfg.embedding_size)
+    if tuple(features.shape) != expected:
+      raise ValueError(f"embedding of shape {tuple(features.shape)} does not fit this "
+                       f"model (expects {expected})")
+    features = jax.numpy.asarray(features, jax.numpy.float32)
+    hw = (int(original_size[0]), int(original_size[1]))
+    return EmbeddedImage(features, self._prepare(self._params, features, self._image_pe), hw,
+                         get_preprocess_shape(*hw, self.image_size))
 
   def get_image_embedding(self) -> np.ndarray:
     """The cached embedding, [1, C, h, w] (C=256, h=w=64 for SAM)."""

@@ -1,0 +1,61 @@
+"""The images an annotation session serves: a flat folder, addressed by file
+name only, so no request can reach a file outside it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from samjax.commands.amg import IMAGE_EXTS
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+  name: str
+  reason: str
+
+
+class ImageFolder:
+  """The image files directly inside ``root`` (sorted by name).
+
+  Other files are listed in ``skipped`` with the reason; so are images whose
+  stems collide (``a.jpg`` and ``a.png`` would both write ``a.json``).
+  """
+
+  def __init__(self, root: str):
+    if not os.path.isdir(root):
+      raise FileNotFoundError(f"--images {root} is not a directory")
+    self.root = os.path.abspath(root)
+    self.names: list[str] = []
+    self.skipped: list[Skipped] = []
+    stems: dict[str, str] = {}
+    for name in sorted(os.listdir(self.root)):
+      path = os.path.join(self.root, name)
+      stem, ext = os.path.splitext(name)
+      if not os.path.isfile(path):
+        continue
+      if ext.lower() not in IMAGE_EXTS:
+        self.skipped.append(Skipped(name, "not an image file (by its extension)"))
+      elif stem in stems:
+        self.skipped.append(Skipped(name, f"same stem as {stems[stem]} (one JSON per stem)"))
+      else:
+        stems[stem] = name
+        self.names.append(name)
+    if not self.names:
+      raise FileNotFoundError(f"--images {root} holds no image files "
+                              f"({', '.join(IMAGE_EXTS)})")
+
+  def path(self, name: str) -> str:
+    """The file of image ``name``; a name that is not one of ``names`` (a
+    path, ``..``, a skipped file) is a ``KeyError`` with a one-line reason."""
+    if not isinstance(name, str) or name not in self.names:
+      raise KeyError(f"no image named {name!r} in the image folder")
+    return os.path.join(self.root, name)
+
+  def index(self, name: str) -> int:
+    self.path(name)
+    return self.names.index(name)
+
+
+def stem(name: str) -> str:
+  return os.path.splitext(name)[0]
