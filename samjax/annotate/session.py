@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
+import os
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from samjax.annotate import prefill as P
 from samjax.annotate.embeddings import EmbeddingStore
 from samjax.annotate.image_folder import ImageFolder
 from samjax.annotate.records import ImageRecord, make_annotation
+from samjax.commands.amg import record_problem
 from samjax.inference.mask_io import decode_rle
 from samjax.inference.predictor import SamPredictor
 
@@ -76,15 +78,24 @@ class AnnotationSession:
 
   # ---- images -------------------------------------------------------------
   def info(self) -> dict:
+    """The image list with each image's object counts (from the files:
+    images not opened yet are counted too)."""
     images = []
     for name in self.folder.names:
       rec = self._records.get(name)
-      layer = P.AutoLayer(self.out_dir, name)
-      images.append({"name": name, "objects": len(rec.annotations) if rec else None,
-                     "auto": len(layer.pending())})
+      if rec is not None:
+        count = len(rec.annotations)
+      else:
+        doc, problem = record_problem(self.record_path(name), name)
+        count = None if problem else len(doc["annotations"]) if doc else 0
+      images.append({"name": name, "objects": count,
+                     "auto": len(P.AutoLayer(self.out_dir, name).pending())})
     return {"images": images, "annotator": self.options.annotator,
             "checkpoint": self.options.checkpoint, "round": self.options.round_name,
             "skipped": [dataclasses.asdict(s) for s in self.folder.skipped]}
+
+  def record_path(self, name: str) -> str:
+    return os.path.join(self.out_dir, os.path.splitext(name)[0] + ".json")
 
   def open(self, name: str) -> dict:
     """Starts (or reports) ``name``'s embedding; queues the next image's."""

@@ -139,7 +139,7 @@ def test_kill_9_mid_session_keeps_every_accepted_object(photos, trained_pth, tmp
     reply = server.wait_ready("img_0.jpg")
     assert reply["cached"]  # the embedding came from the disk cache
     status, objects = server.get("/api/objects?image=img_0.jpg")
-    assert [o["id"] for o in objects["objects"]] == [0, 1]
+    assert status == 200 and [o["id"] for o in objects["objects"]] == [0, 1]
     reply = _prompt_and_accept(server, "img_0.jpg", [[200, 150]], [1])
     assert [o["id"] for o in reply["objects"]] == [0, 1, 2]
   doc = json.loads((out / "img_0.json").read_text())
