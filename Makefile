@@ -14,9 +14,21 @@ PYTEST_ARGS ?=
 # per worker.
 TEST_WORKERS ?= 2
 
-.PHONY: install test demo finetune-demo bench lint clean
+.PHONY: install browser test demo finetune-demo bench lint clean
 
 install: $(STAMP)
+
+# Debian's chromium for the `samjax annotate` browser tests, installed where
+# this user can (root with apt-get); elsewhere those tests say why they skip.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	  echo "could not install chromium: the browser tests will skip"; \
+	fi
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +38,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 # pytest exits 5 when it collects nothing: treat that as a failure, a suite
 # that silently ran no test must not pass CI.
-test: install
+test: install browser
 	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) tests; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
