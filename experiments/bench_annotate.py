@@ -217,22 +217,22 @@ def browser_phase(url, names, args, say, t_start) -> dict:
     progress = [text for _, text in obs["status"] if "embedding" in text]
     say(f"first image: page load -> shown {obs['readyAt'] / 1e3:.1f} s (server process start "
         f"-> shown {time.perf_counter() - t_start:.1f} s); #status showed "
-        f"{len(progress)} progress texts, e.g. {progress[:1] + progress[-1:]}")
+        f"{len(progress)} progress texts, e.g. {sorted(set(progress[:1] + progress[-1:]))}")
     say(f"next image embedded in the background {wait_embedded(url, names[1]):.1f} s after "
         f"the first was shown (then the third: {wait_embedded(url, names[2]):.1f} s more)")
 
     box = page.locator("#input-canvas").bounding_box()
     w, h = page.evaluate("[view.width, view.height]")
     rng = np.random.default_rng(args.seed)
-    candidates = set()
+    candidates = {"first": set(), "refine": set()}
     for _ in range(args.clicks):
       x, y = rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.95) * h
       dx, dy = rng.uniform(-0.04, 0.04, 2) * min(w, h)
-      for px, py in ((x, y), (x + dx, y + dy)):
+      for kind, px, py in (("first", x, y), ("refine", x + dx, y + dy)):
         page.mouse.click(box["x"] + (px + 0.5) * box["width"] / w,
                          box["y"] + (py + 0.5) * box["height"] / h)
         wait()
-        candidates.add(page.evaluate("window.samjax.candidates"))
+        candidates[kind].add(page.evaluate("window.samjax.candidates"))
       page.keyboard.press("Escape")
       wait()
     for _ in range(args.switches):
@@ -244,7 +244,8 @@ def browser_phase(url, names, args, say, t_start) -> dict:
     browser.close()
   clicks = [t for t in timings if t["kind"] == "click"]
   assert len(clicks) == len(predicts) == 2 * args.clicks, (len(clicks), len(predicts))
-  say(f"candidates per click seen: {sorted(candidates)}")
+  say(f"candidate masks shown: new object {sorted(candidates['first'])}, refinement "
+      f"{sorted(candidates['refine'])}")
   return {"first": clicks[0::2], "refine": clicks[1::2], "predicts": predicts,
           "switch": [t for t in timings if t["kind"] == "switch"][1:]}  # [0]: page load
 

@@ -1,5 +1,5 @@
 """HTTP for an annotation session: the page (``static/``) and a JSON API
-(``API.md``) on top of ``session.AnnotationSession``.
+(docs/annotate_api.md) on top of ``session.AnnotationSession``.
 
 Bound to loopback (the default), the server also refuses what could reach it
 from elsewhere: a client address that is not loopback, a Host header that

@@ -1,7 +1,7 @@
 /* samjax annotate: the page of SAM's assisted-manual annotation tool.
  *
  * The server holds the model; this page only sends prompts (points, a box),
- * brush/eraser strokes and decisions (API.md), and draws the PNGs it gets
+ * brush/eraser strokes and decisions (docs/annotate_api.md), and draws the PNGs it gets
  * back. Every coordinate sent is in the ORIGINAL image pixel frame.
  *
  * The current object lives in `obj`. Its prompt and strokes change locally
