@@ -68,6 +68,7 @@ def _routes(session):
       ("POST", "/api/predict"): body_ok(lambda b: session.predict(
           b["image"], b.get("points"), b.get("labels"), b.get("box"), b.get("previous"),
           b.get("previous_candidate"), b.get("strokes"))),
+      ("POST", "/api/blank"): body_ok(lambda b: session.blank(b["image"])),
       ("POST", "/api/render"): body_ok(lambda b: session.render(
           b["image"], b["token"], b.get("candidate", 0), b.get("strokes"))),
       ("POST", "/api/accept"): body_ok(lambda b: session.accept(

@@ -166,6 +166,15 @@ class AnnotationSession:
     reply["server_ms"] = round(1000 * (time.perf_counter() - start), 2)
     return reply
 
+  def blank(self, name: str) -> dict:
+    """An empty mask to paint on with the brush (an object no prompt gets);
+    its predicted IoU and stability score are stored as 0."""
+    with self._lock:
+      h, w = self.store.get(name).decoded.rgb.shape[:2]
+      pred = Prediction(name, np.zeros((1, h, w), bool), None, np.zeros(1), np.zeros(1))
+      token = self._keep(pred)
+    return self._candidates(token, pred, [])
+
   def render(self, name: str, token: str, candidate: int, strokes) -> dict:
     strokes = M.check_strokes(strokes)
     with self._lock:

@@ -66,6 +66,10 @@ def test_scripted_session_saves_the_predictors_masks(chromium_browser, photos, t
       page.screenshot("3_two_objects.png")
       page.key("n")
       assert page.state("image") == "img_1.jpg"
+      page.key("b")  # an object painted with the brush alone
+      page.drag([(20, 20), (60, 40), (80, 90)])
+      page.key("Enter")
+      assert len(page.state("objects")) == 1
       page.key("ArrowLeft")
       assert page.state("image") == "img_0.jpg"
       assert [o["id"] for o in page.state("objects")] == [0, 1]
@@ -77,12 +81,17 @@ def test_scripted_session_saves_the_predictors_masks(chromium_browser, photos, t
 
   doc = json.loads((out / "img_0.json").read_text())
   first, second = doc["annotations"]
-  assert len(accepts) == 2 and first["source"] == second["source"] == "manual"
+  assert len(accepts) == 3 and first["source"] == second["source"] == "manual"
   assert [c[2] for c in first["clicks"]] == [1, 1, 0]
   assert first["interactions"] >= 4 and first["seconds"] > 0 and first["strokes"] == 1
   assert first["annotator"] == "tester" and first["checkpoint"] == trained_pth
   assert second["box"] is not None and second["clicks"] == []
   assert {t["kind"] for t in timings} == {"click", "switch"}
+  painted = json.loads((out / "img_1.json").read_text())["annotations"]
+  brush = accepts[2]["strokes"]
+  assert [s["mode"] for s in brush] == ["brush"] and painted[0]["source"] == "manual"
+  np.testing.assert_array_equal(decode_rle(painted[0]["segmentation"]),
+                                apply_strokes(np.zeros((180, 240), bool), brush))
 
   predictor = SamPredictor(load_sam(trained_pth))
   predictor.set_image(read_image(os.path.join(photos, "img_0.jpg")))

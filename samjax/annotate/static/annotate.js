@@ -312,6 +312,10 @@ function sync() {
 
 async function syncStep() {
   const o = obj;
+  if (o.token === null && !hasPrompt(o) && o.strokes.length) {
+    await blank(o);
+    return true;
+  }
   if (hasPrompt(o) && promptKey(o) !== promptKey(o.tokenPrompt)) {
     await predict(o);
     return true;
@@ -343,6 +347,16 @@ async function predict(o) {
   if (t0 !== null && o === obj) {
     samjax.timings.push({kind: 'click', ms: performance.now() - t0, server_ms: r.server_ms});
   }
+}
+
+// An empty mask to paint on: the brush starts an object without a prompt.
+async function blank(o) {
+  const r = await api('/api/blank', {image: samjax.image});
+  if (o !== obj) return;
+  o.token = r.token;
+  o.candidate = 0;
+  o.candidates = r.candidates.map((c) => ({png: c.png, score: c.score, nStrokes: 0}));
+  o.tokenPrompt = {points: o.points, labels: o.labels, box: o.box};
 }
 
 async function render(o) {
@@ -390,7 +404,7 @@ function discardObject() {
 
 function acceptObject() {
   const o = obj;
-  if (o.accepting || (o.token === null && !hasPrompt(o))) return;
+  if (o.accepting || (o.token === null && !hasPrompt(o) && !o.strokes.length)) return;
   o.accepting = true;
   const image = samjax.image;
   busy(async () => {
@@ -638,10 +652,8 @@ function onMouseUp(e) {
 }
 
 function startStroke(at) {
-  if (obj.token === null) {
-    setStatus('click a point or drag a box first: the brush edits the current mask', true);
-    return;
-  }
+  // Without a mask yet, the stroke paints a new object from nothing
+  // (syncStep asks the server for an empty mask first).
   pointer = {stroke: {mode: view.mode, radius: view.radius, points: [at]}};
   drawOverlay();
 }
