@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import os
+import io
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +24,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from data_pipelines import atomic_io
+from data_pipelines import atomic_io, storage
 from samjax.inference.image_io import decode_image_file
 from samjax.inference.predictor import EmbeddedImage, SamPredictor
 
@@ -66,7 +66,7 @@ class EmbeddingStore:
     self.predictor, self.path_of = predictor, path_of
     self.cache_dir, self.fingerprint = cache_dir, fingerprint
     self.after_embedding = after_embedding
-    os.makedirs(cache_dir, exist_ok=True)
+    storage.makedirs(cache_dir)
     self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
     self._queue: list[str] = []
     self._lock = threading.Condition()
@@ -131,10 +131,11 @@ class EmbeddingStore:
     path = self.path_of(name)
     entry.decoded = decode_image_file(path)
     hw = entry.decoded.rgb.shape[:2]
-    cache = os.path.join(self.cache_dir, self._key(path) + ".npy")
-    if os.path.exists(cache):
+    cache = storage.join(self.cache_dir, self._key(path) + ".npy")
+    if storage.exists(cache):
       try:
-        entry.embedded = self.predictor.embedded_image_from_features(np.load(cache), hw)
+        entry.embedded = self.predictor.embedded_image_from_features(
+            np.load(io.BytesIO(storage.read_bytes(cache))), hw)
         entry.cached = True
         return
       except (OSError, ValueError):
@@ -146,7 +147,7 @@ class EmbeddingStore:
   def _key(self, path: str) -> str:
     digest = hashlib.sha256(self.fingerprint.encode())
     digest.update(str(self.predictor.image_size).encode())
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
       for block in iter(lambda: f.read(1 << 20), b""):
         digest.update(block)
     return digest.hexdigest()[:40]

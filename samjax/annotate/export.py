@@ -5,11 +5,10 @@
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 
-from data_pipelines import atomic_io
-from samjax.commands.amg import copy_problem, record_problem
+from data_pipelines import atomic_io, storage
+from samjax.inference.sa1b_records import copy_problem, record_problem
 
 
 def export_tars(out_dir: str, dest: str, per_tar: int, log=print) -> list[str]:
@@ -18,14 +17,13 @@ def export_tars(out_dir: str, dest: str, per_tar: int, log=print) -> list[str]:
   if per_tar < 1:
     raise ValueError("--per-tar must be at least 1")
   pairs = []
-  for name in sorted(os.listdir(out_dir)):
-    stem, ext = os.path.splitext(name)
+  for name in sorted(storage.listdir(out_dir)):
+    stem, ext = storage.splitext(name)
     if ext != ".json":
       continue
-    path, jpg = os.path.join(out_dir, name), os.path.join(out_dir, stem + ".jpg")
+    path, jpg = storage.join(out_dir, name), storage.join(out_dir, stem + ".jpg")
     try:
-      with open(path, encoding="utf-8") as f:
-        file_name = json.load(f)["image"]["file_name"]
+      file_name = json.loads(storage.read_bytes(path))["image"]["file_name"]
     except (OSError, ValueError, KeyError, TypeError):
       log(f"skipping {name}: not an SA-1B record")
       continue
@@ -45,7 +43,7 @@ def export_tars(out_dir: str, dest: str, per_tar: int, log=print) -> list[str]:
   atomic_io.ensure_dir(dest)
   written = []
   for start in range(0, len(pairs), per_tar):
-    tar_path = os.path.join(dest, f"sa_annotate_{start // per_tar:05d}.tar")
+    tar_path = storage.join(dest, f"sa_annotate_{start // per_tar:05d}.tar")
     with atomic_io.atomic_writer(tar_path) as f, tarfile.open(fileobj=f, mode="w") as tf:
       for stem, jpg, js in pairs[start:start + per_tar]:
         tf.add(jpg, arcname=f"{stem}.jpg")

@@ -4,9 +4,9 @@ name only, so no request can reach a file outside it."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
-from samjax.commands.amg import IMAGE_EXTS
+from data_pipelines import storage
+from samjax.inference.sa1b_records import IMAGE_EXTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,16 +23,16 @@ class ImageFolder:
   """
 
   def __init__(self, root: str):
-    if not os.path.isdir(root):
+    if not storage.isdir(root):
       raise FileNotFoundError(f"--images {root} is not a directory")
-    self.root = os.path.abspath(root)
+    self.root = storage.resolve(root)
     self.names: list[str] = []
     self.skipped: list[Skipped] = []
     stems: dict[str, str] = {}
-    for name in sorted(os.listdir(self.root)):
-      path = os.path.join(self.root, name)
-      stem, ext = os.path.splitext(name)
-      if not os.path.isfile(path):
+    for name in sorted(storage.listdir(self.root)):
+      path = storage.join(self.root, name)
+      stem, ext = storage.splitext(name)
+      if not storage.isfile(path):
         continue
       if ext.lower() not in IMAGE_EXTS:
         self.skipped.append(Skipped(name, "not an image file (by its extension)"))
@@ -50,7 +50,7 @@ class ImageFolder:
     path, ``..``, a skipped file) is a ``KeyError`` with a one-line reason."""
     if not isinstance(name, str) or name not in self.names:
       raise KeyError(f"no image named {name!r} in the image folder")
-    return os.path.join(self.root, name)
+    return storage.join(self.root, name)
 
   def index(self, name: str) -> int:
     self.path(name)
@@ -58,4 +58,4 @@ class ImageFolder:
 
 
 def stem(name: str) -> str:
-  return os.path.splitext(name)[0]
+  return storage.splitext(name)[0]

@@ -12,13 +12,12 @@ restart neither recomputes it nor brings back what was decided.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
-from data_pipelines import atomic_io
-from samjax.commands.amg import image_id
+from data_pipelines import atomic_io, storage
 from samjax.inference.mask_io import decode_rle, encode_rle, mask_bbox_xywh
+from samjax.inference.sa1b_records import image_id
 
 # The generator's thresholds for pre-filled masks: stricter than its defaults
 # (0.88 / 0.95), since every kept mask is one the annotator must review.
@@ -29,14 +28,13 @@ class AutoLayer:
   """Pre-filled objects of one image and what the annotator decided."""
 
   def __init__(self, out_dir: str, name: str):
-    self.path = os.path.join(out_dir, ".annotate", "auto",
-                             os.path.splitext(name)[0] + ".json")
+    self.path = storage.join(out_dir, ".annotate", "auto",
+                             storage.splitext(name)[0] + ".json")
     self.objects: list[dict] = []
     self.decided: dict[str, str] = {}
     self.exists = False
     try:
-      with open(self.path, encoding="utf-8") as f:
-        doc = json.load(f)
+      doc = json.loads(storage.read_bytes(self.path))
       self.objects, self.decided = list(doc["objects"]), dict(doc["decided"])
       self.exists = True
     except FileNotFoundError:
@@ -64,7 +62,7 @@ class AutoLayer:
     self.save()
 
   def save(self) -> None:
-    atomic_io.ensure_dir(os.path.dirname(self.path))
+    atomic_io.ensure_dir(storage.dirname(self.path))
     atomic_io.write_json(self.path, {"objects": self.objects, "decided": self.decided})
     self.exists = True
 
@@ -90,8 +88,7 @@ def read_detections(path: str, names: list[str], min_score: float) -> dict[str, 
   "file_name" instead of "image_id"). image_id is matched as `samjax amg`
   numbers images (sa_N -> N, else the CRC32 of the file name)."""
   try:
-    with open(path, encoding="utf-8") as f:
-      dets = json.load(f)
+    dets = json.loads(storage.read_bytes(path))
   except (OSError, ValueError) as e:
     raise ValueError(f"--prefill {path}: not a readable JSON file ({e})") from e
   if isinstance(dets, dict) and "annotations" in dets:

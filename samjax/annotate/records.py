@@ -25,13 +25,12 @@ never overwritten.
 from __future__ import annotations
 
 import datetime
-import os
 
 import numpy as np
 
-from data_pipelines import atomic_io
-from samjax.commands.amg import copy_problem, image_id, record_problem, write_copy
+from data_pipelines import atomic_io, storage
 from samjax.inference.mask_io import decode_rle, encode_rle, mask_bbox_xywh
+from samjax.inference.sa1b_records import copy_problem, image_id, record_problem, write_copy
 
 SOURCES = ("manual", "auto", "auto-edited")
 
@@ -46,15 +45,15 @@ class ImageRecord:
 
   def __init__(self, out_dir: str, name: str, height: int, width: int):
     self.name, self.height, self.width = name, height, width
-    stem = os.path.splitext(name)[0]
-    self.path = os.path.join(out_dir, stem + ".json")
-    self.image_copy = os.path.join(out_dir, stem + ".jpg")
+    stem = storage.splitext(name)[0]
+    self.path = storage.join(out_dir, stem + ".json")
+    self.image_copy = storage.join(out_dir, stem + ".jpg")
     doc, problem = record_problem(self.path, name)
     if problem:
       raise RecordRefused(f"{problem}; it is left as it is (move it away to annotate "
                           f"{name})")
     if doc is not None and (doc["image"]["height"], doc["image"]["width"]) != (height, width):
-      raise RecordRefused(f"{os.path.basename(self.path)} says {doc['image']['width']}x"
+      raise RecordRefused(f"{storage.basename(self.path)} says {doc['image']['width']}x"
                           f"{doc['image']['height']}, the image is {width}x{height}; "
                           "it is left as it is")
     self.annotations: list[dict] = list(doc["annotations"]) if doc else []

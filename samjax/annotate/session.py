@@ -18,21 +18,21 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
-import os
 import threading
 import time
 import uuid
 
 import numpy as np
 
+from data_pipelines import storage
 from samjax.annotate import masks as M
 from samjax.annotate import prefill as P
 from samjax.annotate.embeddings import EmbeddingStore
 from samjax.annotate.image_folder import ImageFolder
 from samjax.annotate.records import ImageRecord, make_annotation
-from samjax.commands.amg import record_problem
 from samjax.inference.mask_io import decode_rle
 from samjax.inference.predictor import SamPredictor
+from samjax.inference.sa1b_records import record_problem
 
 # Predictions kept for refinement / accept / undo (per session, all images).
 TOKENS_KEPT = 256
@@ -95,7 +95,7 @@ class AnnotationSession:
             "skipped": [dataclasses.asdict(s) for s in self.folder.skipped]}
 
   def record_path(self, name: str) -> str:
-    return os.path.join(self.out_dir, os.path.splitext(name)[0] + ".json")
+    return storage.join(self.out_dir, storage.splitext(name)[0] + ".json")
 
   def open(self, name: str) -> dict:
     """Starts (or reports) ``name``'s embedding; queues the next image's."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
-from samjax.commands.amg import record_problem
+from data_pipelines import storage
+from samjax.inference.sa1b_records import record_problem
 
 
 @dataclasses.dataclass
@@ -35,17 +35,16 @@ class Group:
 
 def collect(out_dir: str) -> tuple[list[dict], list[str]]:
   """(rows in round order, problems) over the SA-1B JSONs of ``out_dir``."""
-  if not os.path.isdir(out_dir):
+  if not storage.isdir(out_dir):
     raise FileNotFoundError(f"{out_dir} is not a directory")
   groups: dict[tuple[str, str], Group] = {}
   problems = []
-  for name in sorted(os.listdir(out_dir)):
+  for name in sorted(storage.listdir(out_dir)):
     if not name.endswith(".json"):
       continue
-    path = os.path.join(out_dir, name)
+    path = storage.join(out_dir, name)
     try:
-      with open(path, encoding="utf-8") as f:
-        file_name = json.load(f)["image"]["file_name"]
+      file_name = json.loads(storage.read_bytes(path))["image"]["file_name"]
     except (OSError, ValueError, KeyError, TypeError):
       file_name = None
     doc, problem = record_problem(path, file_name) if file_name else (None, "unreadable")

@@ -112,6 +112,7 @@ def _stats(args) -> int:
 
 
 def _serve(args) -> int:
+  from data_pipelines import storage
   from samjax.annotate.embeddings import weights_fingerprint
   from samjax.annotate.image_folder import ImageFolder
   from samjax.annotate.server import AnnotationServer, is_loopback
@@ -121,19 +122,18 @@ def _serve(args) -> int:
   folder = ImageFolder(args.images)
   for s in folder.skipped:
     print(f"samjax annotate: skipping {s.name}: {s.reason}", file=sys.stderr)
-  if args.prefill and args.prefill != "amg" and not os.path.isfile(args.prefill):
+  if args.prefill and args.prefill != "amg" and not storage.isfile(args.prefill):
     raise FileNotFoundError(f"--prefill {args.prefill}: neither 'amg' nor a file")
-  os.makedirs(args.out, exist_ok=True)
-  checkpoint = os.path.abspath(args.checkpoint) if "://" not in args.checkpoint \
-      else args.checkpoint
+  storage.makedirs(args.out)
+  checkpoint = storage.resolve(args.checkpoint)
   print(f"samjax annotate: loading {args.checkpoint}", flush=True)
   sam = load_sam(args.checkpoint, args.variant)
   options = SessionOptions(
       annotator=args.annotator, checkpoint=checkpoint,
-      round_name=args.round_name or os.path.basename(checkpoint.rstrip("/")),
+      round_name=args.round_name or storage.basename(checkpoint.rstrip("/")),
       prefill=args.prefill, prefill_points_per_side=args.prefill_points_per_side,
       prefill_min_score=args.prefill_min_score)
-  cache = args.cache or os.path.join(args.out, ".annotate", "embeddings")
+  cache = args.cache or storage.join(args.out, ".annotate", "embeddings")
   session = AnnotationSession(sam, folder, args.out, cache, weights_fingerprint(sam.params),
                               options)
   session.open(folder.names[0])  # the first image's embedding starts now

@@ -70,7 +70,7 @@ def add_parser(eval_subparsers):
 
 def list_image_ids(images_dir: str) -> dict[str, str]:
   """{id: path} of the image files in ``images_dir`` (id = file stem)."""
-  from samjax.commands.amg import IMAGE_EXTS
+  from samjax.inference.sa1b_records import IMAGE_EXTS
   if not storage.isdir(images_dir):
     raise FileNotFoundError(f"--images {images_dir}: no such folder")
   out: dict[str, str] = {}

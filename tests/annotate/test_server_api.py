@@ -96,11 +96,15 @@ def test_bad_input_is_refused_in_one_line(folders, trained_pth, tmp_path):
 
 
 def test_a_client_that_is_not_loopback_is_refused():
-  """The handler of a loopback-bound server, on a real socket pair, with a
-  peer address from another machine."""
-  ours, theirs = socket.socketpair()
+  """The handler of a loopback-bound server, on a real TCP connection, told
+  that its peer is another machine (what a non-loopback client looks like
+  to it when the server is bound to all addresses)."""
+  with socket.create_server(("127.0.0.1", 0)) as listener:
+    theirs = socket.create_connection(listener.getsockname())
+    ours, _ = listener.accept()
   with ours, theirs:
-    theirs.sendall(b"GET /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    theirs.sendall(b"GET /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   b"Connection: close\r\n\r\n")
     make_handler(session=None, loopback_only=True)(ours, ("10.0.0.7", 40000), None)
     reply = theirs.recv(65536).decode()
   assert reply.startswith("HTTP/1.1 403")
