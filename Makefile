@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python experiments/bench_amg.py --write experiments/results
 	$(BIN)/python experiments/bench_data.py --write experiments/results
 	$(BIN)/python experiments/bench_train.py --write experiments/results
+	$(BIN)/python experiments/bench_annotate.py --write experiments/results
 
 lint: install
 	$(BIN)/ruff check samjax data_pipelines experiments tests

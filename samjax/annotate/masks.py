@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -93,8 +95,26 @@ def labels_png(labels: np.ndarray, colours: Sequence[tuple[int, int, int]]) -> s
 
 
 def mask_png(mask: np.ndarray, colour: tuple[int, int, int] = CURRENT) -> str:
-  """[H, W] bool -> base64 PNG of the mask tinted ``colour``."""
-  return labels_png(mask.astype(np.uint8), [colour])
+  """[H, W] bool -> base64 PNG of the mask tinted ``colour``: a 1-bit palette
+  PNG written here (eight pixels per byte before compression: an SA-1B-sized
+  mask encodes several times faster than an 8-bit one, which is most of a
+  click's time on the server after the decoder)."""
+  h, w = mask.shape
+  rows = np.packbits(mask.astype(bool), axis=1)
+  raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)  # filter 0 per row
+  png = b"".join((
+      b"\x89PNG\r\n\x1a\n",
+      _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 3, 0, 0, 0)),
+      _chunk(b"PLTE", bytes((0, 0, 0, *colour))),
+      _chunk(b"tRNS", bytes((0, ALPHA))),
+      _chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)),
+      _chunk(b"IEND", b"")))
+  return base64.b64encode(png).decode("ascii")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+  return (struct.pack(">I", len(data)) + kind + data
+          + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
 
 def layer_png(masks: Sequence[np.ndarray], shape: tuple[int, int], colours=PALETTE

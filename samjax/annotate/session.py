@@ -33,6 +33,7 @@ from samjax.annotate.records import ImageRecord, make_annotation
 from samjax.inference.mask_io import decode_rle
 from samjax.inference.predictor import SamPredictor
 from samjax.inference.sa1b_records import record_problem
+from samjax.inference.transforms import postprocess_masks
 
 # Predictions kept for refinement / accept / undo (per session, all images).
 TOKENS_KEPT = 256
@@ -41,12 +42,13 @@ TOKENS_KEPT = 256
 @dataclasses.dataclass
 class Prediction:
   """Candidates of one request: masks [K, H, W] bool, low_res [K, 4h, 4w]
-  logits (None for a stored mask being edited), scores / stability [K]."""
+  logits (None for a stored mask being edited), scores [K]; stability [K]
+  for a stored mask (a prediction's is computed when it is accepted)."""
   image: str
   masks: np.ndarray
   low_res: np.ndarray | None
   scores: np.ndarray
-  stability: np.ndarray
+  stability: np.ndarray | None
   source: str = "manual"
 
 
@@ -156,11 +158,9 @@ class AnnotationSession:
       single_click = coords is not None and len(coords) == 1 and box is None
       multimask = single_click and mask_input is None
       self.predictor.use_embedded_image(entry.embedded)
-      logits, scores, low = self.predictor.predict(coords, labels, box, mask_input,
-                                                   multimask_output=multimask,
-                                                   return_logits=True)
-      pred = Prediction(name, logits > 0.0, low, scores,
-                        np.array([M.stability_score(x) for x in logits]))
+      masks, scores, low = self.predictor.predict(coords, labels, box, mask_input,
+                                                  multimask_output=multimask)
+      pred = Prediction(name, masks, low, scores, None)
       token = self._keep(pred)
     reply = self._candidates(token, pred, strokes)
     reply["server_ms"] = round(1000 * (time.perf_counter() - start), 2)
@@ -224,7 +224,7 @@ class AnnotationSession:
       clicks = [] if coords is None else [[x, y, int(lb)] for (x, y), lb in zip(coords, labels)]
       ann = make_annotation(
           ann_id, mask, predicted_iou=pred.scores[candidate],
-          stability_score=pred.stability[candidate], clicks=clicks,
+          stability_score=self._stability(pred, int(candidate)), clicks=clicks,
           box=None if box is None else box[0].tolist(), strokes=len(strokes), source=source,
           seconds=seconds, interactions=interactions, annotator=self.options.annotator,
           checkpoint=self.options.checkpoint, round_name=self.options.round_name)
@@ -271,6 +271,17 @@ class AnnotationSession:
     return {"png": M.mask_png(~covered, M.UNCOVERED), "fraction": float((~covered).mean())}
 
   # ---- internals ----------------------------------------------------------
+  def _stability(self, pred: Prediction, k: int) -> float:
+    """The stability score of candidate ``k``: its logits upsampled to the
+    image, as the predictor makes them (only at accept: a click's reply
+    needs the masks alone)."""
+    if pred.stability is not None:
+      return float(pred.stability[k])
+    e = self.store.get(pred.image).embedded
+    logits = postprocess_masks(pred.low_res[k], e.input_size, e.original_size,
+                               self.predictor.image_size)
+    return M.stability_score(np.asarray(logits))
+
   def _put(self, name: str, rec: ImageRecord, ann: dict) -> None:
     rec.put(ann, self.folder.path(name), self.store.get(name).decoded)
 

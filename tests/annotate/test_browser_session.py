@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from samjax.annotate.masks import apply_strokes
+from samjax.annotate.masks import apply_strokes, stability_score
 from samjax.inference.image_io import read_image
 from samjax.inference.mask_io import decode_rle
 from samjax.inference.predictor import SamPredictor
@@ -103,6 +103,8 @@ def test_scripted_session_saves_the_predictors_masks(chromium_browser, photos, t
   np.testing.assert_array_equal(decode_rle(first["segmentation"]), erased)
   assert first["predicted_iou"] == pytest.approx(float(iou), abs=1e-6)
 
-  masks, iou, _ = predictor.predict(box=np.array(accepts[1]["box"]), multimask_output=False)
-  np.testing.assert_array_equal(decode_rle(second["segmentation"]), masks[0])
+  logits, iou, _ = predictor.predict(box=np.array(accepts[1]["box"]), multimask_output=False,
+                                     return_logits=True)
+  np.testing.assert_array_equal(decode_rle(second["segmentation"]), logits[0] > 0)
   assert second["predicted_iou"] == pytest.approx(float(iou[0]), abs=1e-6)
+  assert second["stability_score"] == pytest.approx(stability_score(logits[0]), abs=1e-4)
