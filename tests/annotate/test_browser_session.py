@@ -18,8 +18,6 @@ from samjax.loading import load_sam
 from tests.annotate.browser import Page
 from tests.annotate.conftest import annotate_server
 
-pytestmark = pytest.mark.xdist_group("annotate")
-
 
 def _replay_first_object(predictor, accept):
   """The official interactive loop for the accepted prompts: click 1 gives
@@ -52,6 +50,10 @@ def test_scripted_session_saves_the_predictors_masks(chromium_browser, photos, t
       assert page.state("selected") == 1
       page.click(150, 100)
       page.click(40, 150, negative=True)
+      page.key("z")  # undo / redo restore the page's snapshots, no new request
+      assert page.page.evaluate("obj.points.length") == 2
+      page.key("y")
+      assert page.page.evaluate("obj.points.length") == 3
       page.screenshot("1_three_clicks.png")
       page.key("e")
       page.drag([(100, 60), (130, 70), (160, 75)])

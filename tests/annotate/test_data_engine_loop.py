@@ -14,8 +14,6 @@ from samjax.cli import main as samjax_main
 from tests.annotate.conftest import annotate_server
 from tests.train.conftest import GT, IMAGE, reference_run, small_config, train_data  # noqa: F401
 
-pytestmark = pytest.mark.xdist_group("annotate")
-
 # (image, positive clicks, seconds) of each scripted object.
 ROUND_1 = [("img_0.jpg", [[120, 80]], 6.0), ("img_0.jpg", [[30, 160], [60, 170]], 4.0),
            ("img_1.jpg", [[100, 90]], 5.0), ("img_2.jpg", [[120, 60]], 3.0)]

@@ -9,8 +9,8 @@ import os
 import zlib
 
 import numpy as np
-import pytest
 
+from samjax.annotate.masks import apply_strokes
 from samjax.annotate.prefill import STRICT_AMG, AutoLayer
 from samjax.inference.automatic_mask_generator import SamAutomaticMaskGenerator
 from samjax.inference.image_io import read_image
@@ -19,8 +19,6 @@ from samjax.inference.predictor import SamPredictor
 from samjax.loading import load_sam
 from tests.annotate.browser import Page
 from tests.annotate.conftest import annotate_server
-
-pytestmark = pytest.mark.xdist_group("annotate")
 
 BOXES = [[60, 20, 200, 150], [0, 100, 120, 180], [150, 0, 240, 60]]
 SCORES = [0.9, 0.8, 0.2]  # the last is under --prefill-min-score 0.5
@@ -57,6 +55,20 @@ def test_detections_prefill_accept_reject_and_uncovered(chromium_browser, photos
       assert page.state("auto") == []
       page.click(30, 170)  # a manual object beside the accepted auto one
       page.key("Enter")
+      page.click(200, 20)  # one more, then deleted from the list
+      page.key("Enter")
+      assert [o["id"] for o in page.state("objects")] == [0, 1, 2]
+      page.page.click('#objects li[data-id="2"] .delete')
+      page.wait()
+      assert [o["id"] for o in page.state("objects")] == [0, 1]
+      page.page.click('#objects li[data-id="0"] .edit')  # re-edit the auto object
+      page.wait()
+      page.key("e")
+      page.drag([(100, 60), (140, 80)])
+      page.key("Enter")
+      assert [(o["id"], o["source"]) for o in page.state("objects")] == [
+          (0, "auto-edited"), (1, "manual")]
+      edit = page.sent("accept")[-1]
       page.key("u")
       page.page.wait_for_function(
           "document.getElementById('uncovered-fraction').textContent !== ''")
@@ -67,20 +79,23 @@ def test_detections_prefill_accept_reject_and_uncovered(chromium_browser, photos
       page.close()
 
   doc = json.loads((out / "img_0.json").read_text())
-  assert [a["source"] for a in doc["annotations"]] == ["auto", "manual"]
+  assert [a["source"] for a in doc["annotations"]] == ["auto-edited", "manual"]
   union = np.zeros(alpha.shape, bool)
   for a in doc["annotations"]:
     union |= decode_rle(a["segmentation"])
   assert union.any() and (~union).any()
   np.testing.assert_array_equal(alpha > 0, ~union)
 
-  # The accepted auto object is the predictor's mask for the detection box.
+  # The accepted auto object is the predictor's mask for the detection box,
+  # with the eraser stroke of its re-edit.
   predictor = SamPredictor(load_sam(trained_pth))
   predictor.set_image(read_image(os.path.join(photos, "img_0.jpg")))
   masks, _, _ = predictor.predict(box=np.array(BOXES[0], np.float32), multimask_output=False)
   auto = doc["annotations"][0]
   assert auto["box"] == [float(v) for v in BOXES[0]]
-  np.testing.assert_array_equal(decode_rle(auto["segmentation"]), masks[0])
+  assert edit["replaces"] == 0 and [st["mode"] for st in edit["strokes"]] == ["erase"]
+  np.testing.assert_array_equal(decode_rle(auto["segmentation"]),
+                                apply_strokes(masks[0], edit["strokes"]))
   layer = AutoLayer(str(out), "img_0.jpg")
   assert layer.decided == {"auto-0": "accepted", "auto-1": "rejected"}
 

@@ -16,8 +16,6 @@ import pytest
 from samjax.annotate.server import make_handler
 from tests.annotate.conftest import annotate_server
 
-pytestmark = pytest.mark.xdist_group("annotate")
-
 
 def write_bomb_png(path, side=20000) -> None:
   """A PNG header claiming side x side pixels (far above PIL's bomb limit)
