@@ -132,9 +132,13 @@ def annotate_server(tmp_path, *args, timeout: float = 180.0):
     proc.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium_browser():
-  """Debian's chromium, headless, driven by Playwright (nothing downloaded)."""
+  """Debian's chromium, headless, driven by Playwright (nothing downloaded).
+
+  Per test: Playwright's sync API runs an asyncio loop in this thread while
+  it is started, and a later test in the same worker that runs its own loop
+  (orbax's, asyncio.run) would fail while it is still there."""
   sync_api = pytest.importorskip("playwright.sync_api")
   if not os.path.exists(CHROMIUM):
     pytest.skip(f"no chromium at {CHROMIUM} (make test installs Debian's chromium as root)")
