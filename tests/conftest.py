@@ -64,6 +64,15 @@ def randomize_official(sam, seed: int = 0):
   return sam
 
 
+TRAINED_TINY = os.path.join(os.path.dirname(__file__), "data", "sam_tiny_trained_fp16.npz")
+
+
+def trained_tiny_state_dict() -> dict:
+  """The trained vit_tiny weights of tests/data (official keys), as float32."""
+  with np.load(TRAINED_TINY) as f:
+    return {k: f[k].astype(np.float32) for k in f.files}
+
+
 @functools.lru_cache(maxsize=2)
 def official_pair(variant: str, seed: int = 0):
   """(official torch Sam, samjax SamModel, samjax params) with identical weights."""

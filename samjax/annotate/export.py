@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import tarfile
 
 from data_pipelines import atomic_io, storage
@@ -22,12 +21,7 @@ def export_tars(out_dir: str, dest: str, per_tar: int, log=print) -> list[str]:
     if ext != ".json":
       continue
     path, jpg = storage.join(out_dir, name), storage.join(out_dir, stem + ".jpg")
-    try:
-      file_name = json.loads(storage.read_bytes(path))["image"]["file_name"]
-    except (OSError, ValueError, KeyError, TypeError):
-      log(f"skipping {name}: not an SA-1B record")
-      continue
-    doc, problem = record_problem(path, file_name)
+    doc, problem = record_problem(path)
     if doc is None:
       log(f"skipping {name}: {problem}")
       continue

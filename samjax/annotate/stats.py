@@ -5,7 +5,6 @@ the SAM paper compares its rounds by)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from data_pipelines import storage
 from samjax.inference.sa1b_records import record_problem
@@ -43,14 +42,11 @@ def collect(out_dir: str) -> tuple[list[dict], list[str]]:
     if not name.endswith(".json"):
       continue
     path = storage.join(out_dir, name)
-    try:
-      file_name = json.loads(storage.read_bytes(path))["image"]["file_name"]
-    except (OSError, ValueError, KeyError, TypeError):
-      file_name = None
-    doc, problem = record_problem(path, file_name) if file_name else (None, "unreadable")
+    doc, problem = record_problem(path)
     if doc is None:
       problems.append(f"{name}: {problem}")
       continue
+    file_name = doc["image"]["file_name"]
     for a in doc["annotations"]:
       key = (str(a.get("round", "")), str(a.get("annotator", "")))
       g = groups.setdefault(key, Group(*key, first=str(a.get("accepted_at", ""))))

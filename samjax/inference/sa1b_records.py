@@ -38,8 +38,10 @@ def sa1b_record(records: list[dict], file_name: str, height: int, width: int) ->
   }
 
 
-def record_problem(path: str, file_name: str) -> tuple[dict | None, str | None]:
-  """(document, None) if ``path`` is a finished record of ``file_name``,
+def record_problem(path: str, file_name: str | None = None
+                   ) -> tuple[dict | None, str | None]:
+  """(document, None) if ``path`` is a finished record of ``file_name``
+  (None: of whichever image it names, for a scan of a folder of records),
   else (None, why not); why is None when there is no JSON at all.
 
   Finished means: it parses and has the schema ``sa1b_record`` writes. A
@@ -56,7 +58,7 @@ def record_problem(path: str, file_name: str) -> tuple[dict | None, str | None]:
   image = doc.get("image") if isinstance(doc, dict) else None
   if not isinstance(image, dict) or not all(k in image for k in IMAGE_KEYS):
     return None, f"{name} has no complete 'image' record"
-  if image["file_name"] != file_name:
+  if file_name is not None and image["file_name"] != file_name:
     return None, f"{name} describes {image['file_name']!r}, not {file_name!r}"
   anns = doc.get("annotations")
   if not isinstance(anns, list) or not all(

@@ -15,13 +15,12 @@ import time
 import urllib.error
 import urllib.request
 
-import numpy as np
 import pytest
 
+from tests.conftest import trained_tiny_state_dict
 from tests.storage_servers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WEIGHTS = os.path.join(REPO, "tests", "data", "sam_tiny_trained_fp16.npz")
 # Screenshots of the browser tests (kept after the run; not in git).
 ARTIFACTS = os.environ.get("SAMJAX_TEST_OUTPUT", os.path.join(REPO, "test-output"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -53,10 +52,8 @@ def photos(tmp_path_factory):
 def trained_pth(tmp_path_factory):
   """The trained vit_tiny weights of tests/data as a float32 official .pth."""
   from samjax.interop.torch_io import save_state_dict
-  with np.load(WEIGHTS) as f:
-    sd = {k: f[k].astype(np.float32) for k in f.files}
   path = str(tmp_path_factory.mktemp("annotate_ckpt") / "sam_tiny_trained.pth")
-  save_state_dict(sd, path)
+  save_state_dict(trained_tiny_state_dict(), path)
   return path
 
 

@@ -17,7 +17,6 @@ import json
 import os
 import types
 
-import numpy as np
 import pytest
 import segment_anything as official
 import torch
@@ -30,10 +29,10 @@ from samjax.interop import build_official_sam
 from samjax.interop.torch_io import save_state_dict
 from samjax.model.configs import get_config
 from tests import official_amg_script
+from tests.conftest import trained_tiny_state_dict
 
 cv2 = pytest.importorskip("cv2")
 
-WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "data", "sam_tiny_trained_fp16.npz")
 # The notebook's custom-settings cell, thresholds set for this model's calibration.
 CUSTOM = dict(points_per_side=16, pred_iou_thresh=0.05, stability_score_thresh=0.5,
               crop_n_layers=1, crop_n_points_downscale_factor=2, min_mask_region_area=20)
@@ -49,8 +48,7 @@ def _image(index):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """(path of the float32 .pth, official torch Sam loaded from it)."""
-  with np.load(WEIGHTS) as f:
-    sd = {k: f[k].astype(np.float32) for k in f.files}
+  sd = trained_tiny_state_dict()
   path = str(tmp_path_factory.mktemp("trained") / "sam_tiny_trained.pth")
   save_state_dict(sd, path)
   ref = build_official_sam(get_config("vit_tiny")).eval()
